@@ -1,0 +1,413 @@
+//! Message types carried in frames: the log's own frames and the consensus protocol.
+//!
+//! Every message is one frame (see [`super::frame`]): the frame type names the message, the body
+//! is a fixed little-endian layout, and a few messages carry variable bytes after the body
+//! (client payload, replicated log bytes). Bodies are decoded with an exact length check, so a
+//! frame whose body is too short or too long is rejected as [`DecodeError::BadLength`].
+//!
+//! Field names follow Aeron Cluster's protocol so the two are easy to compare.
+
+use super::frame::{self, Frame, FrameMeta};
+use super::DecodeError;
+
+/// Frame types. Values below 16 appear in the log; 16 and above travel between members only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum FrameType {
+    /// Fills the rest of a log segment so that no frame straddles two segment files.
+    Padding = 1,
+    SessionMessage = 2,
+    SessionOpen = 3,
+    SessionClose = 4,
+    TimerEvent = 5,
+    NewLeadershipTermEvent = 6,
+    CanvassPosition = 16,
+    RequestVote = 17,
+    Vote = 18,
+    NewLeadershipTerm = 19,
+    AppendPosition = 20,
+    CommitPosition = 21,
+    CatchupPosition = 22,
+    StopCatchup = 23,
+    AppendData = 24,
+}
+
+impl FrameType {
+    pub fn from_u16(value: u16) -> Option<Self> {
+        use FrameType::*;
+        Some(match value {
+            1 => Padding,
+            2 => SessionMessage,
+            3 => SessionOpen,
+            4 => SessionClose,
+            5 => TimerEvent,
+            6 => NewLeadershipTermEvent,
+            16 => CanvassPosition,
+            17 => RequestVote,
+            18 => Vote,
+            19 => NewLeadershipTerm,
+            20 => AppendPosition,
+            21 => CommitPosition,
+            22 => CatchupPosition,
+            23 => StopCatchup,
+            24 => AppendData,
+            _ => return None,
+        })
+    }
+}
+
+/// A fixed-width little-endian field.
+trait Wire: Sized + Copy {
+    const LEN: usize;
+    fn put(self, out: &mut [u8]);
+    fn get(bytes: &[u8]) -> Self;
+}
+
+macro_rules! wire_int {
+    ($($t:ty),*) => {$(
+        impl Wire for $t {
+            const LEN: usize = core::mem::size_of::<$t>();
+            fn put(self, out: &mut [u8]) {
+                out[..Self::LEN].copy_from_slice(&self.to_le_bytes());
+            }
+            fn get(bytes: &[u8]) -> Self {
+                let mut raw = [0u8; core::mem::size_of::<$t>()];
+                raw.copy_from_slice(&bytes[..Self::LEN]);
+                <$t>::from_le_bytes(raw)
+            }
+        }
+    )*};
+}
+wire_int!(u8, u32, u64);
+
+impl Wire for bool {
+    const LEN: usize = 1;
+    fn put(self, out: &mut [u8]) {
+        out[0] = self as u8;
+    }
+    fn get(bytes: &[u8]) -> Self {
+        bytes[0] != 0
+    }
+}
+
+/// Defines a fixed-layout message body: a plain struct, its encoded length, and exact
+/// little-endian encode/decode in field order.
+macro_rules! body {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident : $t:ty),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $name { $($(#[$fm])* pub $field: $t),* }
+
+        impl $name {
+            /// Encoded length of the body in bytes.
+            pub const LEN: usize = 0 $(+ <$t as Wire>::LEN)*;
+
+            fn put(&self, out: &mut [u8]) {
+                let mut _at = 0;
+                $( Wire::put(self.$field, &mut out[_at..]); _at += <$t as Wire>::LEN; )*
+            }
+
+            /// Decodes the body from the front of `bytes`; the rest is returned untouched.
+            fn take(bytes: &[u8]) -> Result<(Self, &[u8]), DecodeError> {
+                if bytes.len() < Self::LEN {
+                    return Err(DecodeError::BadLength { length: bytes.len() });
+                }
+                let mut _at = 0;
+                $( let $field = <$t as Wire>::get(&bytes[_at..]); _at += <$t as Wire>::LEN; )*
+                Ok((Self { $($field),* }, &bytes[Self::LEN..]))
+            }
+        }
+    };
+}
+
+body!(
+    /// Body of a client's message: the client's sequence number for exactly-once delivery.
+    SessionMessageHeader { sequence: u64 }
+);
+body!(
+    /// A client asked to open a session; the leader assigned the frame's session id.
+    SessionOpen { correlation_id: u64, client_id: u64 }
+);
+body!(
+    /// A session ended. `reason` is one of [`CloseReason`] as u8.
+    SessionClose { reason: u8 }
+);
+body!(
+    /// A timer the service scheduled has fired; the frame's timestamp is the leader's time.
+    TimerEvent { correlation_id: u64 }
+);
+body!(
+    /// Written at the start of every leadership term, so replay sees term changes in order.
+    NewLeadershipTermEvent {
+        leadership_term_id: u64,
+        term_base_log_position: u64,
+        leader_member_id: u32,
+        member_count: u32,
+    }
+);
+body!(
+    /// Election step 1: members exchange their log positions before anyone nominates itself.
+    CanvassPosition {
+        log_leadership_term_id: u64,
+        log_position: u64,
+        leadership_term_id: u64,
+        follower_member_id: u32,
+    }
+);
+body!(
+    /// A candidate asks for a vote for `candidate_term_id`.
+    RequestVote {
+        log_leadership_term_id: u64,
+        log_position: u64,
+        candidate_term_id: u64,
+        candidate_member_id: u32,
+    }
+);
+body!(
+    /// The answer to [`RequestVote`]. `vote == false` is an explicit veto.
+    Vote {
+        candidate_term_id: u64,
+        log_leadership_term_id: u64,
+        log_position: u64,
+        candidate_member_id: u32,
+        follower_member_id: u32,
+        vote: bool,
+    }
+);
+body!(
+    /// The leader announces its term and how a follower's log must be reconciled with it:
+    /// `log_*` describe the term the follower reported; `next_*` where the next term began.
+    NewLeadershipTerm {
+        log_leadership_term_id: u64,
+        next_leadership_term_id: u64,
+        next_term_base_log_position: u64,
+        next_log_position: u64,
+        leadership_term_id: u64,
+        term_base_log_position: u64,
+        log_position: u64,
+        commit_position: u64,
+        leader_member_id: u32,
+        is_startup: bool,
+    }
+);
+body!(
+    /// A follower reports its durable log position.
+    AppendPosition { leadership_term_id: u64, log_position: u64, follower_member_id: u32, flags: u8 }
+);
+body!(
+    /// The leader's commit position; goes out with every heartbeat.
+    CommitPosition { leadership_term_id: u64, log_position: u64, leader_member_id: u32 }
+);
+body!(
+    /// A lagging follower asks to be caught up from `log_position`.
+    CatchupPosition { leadership_term_id: u64, log_position: u64, follower_member_id: u32 }
+);
+body!(
+    /// The leader tells a follower that catch-up is complete and live replication follows.
+    StopCatchup { leadership_term_id: u64, follower_member_id: u32 }
+);
+body!(
+    /// Replicated log bytes follow this body: whole frames starting at `log_position`.
+    AppendDataHeader { leadership_term_id: u64, log_position: u64, leader_member_id: u32 }
+);
+
+/// Why a session closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CloseReason {
+    ClientAction = 1,
+    ServiceAction = 2,
+    Timeout = 3,
+}
+
+impl CloseReason {
+    pub fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::ClientAction),
+            2 => Some(Self::ServiceAction),
+            3 => Some(Self::Timeout),
+            _ => None,
+        }
+    }
+}
+
+/// A decoded message. Variable bytes borrow from the frame they came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    Padding,
+    SessionMessage {
+        header: SessionMessageHeader,
+        payload: &'a [u8],
+    },
+    SessionOpen(SessionOpen),
+    SessionClose(SessionClose),
+    TimerEvent(TimerEvent),
+    NewLeadershipTermEvent(NewLeadershipTermEvent),
+    CanvassPosition(CanvassPosition),
+    RequestVote(RequestVote),
+    Vote(Vote),
+    NewLeadershipTerm(NewLeadershipTerm),
+    AppendPosition(AppendPosition),
+    CommitPosition(CommitPosition),
+    CatchupPosition(CatchupPosition),
+    StopCatchup(StopCatchup),
+    AppendData {
+        header: AppendDataHeader,
+        bytes: &'a [u8],
+    },
+}
+
+fn exact<T>(decoded: (T, &[u8]), payload_len: usize) -> Result<T, DecodeError> {
+    if decoded.1.is_empty() {
+        Ok(decoded.0)
+    } else {
+        Err(DecodeError::BadLength {
+            length: payload_len,
+        })
+    }
+}
+
+impl<'a> Message<'a> {
+    pub fn frame_type(&self) -> FrameType {
+        match self {
+            Message::Padding => FrameType::Padding,
+            Message::SessionMessage { .. } => FrameType::SessionMessage,
+            Message::SessionOpen(_) => FrameType::SessionOpen,
+            Message::SessionClose(_) => FrameType::SessionClose,
+            Message::TimerEvent(_) => FrameType::TimerEvent,
+            Message::NewLeadershipTermEvent(_) => FrameType::NewLeadershipTermEvent,
+            Message::CanvassPosition(_) => FrameType::CanvassPosition,
+            Message::RequestVote(_) => FrameType::RequestVote,
+            Message::Vote(_) => FrameType::Vote,
+            Message::NewLeadershipTerm(_) => FrameType::NewLeadershipTerm,
+            Message::AppendPosition(_) => FrameType::AppendPosition,
+            Message::CommitPosition(_) => FrameType::CommitPosition,
+            Message::CatchupPosition(_) => FrameType::CatchupPosition,
+            Message::StopCatchup(_) => FrameType::StopCatchup,
+            Message::AppendData { .. } => FrameType::AppendData,
+        }
+    }
+
+    /// Payload bytes this message needs (body plus variable part).
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Message::Padding => 0,
+            Message::SessionMessage { payload, .. } => SessionMessageHeader::LEN + payload.len(),
+            Message::SessionOpen(_) => SessionOpen::LEN,
+            Message::SessionClose(_) => SessionClose::LEN,
+            Message::TimerEvent(_) => TimerEvent::LEN,
+            Message::NewLeadershipTermEvent(_) => NewLeadershipTermEvent::LEN,
+            Message::CanvassPosition(_) => CanvassPosition::LEN,
+            Message::RequestVote(_) => RequestVote::LEN,
+            Message::Vote(_) => Vote::LEN,
+            Message::NewLeadershipTerm(_) => NewLeadershipTerm::LEN,
+            Message::AppendPosition(_) => AppendPosition::LEN,
+            Message::CommitPosition(_) => CommitPosition::LEN,
+            Message::CatchupPosition(_) => CatchupPosition::LEN,
+            Message::StopCatchup(_) => StopCatchup::LEN,
+            Message::AppendData { bytes, .. } => AppendDataHeader::LEN + bytes.len(),
+        }
+    }
+
+    /// Bytes the encoded frame occupies, padding included.
+    pub fn encoded_len(&self) -> usize {
+        frame::encoded_len(self.payload_len())
+    }
+
+    fn write_payload(&self, out: &mut [u8]) {
+        match self {
+            Message::Padding => {}
+            Message::SessionMessage { header, payload } => {
+                header.put(out);
+                out[SessionMessageHeader::LEN..].copy_from_slice(payload);
+            }
+            Message::SessionOpen(b) => b.put(out),
+            Message::SessionClose(b) => b.put(out),
+            Message::TimerEvent(b) => b.put(out),
+            Message::NewLeadershipTermEvent(b) => b.put(out),
+            Message::CanvassPosition(b) => b.put(out),
+            Message::RequestVote(b) => b.put(out),
+            Message::Vote(b) => b.put(out),
+            Message::NewLeadershipTerm(b) => b.put(out),
+            Message::AppendPosition(b) => b.put(out),
+            Message::CommitPosition(b) => b.put(out),
+            Message::CatchupPosition(b) => b.put(out),
+            Message::StopCatchup(b) => b.put(out),
+            Message::AppendData { header, bytes } => {
+                header.put(out);
+                out[AppendDataHeader::LEN..].copy_from_slice(bytes);
+            }
+        }
+    }
+
+    /// Encodes this message as one frame at the front of `out`; returns the bytes used.
+    /// `meta.frame_type` is taken from the message. Panics if `out` is too short.
+    pub fn encode(&self, meta: FrameMeta, out: &mut [u8]) -> usize {
+        let meta = FrameMeta {
+            frame_type: self.frame_type() as u16,
+            ..meta
+        };
+        frame::encode_with(&meta, self.payload_len(), out, |dst| {
+            self.write_payload(dst)
+        })
+    }
+
+    /// Interprets a checked frame. Never panics on any input.
+    pub fn decode(frame: &Frame<'a>) -> Result<Self, DecodeError> {
+        let p = frame.payload;
+        let n = p.len();
+        let Some(frame_type) = FrameType::from_u16(frame.meta.frame_type) else {
+            return Err(DecodeError::UnknownType {
+                frame_type: frame.meta.frame_type,
+            });
+        };
+        Ok(match frame_type {
+            FrameType::Padding => Message::Padding,
+            FrameType::SessionMessage => {
+                let (header, payload) = SessionMessageHeader::take(p)?;
+                Message::SessionMessage { header, payload }
+            }
+            FrameType::SessionOpen => Message::SessionOpen(exact(SessionOpen::take(p)?, n)?),
+            FrameType::SessionClose => {
+                let body = exact(SessionClose::take(p)?, n)?;
+                if CloseReason::from_u8(body.reason).is_none() {
+                    return Err(DecodeError::BadField {
+                        field: "SessionClose.reason",
+                    });
+                }
+                Message::SessionClose(body)
+            }
+            FrameType::TimerEvent => Message::TimerEvent(exact(TimerEvent::take(p)?, n)?),
+            FrameType::NewLeadershipTermEvent => {
+                Message::NewLeadershipTermEvent(exact(NewLeadershipTermEvent::take(p)?, n)?)
+            }
+            FrameType::CanvassPosition => {
+                Message::CanvassPosition(exact(CanvassPosition::take(p)?, n)?)
+            }
+            FrameType::RequestVote => Message::RequestVote(exact(RequestVote::take(p)?, n)?),
+            FrameType::Vote => Message::Vote(exact(Vote::take(p)?, n)?),
+            FrameType::NewLeadershipTerm => {
+                Message::NewLeadershipTerm(exact(NewLeadershipTerm::take(p)?, n)?)
+            }
+            FrameType::AppendPosition => {
+                Message::AppendPosition(exact(AppendPosition::take(p)?, n)?)
+            }
+            FrameType::CommitPosition => {
+                Message::CommitPosition(exact(CommitPosition::take(p)?, n)?)
+            }
+            FrameType::CatchupPosition => {
+                Message::CatchupPosition(exact(CatchupPosition::take(p)?, n)?)
+            }
+            FrameType::StopCatchup => Message::StopCatchup(exact(StopCatchup::take(p)?, n)?),
+            FrameType::AppendData => {
+                let (header, bytes) = AppendDataHeader::take(p)?;
+                if header.log_position % frame::FRAME_ALIGNMENT as u64 != 0 {
+                    return Err(DecodeError::BadField {
+                        field: "AppendData.log_position",
+                    });
+                }
+                Message::AppendData { header, bytes }
+            }
+        })
+    }
+}

@@ -1,0 +1,164 @@
+//! The IO seams: narrow traits shaped like the real completion APIs.
+//!
+//! [`Disk`] is how the log talks to storage. Data-plane operations (write, fsync) are
+//! *submitted* with a `user_data` tag and *reaped* later as [`Completion`]s, exactly like
+//! io_uring; the Linux implementation is `sys::disk::LinuxDisk`, the simulated one (latency,
+//! torn writes, lost unsynced data on crash) is `sim::disk::SimDisk`. Control-plane operations
+//! (open, rename, zero-fill, atomic small files) are synchronous and durable when they return:
+//! they happen at start-up, at segment roll and on truncation, never per append.
+//!
+//! The disk owns the IO buffers. A buffer cannot be borrowed mutably while an operation that
+//! reads it is in flight, so the kernel never reads bytes the log is still changing.
+
+mod aligned;
+
+pub use aligned::{AlignedBuf, BLOCK_LEN};
+
+/// Index of an open file in a [`Disk`].
+pub type FileId = u32;
+/// Index of a buffer owned by a [`Disk`].
+pub type BufId = u32;
+
+/// One data-plane operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskOp {
+    /// Write `len` bytes of buffer `buf` starting at `buf_offset` to `file` at `offset`.
+    /// Offsets and length are multiples of [`BLOCK_LEN`]. With `dsync` the write is durable
+    /// when it completes (RWF_DSYNC), without it only after a later `Fsync` of the file.
+    Write {
+        file: FileId,
+        offset: u64,
+        buf: BufId,
+        buf_offset: usize,
+        len: usize,
+        dsync: bool,
+    },
+    /// fdatasync: every write to `file` that completed before this was submitted is durable
+    /// when it completes.
+    Fsync { file: FileId },
+}
+
+/// The outcome of a submitted operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    pub user_data: u64,
+    pub result: Result<(), DiskError>,
+}
+
+/// An IO error with the operation and the OS error number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{op} failed: {} (errno {errno}){}", strerror(*errno), hint(*errno))]
+pub struct DiskError {
+    pub op: &'static str,
+    pub errno: i32,
+}
+
+impl DiskError {
+    pub fn new(op: &'static str, errno: i32) -> Self {
+        Self { op, errno }
+    }
+
+    pub fn from_io(op: &'static str, e: &std::io::Error) -> Self {
+        Self {
+            op,
+            errno: e.raw_os_error().unwrap_or(libc::EIO),
+        }
+    }
+
+    pub fn is_no_space(&self) -> bool {
+        self.errno == libc::ENOSPC || self.errno == libc::EDQUOT
+    }
+}
+
+fn strerror(errno: i32) -> String {
+    std::io::Error::from_raw_os_error(errno).to_string()
+}
+
+fn hint(errno: i32) -> &'static str {
+    match errno {
+        libc::ENOSPC | libc::EDQUOT => "; free space in the log directory or purge old segments",
+        libc::EIO => "; the device reported an IO error: check dmesg and the disk",
+        libc::EINVAL => "; the filesystem may not support O_DIRECT with this alignment",
+        libc::EPERM | libc::ENOSYS => {
+            "; io_uring may be disabled (kernel.io_uring_disabled, seccomp)"
+        }
+        _ => "",
+    }
+}
+
+/// Storage shaped like io_uring. See the module docs.
+pub trait Disk {
+    /// A one-line description of the writer in use, printed once at start.
+    fn describe(&self) -> String;
+    /// Whether a completed fsync makes data durable (false on tmpfs and similar).
+    fn is_durable(&self) -> bool;
+
+    /// Names of the files in the directory, in no particular order.
+    fn list(&mut self) -> Result<Vec<String>, DiskError>;
+    /// Opens `name`. If it does not exist and `create_len` is given, creates it zero-filled to
+    /// that length (durable, directory entry included) first.
+    fn open(&mut self, name: &str, create_len: Option<u64>) -> Result<FileId, DiskError>;
+    fn close(&mut self, file: FileId);
+    fn file_len(&self, file: FileId) -> u64;
+    /// Renames a closed file, durably (the directory is synced).
+    fn rename(&mut self, from: &str, to: &str) -> Result<(), DiskError>;
+    /// Reads `out.len()` bytes at `offset` (any alignment). Synchronous.
+    fn read_at(&mut self, file: FileId, offset: u64, out: &mut [u8]) -> Result<(), DiskError>;
+    /// Writes zeros over `[offset, offset + len)` (block-aligned) and makes them durable.
+    fn zero_range(&mut self, file: FileId, offset: u64, len: u64) -> Result<(), DiskError>;
+    /// Replaces the small file `name` with `bytes` atomically and durably
+    /// (write a temporary, fsync, rename, fsync the directory).
+    fn write_file_atomic(&mut self, name: &str, bytes: &[u8]) -> Result<(), DiskError>;
+    /// Reads the whole small file `name`, or `None` if it does not exist.
+    fn read_file(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError>;
+
+    /// Allocates a zeroed, block-aligned IO buffer of `len` bytes (a multiple of BLOCK_LEN).
+    /// Done at start-up; buffers live as long as the disk.
+    fn alloc_buffer(&mut self, len: usize) -> BufId;
+    fn buffer(&self, buf: BufId) -> &[u8];
+    /// Panics if an operation reading this buffer is in flight.
+    fn buffer_mut(&mut self, buf: BufId) -> &mut [u8];
+    /// Copies `len` bytes from `src` at `src_offset` to `dst` at `dst_offset`. `src` may be in
+    /// flight (it is only read); `dst` must not be. Panics if `src == dst`.
+    fn copy_buffer(
+        &mut self,
+        src: BufId,
+        src_offset: usize,
+        dst: BufId,
+        dst_offset: usize,
+        len: usize,
+    );
+
+    /// Queues an operation. Errors are returned here only when the operation could not be
+    /// queued at all; IO errors arrive as completions.
+    fn submit(&mut self, op: DiskOp, user_data: u64) -> Result<(), DiskError>;
+    /// Hands queued operations to the kernel.
+    fn flush(&mut self) -> Result<(), DiskError>;
+    /// Appends finished operations to `out` without blocking; returns how many.
+    fn reap(&mut self, out: &mut Vec<Completion>) -> usize;
+    /// Blocks until at least one operation completes (or none is in flight).
+    fn wait(&mut self) -> Result<(), DiskError>;
+}
+
+/// Shared body of [`Disk::copy_buffer`] for implementations that keep buffers in a Vec.
+pub fn copy_between(
+    buffers: &mut [AlignedBuf],
+    in_flight: &[u32],
+    src: BufId,
+    src_offset: usize,
+    dst: BufId,
+    dst_offset: usize,
+    len: usize,
+) {
+    assert_ne!(src, dst, "copy_buffer within one buffer");
+    assert_eq!(in_flight[dst as usize], 0, "buffer {dst} is in flight");
+    let (src, dst) = (src as usize, dst as usize);
+    let (from, to) = if src < dst {
+        let (a, b) = buffers.split_at_mut(dst);
+        (&a[src], &mut b[0])
+    } else {
+        let (a, b) = buffers.split_at_mut(src);
+        (&b[0], &mut a[dst])
+    };
+    to[dst_offset..dst_offset + len].copy_from_slice(&from[src_offset..src_offset + len]);
+}

@@ -1,0 +1,19 @@
+//! raftline: an embeddable engine for fault-tolerant, deterministic, in-memory services.
+//!
+//! All client input is sequenced into one Raft-replicated, byte-position-indexed log, made
+//! durable with io_uring and O_DIRECT, and applied by every replica's service. See DESIGN.md
+//! in the shared notes for the architecture; each module's docs say what it owns.
+//!
+//! Layers import downward only: `codec` and `io` import nothing of ours; `log` uses `codec`
+//! and the `io::Disk` seam; `sys` implements the seams on Linux; `sim` implements them with
+//! faults. `sys` and `sim` never import each other.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+pub mod codec;
+pub mod io;
+pub mod log;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+pub mod sys;
