@@ -1,1 +1,6 @@
-//! Linux implementations of the seams.
+//! Linux implementations of the seams. Thin: everything hard to get right lives in code the
+//! simulator drives; this layer only talks to the kernel.
+
+pub mod disk;
+
+pub use disk::{LinuxDisk, LinuxDiskOptions, WriterMode};
