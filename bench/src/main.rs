@@ -1,1 +1,36 @@
-fn main() {}
+//! raftline-bench: the benchmark harness. Every report states the machine and the settings
+//! it ran with, and measures the reference it compares against in the same run.
+
+mod log_append;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "raftline-bench", about = "raftline benchmarks", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The durable log against the raw disk floor, measured side by side.
+    LogAppend(log_append::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::LogAppend(args)) => log_append::run(args),
+        None => log_append::run(log_append::Args::default_short()),
+    };
+    match result {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(2),
+        Err(e) => {
+            eprintln!("raftline-bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -199,6 +199,10 @@ impl LinuxDisk {
         if self.registered_count == self.buffers.len() {
             return;
         }
+        assert_eq!(
+            self.in_flight, 0,
+            "buffers are registered only while no IO is in flight"
+        );
         if self.registered_count > 0 {
             let _ = ring.submitter().unregister_buffers();
         }
@@ -465,6 +469,8 @@ impl Disk for LinuxDisk {
     fn alloc_buffer(&mut self, len: usize) -> BufId {
         self.buffers.push(AlignedBuf::new(len));
         self.in_flight_per_buffer.push(0);
+        // Buffers are allocated at start-up, before any IO: register them now.
+        self.register_buffers();
         self.buffers.len() as BufId - 1
     }
 
@@ -519,7 +525,6 @@ impl Disk for LinuxDisk {
         if self.ring.is_none() {
             return self.run_blocking(op, user_data);
         }
-        self.register_buffers();
         let (sqe, entry) = match op {
             DiskOp::Write {
                 file,
