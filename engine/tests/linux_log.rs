@@ -188,3 +188,79 @@ fn sigkill_mid_stream_loses_no_reported_position() {
         last_ids = ids.len();
     }
 }
+
+/// A small tmpfs mounted for one test, unmounted on drop.
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then_some(Self { dir })
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_writer_with_the_segment_name_and_keeps_durable_frames() {
+    let Some(fs) = SmallTmpfs::mount("600k") else {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root (CAP_SYS_ADMIN); ENOSPC is covered by the simulated disk");
+        return;
+    };
+    let disk = LinuxDisk::open(fs.dir.path(), LinuxDiskOptions::default()).unwrap();
+    assert!(
+        !disk.mode().filesystem_durable,
+        "tmpfs is detected as not durable"
+    );
+    assert!(disk.describe().contains("tmpfs: not durable"));
+    let (mut log, _) = Log::open(disk, config()).unwrap();
+    let mut id = 0;
+    let err = loop {
+        match log.append(&meta(id), &payload(id)) {
+            Ok(_) => id += 1,
+            Err(LogError::Full { .. }) => {}
+            Err(e) => break e,
+        }
+        if let Err(e) = log.do_work() {
+            break e;
+        }
+        if id % 64 == 0 {
+            if let Err(e) = log.flush_to(log.appended_position()) {
+                break e;
+            }
+        }
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains("00000000000000524288.seg") && text.contains("No space left on device"),
+        "{text}"
+    );
+    assert!(
+        text.contains("free space in the log directory"),
+        "the error says what to do: {text}"
+    );
+    let durable = log.durable_position();
+    assert_eq!(
+        durable,
+        2 * SEGMENT,
+        "both segments that fit were filled and made durable"
+    );
+    drop(log);
+    let disk = LinuxDisk::open(fs.dir.path(), LinuxDiskOptions::default()).unwrap();
+    let (mut log, report) = Log::open(disk, config()).unwrap();
+    assert_eq!(report.recovered_position, durable);
+    let ids = verify(&mut log);
+    assert_eq!(ids, (0..ids.len() as u64).collect::<Vec<_>>());
+}
