@@ -14,6 +14,7 @@
 pub mod codec;
 pub mod io;
 pub mod log;
+pub mod rng;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod sys;

@@ -175,13 +175,17 @@ body!(
     }
 );
 body!(
-    /// The leader announces its term and how a follower's log must be reconciled with it:
-    /// `log_*` describe the term the follower reported; `next_*` where the next term began.
+    /// The leader announces its term and tells one follower how to reconcile its log.
+    /// `log_leadership_term_id` is the last log term the follower reported; `matched_term_id`
+    /// is the leader's greatest term not above it, which spans
+    /// `[matched_term_start, matched_term_end)` in the leader's log. The follower keeps its log
+    /// up to `matched_term_end` if its own last term is the matched one, and otherwise drops
+    /// every term the leader does not have.
     NewLeadershipTerm {
         log_leadership_term_id: u64,
-        next_leadership_term_id: u64,
-        next_term_base_log_position: u64,
-        next_log_position: u64,
+        matched_term_id: u64,
+        matched_term_start: u64,
+        matched_term_end: u64,
         leadership_term_id: u64,
         term_base_log_position: u64,
         log_position: u64,
@@ -191,8 +195,15 @@ body!(
     }
 );
 body!(
-    /// A follower reports its durable log position.
-    AppendPosition { leadership_term_id: u64, log_position: u64, follower_member_id: u32, flags: u8 }
+    /// A follower reports its durable position (`log_position`, which counts toward commit)
+    /// and the end of what it has appended (where the leader resumes sending).
+    AppendPosition {
+        leadership_term_id: u64,
+        log_position: u64,
+        appended_position: u64,
+        follower_member_id: u32,
+        flags: u8,
+    }
 );
 body!(
     /// The leader's commit position; goes out with every heartbeat.

@@ -110,9 +110,9 @@ mod tests {
         }));
         roundtrip(Message::NewLeadershipTerm(NewLeadershipTerm {
             log_leadership_term_id: 1,
-            next_leadership_term_id: 2,
-            next_term_base_log_position: 3,
-            next_log_position: 4,
+            matched_term_id: 2,
+            matched_term_start: 3,
+            matched_term_end: 4,
             leadership_term_id: 5,
             term_base_log_position: 6,
             log_position: 7,
@@ -123,6 +123,7 @@ mod tests {
         roundtrip(Message::AppendPosition(AppendPosition {
             leadership_term_id: 1,
             log_position: 2,
+            appended_position: 4,
             follower_member_id: 3,
             flags: 0,
         }));

@@ -414,6 +414,9 @@ impl<D: Disk> Log<D> {
             stats: LogStats::default(),
         };
         let report = log.recover()?;
+        // A term whose first frame did not survive the crash never acted: forget it.
+        let end = log.appended;
+        log.terms.truncate_from(&mut log.disk, end)?;
         Ok((log, report))
     }
 
@@ -1153,7 +1156,8 @@ impl<D: Disk> Log<D> {
 
     /// Drops every byte at and after `position` (a follower discarding an uncommitted suffix).
     /// The caller guarantees the suffix is not committed and that `position` is a frame
-    /// boundary. Durable before it returns; the term index is trimmed to match.
+    /// boundary. Durable before it returns; terms that began at or after `position` leave
+    /// the term index.
     pub fn truncate(&mut self, position: u64) -> Result<(), LogError> {
         self.check_running()?;
         if position < self.start_position || position > self.appended {
@@ -1209,7 +1213,13 @@ impl<D: Disk> Log<D> {
             self.submitted_end = position;
             self.durable = self.durable.min(position);
         }
-        self.terms.truncate_after(&mut self.disk, position)
+        self.terms.truncate_from(&mut self.disk, position)
+    }
+
+    /// Drops terms above `term` from the term index (a follower dropping terms its leader does
+    /// not have). The bytes are cut by [`Log::truncate`].
+    pub fn truncate_terms_after(&mut self, term: u64) -> Result<(), LogError> {
+        self.terms.truncate_terms_after(&mut self.disk, term)
     }
 
     /// Recycles every segment that lies wholly before `position` (a snapshot position the whole

@@ -153,11 +153,20 @@ impl TermIndex {
         self.store(disk)
     }
 
-    /// Drops the terms that began after `position` (their bytes were truncated).
-    pub fn truncate_after(&mut self, disk: &mut impl Disk, position: u64) -> Result<(), LogError> {
-        let keep = self
-            .entries
-            .partition_point(|e| e.start_position <= position);
+    /// Drops the terms that begin at or after `position`: after the log is cut there they
+    /// hold no bytes. Every term in the index describes bytes in the log.
+    pub fn truncate_from(&mut self, disk: &mut impl Disk, position: u64) -> Result<(), LogError> {
+        let keep = self.entries.partition_point(|e| e.start_position < position);
+        self.keep_first(disk, keep)
+    }
+
+    /// Drops the terms above `term`.
+    pub fn truncate_terms_after(&mut self, disk: &mut impl Disk, term: u64) -> Result<(), LogError> {
+        let keep = self.entries.partition_point(|e| e.term <= term);
+        self.keep_first(disk, keep)
+    }
+
+    fn keep_first(&mut self, disk: &mut impl Disk, keep: usize) -> Result<(), LogError> {
         if keep == self.entries.len() {
             return Ok(());
         }
@@ -185,8 +194,13 @@ mod tests {
         assert_eq!(index.term_at(1 << 40), Some(4));
         assert_eq!(index.start_of(3), Some(4096));
 
-        index.truncate_after(&mut disk, 5000).unwrap();
+        index.truncate_from(&mut disk, 5000).unwrap();
         assert_eq!(TermIndex::load(&mut disk).unwrap().entries().len(), 2);
+        index.truncate_from(&mut disk, 4096).unwrap();
+        assert_eq!(TermIndex::load(&mut disk).unwrap().entries().len(), 1, "a term starting at the cut holds no bytes");
+        index.append(&mut disk, 5, 4096).unwrap();
+        index.truncate_terms_after(&mut disk, 4).unwrap();
+        assert_eq!(TermIndex::load(&mut disk).unwrap().entries().len(), 1);
 
         let mut bytes = disk.read_file(TERM_INDEX_FILE).unwrap().unwrap();
         bytes[20] ^= 1;

@@ -4,7 +4,7 @@
 use super::*;
 use crate::codec::{Frames, HEADER_LEN};
 use crate::sim::disk::{SimDisk, SimDiskConfig};
-use crate::sim::rng::Rng;
+use crate::rng::Rng;
 use proptest::prelude::*;
 
 const SEGMENT: u64 = 64 << 10;
@@ -241,7 +241,8 @@ fn truncate_drops_the_suffix_durably_and_appends_continue() {
     }
     flush_all(&mut log);
     log.append_term(1, 0).unwrap();
-    log.append_term(2, model[150].position).unwrap();
+    log.append_term(2, model[120].position).unwrap();
+    log.append_term(3, model[150].position).unwrap();
     // Truncate into an earlier segment than the active one, mid-block.
     let cut = model[150].position;
     assert!(cut / SEGMENT < log.appended_position() / SEGMENT);
@@ -251,7 +252,7 @@ fn truncate_drops_the_suffix_durably_and_appends_continue() {
     assert_eq!(
         log.term_index().entries().len(),
         2,
-        "term 2 began at the cut, so it stays"
+        "term 3 began at the cut, so it holds no bytes and goes"
     );
     let cut = model[100].position;
     log.truncate(cut).unwrap();

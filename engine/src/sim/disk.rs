@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::rng::Rng;
+use crate::rng::Rng;
 use crate::io::{AlignedBuf, BufId, Completion, Disk, DiskError, DiskOp, FileId, BLOCK_LEN};
 
 const SECTOR_LEN: usize = 512;

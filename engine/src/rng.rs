@@ -1,4 +1,5 @@
-//! A small seeded PRNG (SplitMix64): the simulator's only source of randomness.
+//! A small seeded PRNG (SplitMix64): the only source of randomness in consensus (election
+//! jitter) and in the simulator. Imports nothing of ours.
 
 /// SplitMix64: fast, full-period over u64, and good enough for drawing faults.
 #[derive(Clone, Debug)]
