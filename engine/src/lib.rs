@@ -12,9 +12,12 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod codec;
+pub mod consensus;
 pub mod io;
 pub mod log;
+pub mod node;
 pub mod rng;
+pub mod service;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod sys;

@@ -162,3 +162,14 @@ pub fn copy_between(
     };
     to[dst_offset..dst_offset + len].copy_from_slice(&from[src_offset..src_offset + len]);
 }
+
+/// Datagrams between members, shaped like sendmmsg/recvmmsg: queue sends, drain receives.
+/// Senders are identified by the transport (address → member), never by message contents.
+pub trait Datagrams {
+    /// Queues one datagram for member `to`. Returns false if it was dropped (queue full,
+    /// peer unknown): the protocol resends, so a drop is never an error.
+    fn send(&mut self, to: u32, bytes: &[u8]) -> bool;
+    /// Copies the next received datagram into `buf` and returns its sender and length, or
+    /// `None` when nothing is waiting. A datagram longer than `buf` is dropped.
+    fn receive(&mut self, buf: &mut [u8]) -> Option<(u32, usize)>;
+}

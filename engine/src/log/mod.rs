@@ -1154,6 +1154,27 @@ impl<D: Disk> Log<D> {
         Ok(len)
     }
 
+    /// The header of the last frame in the log (padding skipped), if any. Reads at most one
+    /// segment; frames never straddle segments, so the scan starts on a frame boundary.
+    pub fn last_frame_meta(&mut self) -> Result<Option<FrameMeta>, LogError> {
+        let mut end = self.appended;
+        while end > self.start_position {
+            let base = self.segment_base(end - 1).max(self.start_position);
+            let mut bytes = vec![0u8; (end - base) as usize];
+            self.read(base, &mut bytes)?;
+            let last = codec::Frames::new(&bytes)
+                .map_while(Result::ok)
+                .map(|(_, f)| f.meta)
+                .filter(|m| m.frame_type != FrameType::Padding as u16)
+                .last();
+            if last.is_some() {
+                return Ok(last);
+            }
+            end = base;
+        }
+        Ok(None)
+    }
+
     /// Drops every byte at and after `position` (a follower discarding an uncommitted suffix).
     /// The caller guarantees the suffix is not committed and that `position` is a frame
     /// boundary. Durable before it returns; terms that began at or after `position` leave

@@ -156,12 +156,18 @@ impl TermIndex {
     /// Drops the terms that begin at or after `position`: after the log is cut there they
     /// hold no bytes. Every term in the index describes bytes in the log.
     pub fn truncate_from(&mut self, disk: &mut impl Disk, position: u64) -> Result<(), LogError> {
-        let keep = self.entries.partition_point(|e| e.start_position < position);
+        let keep = self
+            .entries
+            .partition_point(|e| e.start_position < position);
         self.keep_first(disk, keep)
     }
 
     /// Drops the terms above `term`.
-    pub fn truncate_terms_after(&mut self, disk: &mut impl Disk, term: u64) -> Result<(), LogError> {
+    pub fn truncate_terms_after(
+        &mut self,
+        disk: &mut impl Disk,
+        term: u64,
+    ) -> Result<(), LogError> {
         let keep = self.entries.partition_point(|e| e.term <= term);
         self.keep_first(disk, keep)
     }
@@ -197,7 +203,11 @@ mod tests {
         index.truncate_from(&mut disk, 5000).unwrap();
         assert_eq!(TermIndex::load(&mut disk).unwrap().entries().len(), 2);
         index.truncate_from(&mut disk, 4096).unwrap();
-        assert_eq!(TermIndex::load(&mut disk).unwrap().entries().len(), 1, "a term starting at the cut holds no bytes");
+        assert_eq!(
+            TermIndex::load(&mut disk).unwrap().entries().len(),
+            1,
+            "a term starting at the cut holds no bytes"
+        );
         index.append(&mut disk, 5, 4096).unwrap();
         index.truncate_terms_after(&mut disk, 4).unwrap();
         assert_eq!(TermIndex::load(&mut disk).unwrap().entries().len(), 1);

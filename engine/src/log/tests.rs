@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::codec::{Frames, HEADER_LEN};
-use crate::sim::disk::{SimDisk, SimDiskConfig};
 use crate::rng::Rng;
+use crate::sim::disk::{SimDisk, SimDiskConfig};
 use proptest::prelude::*;
 
 const SEGMENT: u64 = 64 << 10;

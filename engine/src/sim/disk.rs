@@ -10,8 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::rng::Rng;
 use crate::io::{AlignedBuf, BufId, Completion, Disk, DiskError, DiskOp, FileId, BLOCK_LEN};
+use crate::rng::Rng;
 
 const SECTOR_LEN: usize = 512;
 

@@ -1,0 +1,882 @@
+//! The consensus state machine. See the module docs of `consensus` for the protocol.
+
+#[cfg(any(test, feature = "sim"))]
+use super::BrokenRule;
+use super::{
+    Action, ConfigError, ConsensusConfig, Counters, LogState, MemberId, Reason, Role, State,
+    VoteState, OUTBOX_CAPACITY,
+};
+use crate::codec::message::{
+    AppendPosition, CanvassPosition, CommitPosition, NewLeadershipTerm, RequestVote, Vote,
+};
+use crate::codec::Message;
+use crate::log::TermEntry;
+use crate::rng::Rng;
+
+/// `AppendPosition.flags`: the follower just reconciled; resume sending from its end.
+pub const FLAG_RECONCILED: u8 = 1;
+/// `AppendPosition.flags`: the follower saw a gap; resend from its end.
+pub const FLAG_GAP: u8 = 2;
+
+/// What this member knows of another.
+#[derive(Clone, Copy, Debug, Default)]
+struct Peer {
+    /// The peer's last reported log, and whether it reported in the current canvass.
+    log_term: u64,
+    log_position: u64,
+    canvassed: bool,
+    vote: Option<bool>,
+    /// Leader's view. Invariant: `durable <= appended <= next_send` once reconciled.
+    reconciled: bool,
+    durable: u64,
+    appended: u64,
+    next_send: u64,
+    last_contact_ns: u64,
+    last_progress_ns: u64,
+}
+
+/// See the module docs.
+pub struct Consensus {
+    config: ConsensusConfig,
+    rng: Rng,
+    vote: VoteState,
+    /// Invariant: `commit <= appended` and `durable <= appended`.
+    appended: u64,
+    durable: u64,
+    commit: u64,
+    /// Terms with bytes in the log (or, for a leader, its own term from its first frame).
+    terms: Vec<TermEntry>,
+    state: State,
+    leader: Option<MemberId>,
+    /// Deadline of the current state (canvass, nomination delay, ballot).
+    deadline_ns: u64,
+    next_heartbeat_ns: u64,
+    leader_contact_ns: u64,
+    /// Leader: where its term began.
+    term_base: u64,
+    startup: bool,
+    peers: Vec<Peer>,
+    outbox: Vec<Action>,
+    counters: Counters,
+}
+
+fn log_is_newer(a: (u64, u64), b: (u64, u64)) -> bool {
+    a > b
+}
+
+impl Consensus {
+    pub fn new(
+        config: ConsensusConfig,
+        vote: VoteState,
+        log: LogState,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        assert!(
+            log.durable <= log.appended,
+            "durable {} beyond appended {}",
+            log.durable,
+            log.appended
+        );
+        assert!(log
+            .terms
+            .windows(2)
+            .all(|w| w[0].term < w[1].term && w[0].start_position <= w[1].start_position));
+        let peers = vec![Peer::default(); config.member_count as usize];
+        Ok(Self {
+            rng: Rng::new(config.seed),
+            config,
+            vote,
+            appended: log.appended,
+            durable: log.durable,
+            commit: 0,
+            terms: log.terms,
+            state: State::Init,
+            leader: None,
+            deadline_ns: 0,
+            next_heartbeat_ns: 0,
+            leader_contact_ns: 0,
+            term_base: 0,
+            startup: true,
+            peers,
+            outbox: Vec::with_capacity(OUTBOX_CAPACITY),
+            counters: Counters::default(),
+        })
+    }
+
+    // ---- accessors ------------------------------------------------------------------------
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+    pub fn role(&self) -> Role {
+        self.state.role()
+    }
+    pub fn term(&self) -> u64 {
+        self.vote.term
+    }
+    pub fn vote_state(&self) -> VoteState {
+        self.vote
+    }
+    pub fn leader(&self) -> Option<MemberId> {
+        self.leader
+    }
+    pub fn commit_position(&self) -> u64 {
+        self.commit
+    }
+    pub fn appended_position(&self) -> u64 {
+        self.appended
+    }
+    pub fn durable_position(&self) -> u64 {
+        self.durable
+    }
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+    pub fn config(&self) -> &ConsensusConfig {
+        &self.config
+    }
+    pub fn terms(&self) -> &[TermEntry] {
+        &self.terms
+    }
+    /// The term a leader stamps on frames it appends, or `None` when not leading.
+    pub fn leader_term(&self) -> Option<u64> {
+        (self.state == State::LeaderLive).then_some(self.vote.term)
+    }
+
+    /// The term of the last byte in the log (0 for an empty log).
+    pub fn last_log_term(&self) -> u64 {
+        let i = self
+            .terms
+            .partition_point(|e| e.start_position < self.appended);
+        i.checked_sub(1).map_or(0, |i| self.terms[i].term)
+    }
+
+    /// Moves the actions produced so far into `out` (which is cleared first).
+    pub fn take_actions(&mut self, out: &mut Vec<Action>) {
+        out.clear();
+        std::mem::swap(out, &mut self.outbox);
+    }
+
+    fn push(&mut self, action: Action) {
+        assert!(
+            self.outbox.len() < OUTBOX_CAPACITY,
+            "consensus outbox overflow: the node did not drain it"
+        );
+        self.outbox.push(action);
+    }
+
+    fn send(&mut self, to: MemberId, message: Message<'static>) {
+        self.push(Action::Send { to, message });
+    }
+
+    fn others(&self) -> impl Iterator<Item = MemberId> {
+        let me = self.config.member_id;
+        (0..self.config.member_count).filter(move |&m| m != me)
+    }
+
+    fn my_log(&self) -> (u64, u64) {
+        (self.last_log_term(), self.appended)
+    }
+
+    #[cfg(any(test, feature = "sim"))]
+    fn broken(&self, rule: BrokenRule) -> bool {
+        self.config.broken_rule == Some(rule)
+    }
+
+    // ---- the one transition function -------------------------------------------------------
+
+    fn transition(&mut self, now: u64, to: State, reason: Reason) {
+        let from = self.state;
+        let legal = match to {
+            State::Init => false,
+            State::Canvass | State::FollowerBallot | State::FollowerReconcile => {
+                from != State::Init || to == State::Canvass
+            }
+            State::Nominate => from == State::Canvass,
+            State::CandidateBallot => from == State::Nominate,
+            State::LeaderLive => matches!(
+                from,
+                State::CandidateBallot | State::Nominate | State::Canvass
+            ),
+            State::FollowerLive => from == State::FollowerReconcile,
+        };
+        assert!(
+            legal,
+            "illegal transition {from:?} -> {to:?} ({reason:?}) in term {}",
+            self.vote.term
+        );
+        self.state = to;
+        self.counters.transitions += 1;
+        self.push(Action::Transition {
+            from,
+            to,
+            reason,
+            term: self.vote.term,
+        });
+        match to {
+            State::Canvass => {
+                self.leader = None;
+                let timeout = if self.startup {
+                    self.config.startup_canvass_timeout_ns
+                } else {
+                    self.config.election_timeout_ns
+                };
+                self.deadline_ns = now.saturating_add(timeout);
+                self.next_heartbeat_ns = now;
+                for p in &mut self.peers {
+                    p.canvassed = false;
+                    p.vote = None;
+                }
+            }
+            State::Nominate => {
+                let jitter = self.rng.below(self.config.election_timeout_ns / 2 + 1);
+                self.deadline_ns = now.saturating_add(jitter);
+            }
+            State::CandidateBallot | State::FollowerBallot => {
+                self.deadline_ns = now.saturating_add(self.config.election_timeout_ns);
+            }
+            State::FollowerReconcile => {
+                self.leader_contact_ns = now;
+                self.next_heartbeat_ns = now;
+            }
+            State::LeaderLive | State::FollowerLive | State::Init => {}
+        }
+    }
+
+    /// Adopts a higher term: the vote in it is still free. Leaders and candidates step down.
+    fn observe_term(&mut self, now: u64, term: u64) {
+        if term <= self.vote.term {
+            return;
+        }
+        self.vote = VoteState {
+            term,
+            voted_for: None,
+        };
+        self.push(Action::PersistVote(self.vote));
+        if matches!(
+            self.state,
+            State::LeaderLive | State::Nominate | State::CandidateBallot | State::FollowerLive
+        ) {
+            self.transition(now, State::Canvass, Reason::HigherTerm);
+        }
+    }
+
+    // ---- inputs ----------------------------------------------------------------------------
+
+    /// Starts the first election.
+    pub fn start(&mut self, now: u64) {
+        assert_eq!(self.state, State::Init);
+        self.leader_contact_ns = now;
+        self.transition(now, State::Canvass, Reason::Start);
+    }
+
+    /// Time passes. Call at least every heartbeat interval.
+    pub fn on_tick(&mut self, now: u64) {
+        match self.state {
+            State::Init => {}
+            State::Canvass => self.tick_canvass(now),
+            State::Nominate => {
+                if now >= self.deadline_ns {
+                    self.nominate(now);
+                }
+            }
+            State::CandidateBallot => {
+                if now >= self.deadline_ns {
+                    self.transition(now, State::Canvass, Reason::BallotTimeout);
+                }
+            }
+            State::FollowerBallot => {
+                if now >= self.deadline_ns {
+                    self.transition(now, State::Canvass, Reason::VoteTimeout);
+                }
+            }
+            State::FollowerReconcile | State::FollowerLive => self.tick_follower(now),
+            State::LeaderLive => self.tick_leader(now),
+        }
+    }
+
+    fn tick_canvass(&mut self, now: u64) {
+        if now >= self.next_heartbeat_ns {
+            self.next_heartbeat_ns = now.saturating_add(self.config.leader_heartbeat_interval_ns);
+            let (log_term, log_position) = self.my_log();
+            let message = Message::CanvassPosition(CanvassPosition {
+                log_leadership_term_id: log_term,
+                log_position,
+                leadership_term_id: self.vote.term,
+                follower_member_id: self.config.member_id,
+            });
+            for to in self.others().collect::<Vec<_>>() {
+                self.send(to, message);
+            }
+        }
+        if let Some(appointed) = self.config.appointed_leader {
+            if appointed != self.config.member_id {
+                return;
+            }
+        }
+        let mine = self.my_log();
+        let mut canvassed = 0;
+        let mut no_better = 1; // this member
+        for m in self.others() {
+            let p = &self.peers[m as usize];
+            if p.canvassed {
+                canvassed += 1;
+                let newer = log_is_newer((p.log_term, p.log_position), mine);
+                #[cfg(any(test, feature = "sim"))]
+                let newer = newer && !self.broken(BrokenRule::IgnoreLogsInElection);
+                if !newer {
+                    no_better += 1;
+                }
+            }
+        }
+        let all = self.config.member_count as usize;
+        if canvassed + 1 == all && no_better == all {
+            self.transition(now, State::Nominate, Reason::CanvassUnanimous);
+        } else if no_better >= self.config.quorum()
+            && (now >= self.deadline_ns
+                || self.config.appointed_leader == Some(self.config.member_id))
+        {
+            self.transition(now, State::Nominate, Reason::CanvassQuorum);
+        }
+    }
+
+    fn nominate(&mut self, now: u64) {
+        let term = self.vote.term + 1;
+        self.vote = VoteState {
+            term,
+            voted_for: Some(self.config.member_id),
+        };
+        // The candidate term is durable before any vote request leaves.
+        self.push(Action::PersistVote(self.vote));
+        self.counters.elections_started += 1;
+        self.transition(now, State::CandidateBallot, Reason::NominationDelay);
+        for p in &mut self.peers {
+            p.vote = None;
+        }
+        let (log_term, log_position) = self.my_log();
+        let message = Message::RequestVote(RequestVote {
+            log_leadership_term_id: log_term,
+            log_position,
+            candidate_term_id: term,
+            candidate_member_id: self.config.member_id,
+        });
+        for to in self.others().collect::<Vec<_>>() {
+            self.send(to, message);
+        }
+        self.count_votes(now);
+    }
+
+    fn count_votes(&mut self, now: u64) {
+        let yes = 1 + self.peers.iter().filter(|p| p.vote == Some(true)).count();
+        if yes >= self.config.quorum() {
+            self.become_leader(now, Reason::BallotWon);
+        }
+    }
+
+    fn become_leader(&mut self, now: u64, reason: Reason) {
+        self.transition(now, State::LeaderLive, reason);
+        self.counters.leaderships += 1;
+        self.startup = false;
+        self.leader = Some(self.config.member_id);
+        self.term_base = self.appended;
+        let term = self.vote.term;
+        let appended = self.appended;
+        for p in &mut self.peers {
+            p.reconciled = false;
+            p.durable = 0;
+            p.appended = 0;
+            p.next_send = appended;
+            p.last_contact_ns = now;
+            p.last_progress_ns = now;
+        }
+        if let Some(last) = self.terms.last() {
+            assert!(last.term < term && last.start_position <= appended);
+        }
+        self.terms.push(TermEntry {
+            term,
+            start_position: appended,
+        });
+        self.push(Action::StartTerm {
+            term,
+            position: appended,
+            leader: self.config.member_id,
+        });
+        for to in self.others().collect::<Vec<_>>() {
+            self.send_new_leadership_term(to);
+        }
+        self.next_heartbeat_ns = now.saturating_add(self.config.leader_heartbeat_interval_ns);
+        self.update_commit();
+    }
+
+    /// The leader's answer to a follower whose log ends in `peer.log_term`.
+    fn send_new_leadership_term(&mut self, to: MemberId) {
+        let p = self.peers[to as usize];
+        let i = self.terms.partition_point(|e| e.term <= p.log_term);
+        let (matched_term_id, matched_term_start) = i.checked_sub(1).map_or((0, 0), |i| {
+            let e = self.terms[i];
+            (e.term, e.start_position)
+        });
+        let matched_term_end = self
+            .terms
+            .get(i)
+            .map_or(self.appended, |e| e.start_position);
+        let message = Message::NewLeadershipTerm(NewLeadershipTerm {
+            log_leadership_term_id: p.log_term,
+            matched_term_id,
+            matched_term_start,
+            matched_term_end,
+            leadership_term_id: self.vote.term,
+            term_base_log_position: self.term_base,
+            log_position: self.appended,
+            commit_position: self.commit,
+            leader_member_id: self.config.member_id,
+            is_startup: false,
+        });
+        self.send(to, message);
+    }
+
+    fn tick_leader(&mut self, now: u64) {
+        // Step down when no quorum has been heard from within the heartbeat timeout.
+        let timeout = self.config.leader_heartbeat_timeout_ns;
+        let alive = 1 + self
+            .others()
+            .filter(|&m| now.saturating_sub(self.peers[m as usize].last_contact_ns) < timeout)
+            .count();
+        if alive < self.config.quorum() {
+            self.transition(now, State::Canvass, Reason::QuorumLost);
+            return;
+        }
+        if now >= self.next_heartbeat_ns {
+            self.next_heartbeat_ns = now.saturating_add(self.config.leader_heartbeat_interval_ns);
+            for to in self.others().collect::<Vec<_>>() {
+                let p = self.peers[to as usize];
+                if !p.reconciled {
+                    self.send_new_leadership_term(to);
+                    continue;
+                }
+                self.send_commit(to);
+                // Go-back-N: nothing acknowledged for a heartbeat interval while bytes are out.
+                if p.appended < p.next_send
+                    && now.saturating_sub(p.last_progress_ns)
+                        >= self.config.leader_heartbeat_interval_ns
+                {
+                    self.peers[to as usize].next_send = p.appended;
+                    self.peers[to as usize].last_progress_ns = now;
+                    self.counters.resends += 1;
+                }
+            }
+        }
+        self.replicate();
+    }
+
+    fn send_commit(&mut self, to: MemberId) {
+        let message = Message::CommitPosition(CommitPosition {
+            leadership_term_id: self.vote.term,
+            log_position: self.commit,
+            leader_member_id: self.config.member_id,
+        });
+        self.send(to, message);
+    }
+
+    /// Sends every reconciled follower the bytes it has not been sent, within its window.
+    fn replicate(&mut self) {
+        let window = self.config.replication_window_bytes;
+        for to in self.others().collect::<Vec<_>>() {
+            let p = &mut self.peers[to as usize];
+            if !p.reconciled || p.next_send >= self.appended || p.next_send - p.appended >= window {
+                continue;
+            }
+            let from = p.next_send;
+            p.next_send = self.appended;
+            let action = Action::SendLog {
+                to,
+                leadership_term_id: self.vote.term,
+                from,
+                to_position: self.appended,
+            };
+            self.push(action);
+        }
+    }
+
+    fn tick_follower(&mut self, now: u64) {
+        if now.saturating_sub(self.leader_contact_ns) > self.config.leader_heartbeat_timeout_ns {
+            self.transition(now, State::Canvass, Reason::LeaderSilent);
+            return;
+        }
+        if now < self.next_heartbeat_ns {
+            return;
+        }
+        self.next_heartbeat_ns = now.saturating_add(self.config.leader_heartbeat_interval_ns);
+        let Some(leader) = self.leader else { return };
+        if self.state == State::FollowerLive {
+            self.send_append_position(leader, 0);
+        } else {
+            self.send_canvass_to(leader);
+        }
+    }
+
+    fn send_canvass_to(&mut self, to: MemberId) {
+        let (log_term, log_position) = self.my_log();
+        let message = Message::CanvassPosition(CanvassPosition {
+            log_leadership_term_id: log_term,
+            log_position,
+            leadership_term_id: self.vote.term,
+            follower_member_id: self.config.member_id,
+        });
+        self.send(to, message);
+    }
+
+    fn send_append_position(&mut self, to: MemberId, flags: u8) {
+        let message = Message::AppendPosition(AppendPosition {
+            leadership_term_id: self.vote.term,
+            log_position: self.durable,
+            appended_position: self.appended,
+            follower_member_id: self.config.member_id,
+            flags,
+        });
+        self.send(to, message);
+    }
+
+    /// A message from member `from`. Messages from unknown members or claiming to be from
+    /// someone else are counted and dropped.
+    pub fn on_message(&mut self, now: u64, from: MemberId, message: &Message<'_>) {
+        if from >= self.config.member_count
+            || from == self.config.member_id
+            || self.state == State::Init
+        {
+            self.counters.messages_dropped += 1;
+            return;
+        }
+        match *message {
+            Message::CanvassPosition(m) if m.follower_member_id == from => {
+                self.on_canvass(now, from, m)
+            }
+            Message::RequestVote(m) if m.candidate_member_id == from => {
+                self.on_request_vote(now, from, m)
+            }
+            Message::Vote(m) if m.follower_member_id == from => self.on_vote(now, from, m),
+            Message::NewLeadershipTerm(m) if m.leader_member_id == from => {
+                self.on_new_leadership_term(now, from, m)
+            }
+            Message::AppendPosition(m) if m.follower_member_id == from => {
+                self.on_append_position(now, from, m)
+            }
+            Message::CommitPosition(m) if m.leader_member_id == from => {
+                self.on_commit_position(now, from, m)
+            }
+            Message::AppendData { header, bytes } if header.leader_member_id == from => self
+                .on_append_data(
+                    now,
+                    from,
+                    header.leadership_term_id,
+                    header.log_position,
+                    bytes.len(),
+                ),
+            _ => self.counters.messages_dropped += 1,
+        }
+    }
+
+    fn on_canvass(&mut self, now: u64, from: MemberId, m: CanvassPosition) {
+        let p = &mut self.peers[from as usize];
+        p.log_term = m.log_leadership_term_id;
+        p.log_position = m.log_position;
+        p.canvassed = true;
+        p.last_contact_ns = now;
+        self.observe_term(now, m.leadership_term_id);
+        if self.state == State::LeaderLive {
+            // A member that does not follow this term yet: tell it how to reconcile.
+            self.peers[from as usize].reconciled = false;
+            self.send_new_leadership_term(from);
+        }
+    }
+
+    fn on_request_vote(&mut self, now: u64, from: MemberId, m: RequestVote) {
+        let p = &mut self.peers[from as usize];
+        p.log_term = m.log_leadership_term_id;
+        p.log_position = m.log_position;
+        self.observe_term(now, m.candidate_term_id);
+        let candidate_log = (m.log_leadership_term_id, m.log_position);
+        let stale_log = log_is_newer(self.my_log(), candidate_log);
+        #[cfg(any(test, feature = "sim"))]
+        let stale_log = stale_log && !self.broken(BrokenRule::IgnoreLogsInElection);
+        let grant = m.candidate_term_id == self.vote.term
+            && self.vote.voted_for.is_none_or(|v| v == from)
+            && self.state != State::LeaderLive
+            && !stale_log;
+        let (log_term, log_position) = self.my_log();
+        if grant {
+            self.counters.votes_granted += 1;
+            self.vote.voted_for = Some(from);
+            // The vote is durable before it is sent.
+            self.push(Action::PersistVote(self.vote));
+            self.transition(now, State::FollowerBallot, Reason::VoteGranted);
+        } else {
+            self.counters.votes_refused += 1;
+        }
+        self.send(
+            from,
+            Message::Vote(Vote {
+                candidate_term_id: m.candidate_term_id,
+                log_leadership_term_id: log_term,
+                log_position,
+                candidate_member_id: from,
+                follower_member_id: self.config.member_id,
+                vote: grant,
+            }),
+        );
+    }
+
+    fn on_vote(&mut self, now: u64, from: MemberId, m: Vote) {
+        let p = &mut self.peers[from as usize];
+        p.log_term = m.log_leadership_term_id;
+        p.log_position = m.log_position;
+        p.last_contact_ns = now;
+        if m.candidate_term_id > self.vote.term {
+            self.observe_term(now, m.candidate_term_id);
+            return;
+        }
+        if self.state != State::CandidateBallot
+            || m.candidate_term_id != self.vote.term
+            || m.candidate_member_id != self.config.member_id
+        {
+            return;
+        }
+        self.peers[from as usize].vote = Some(m.vote);
+        if !m.vote {
+            // Any explicit "no" is a veto: someone has a better log or already voted.
+            self.transition(now, State::Canvass, Reason::BallotVetoed);
+            return;
+        }
+        self.count_votes(now);
+    }
+
+    fn on_new_leadership_term(&mut self, now: u64, from: MemberId, m: NewLeadershipTerm) {
+        let term = m.leadership_term_id;
+        if term < self.vote.term {
+            // A stale leader: tell it the current term.
+            self.send_canvass_to(from);
+            return;
+        }
+        self.observe_term(now, term);
+        assert!(
+            self.state != State::LeaderLive,
+            "member {} leads term {term} and received NewLeadershipTerm from {from}",
+            self.config.member_id
+        );
+        self.leader = Some(from);
+        self.leader_contact_ns = now;
+        if self.state != State::FollowerReconcile && self.state != State::FollowerLive {
+            self.transition(now, State::FollowerReconcile, Reason::NewLeader);
+        }
+        if m.log_leadership_term_id != self.last_log_term() {
+            // The leader answered for a log we no longer have: report ours and wait.
+            self.send_canvass_to(from);
+            return;
+        }
+        let last_term = self.last_log_term();
+        // The leader's own term is still growing: what we have of it came from this leader
+        // and matches. Earlier terms have a fixed end in the leader's log.
+        let matched_end = if m.matched_term_id == term {
+            u64::MAX
+        } else {
+            m.matched_term_end
+        };
+        let mut cut = self.appended.min(matched_end);
+        if m.matched_term_id < last_term {
+            // Every term above the matched one is missing on the leader: none of it is
+            // committed, drop it all.
+            if let Some(e) = self.terms.iter().find(|e| e.term > m.matched_term_id) {
+                cut = cut.min(e.start_position);
+            }
+        }
+        let drops_terms = self
+            .terms
+            .iter()
+            .any(|e| e.term > m.matched_term_id || e.start_position >= cut);
+        if cut < self.appended || drops_terms {
+            assert!(
+                cut >= self.commit,
+                "member {}: truncating to {cut} would drop committed bytes up to {}",
+                self.config.member_id,
+                self.commit
+            );
+            self.counters.truncations += 1;
+            self.push(Action::Truncate {
+                position: cut,
+                last_term_kept: m.matched_term_id,
+            });
+            self.appended = cut;
+            self.durable = self.durable.min(cut);
+            let kept = m.matched_term_id;
+            self.terms
+                .retain(|e| e.term <= kept && e.start_position < cut);
+        }
+        if self.state == State::FollowerReconcile {
+            self.transition(now, State::FollowerLive, Reason::Reconciled);
+        }
+        self.follow_commit(m.commit_position);
+        self.send_append_position(from, FLAG_RECONCILED);
+    }
+
+    fn follow_commit(&mut self, leader_commit: u64) {
+        let commit = leader_commit.min(self.appended);
+        if commit > self.commit {
+            self.commit = commit;
+            self.push(Action::Commit { position: commit });
+        }
+    }
+
+    fn on_append_position(&mut self, now: u64, from: MemberId, m: AppendPosition) {
+        self.peers[from as usize].last_contact_ns = now;
+        if m.leadership_term_id > self.vote.term {
+            self.observe_term(now, m.leadership_term_id);
+            return;
+        }
+        if self.state != State::LeaderLive || m.leadership_term_id != self.vote.term {
+            return;
+        }
+        let p = &mut self.peers[from as usize];
+        if m.flags & (FLAG_RECONCILED | FLAG_GAP) != 0 {
+            p.reconciled = true;
+            p.next_send = m.appended_position;
+            p.appended = m.appended_position;
+            p.durable = m.log_position;
+            p.last_progress_ns = now;
+        } else if p.reconciled {
+            if m.appended_position > p.appended {
+                p.last_progress_ns = now;
+            }
+            p.appended = m.appended_position;
+            p.durable = m.log_position;
+            p.next_send = p.next_send.max(p.appended);
+        }
+        self.update_commit();
+        self.replicate();
+    }
+
+    fn on_commit_position(&mut self, now: u64, from: MemberId, m: CommitPosition) {
+        let term = m.leadership_term_id;
+        if term < self.vote.term {
+            self.send_canvass_to(from);
+            return;
+        }
+        self.observe_term(now, term);
+        self.leader_contact_ns = now;
+        match self.state {
+            State::FollowerLive => self.follow_commit(m.log_position),
+            State::LeaderLive => {}
+            State::FollowerReconcile => {}
+            _ => {
+                // A live leader in our term: follow it; it will tell us how to reconcile.
+                self.leader = Some(from);
+                self.transition(now, State::FollowerReconcile, Reason::NewLeader);
+                self.send_canvass_to(from);
+            }
+        }
+    }
+
+    fn on_append_data(&mut self, now: u64, from: MemberId, term: u64, position: u64, len: usize) {
+        if term < self.vote.term {
+            self.send_canvass_to(from);
+            return;
+        }
+        self.observe_term(now, term);
+        self.leader_contact_ns = now;
+        if self.state != State::FollowerLive {
+            if self.state != State::FollowerReconcile {
+                self.leader = Some(from);
+                self.transition(now, State::FollowerReconcile, Reason::NewLeader);
+                self.send_canvass_to(from);
+            }
+            return;
+        }
+        if position > self.appended {
+            self.send_append_position(from, FLAG_GAP);
+            return;
+        }
+        let end = position + len as u64;
+        if end <= self.appended {
+            return;
+        }
+        self.push(Action::AppendReceived {
+            skip: (self.appended - position) as usize,
+        });
+    }
+
+    /// The node appended bytes; the log now ends at `end`.
+    pub fn on_appended(&mut self, _now: u64, end: u64) {
+        assert!(
+            end >= self.appended,
+            "appended position went back from {} to {end}",
+            self.appended
+        );
+        self.appended = end;
+        if self.state == State::LeaderLive {
+            self.replicate();
+        }
+    }
+
+    /// The node appended a `NewLeadershipTermEvent` frame it received: `term` starts at
+    /// `start`. Call before `on_appended` for the same bytes.
+    pub fn on_term_started(&mut self, term: u64, start: u64) {
+        if let Some(last) = self.terms.last() {
+            if last.term >= term {
+                return;
+            }
+            assert!(last.start_position <= start);
+        }
+        self.terms.push(TermEntry {
+            term,
+            start_position: start,
+        });
+    }
+
+    /// The log is durable up to `position`.
+    pub fn on_durable(&mut self, _now: u64, position: u64) {
+        if position <= self.durable {
+            return;
+        }
+        self.durable = position.min(self.appended);
+        match self.state {
+            State::LeaderLive => self.update_commit(),
+            State::FollowerLive => {
+                if let Some(leader) = self.leader {
+                    self.send_append_position(leader, 0);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn update_commit(&mut self) {
+        if self.state != State::LeaderLive {
+            return;
+        }
+        let mut durable: Vec<u64> = vec![self.durable];
+        for m in self.others() {
+            let p = &self.peers[m as usize];
+            if p.reconciled {
+                durable.push(p.durable);
+            }
+        }
+        durable.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum = self.config.quorum();
+        #[allow(unused_mut)]
+        let mut candidate = durable.get(quorum - 1).copied();
+        #[cfg(any(test, feature = "sim"))]
+        if self.broken(BrokenRule::CommitWithoutQuorum) {
+            candidate = Some(self.durable);
+        }
+        let Some(position) = candidate else { return };
+        // Only through an entry of its own term (§5.4.2).
+        if position > self.term_base && position > self.commit {
+            self.commit = position;
+            self.push(Action::Commit { position });
+            for to in self.others().collect::<Vec<_>>() {
+                if self.peers[to as usize].reconciled {
+                    self.send_commit(to);
+                }
+            }
+        }
+    }
+}

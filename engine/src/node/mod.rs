@@ -1,0 +1,568 @@
+//! `Node<Disk, Datagrams, Service>`: feeds inputs to consensus and carries out its actions in
+//! order. The same glue runs on real threads (the runtime) and in the simulator.
+//!
+//! One call of [`Node::tick`] is one duty cycle: drive the log writer (durable position →
+//! consensus), drain received datagrams (each frame → consensus, actions carried out right
+//! away, so an `AppendReceived` still has its message's bytes), let time pass in consensus,
+//! and apply committed frames to the service.
+//!
+//! Ordering rules carried out here: a vote or term is durable (`PersistVote`, synchronous)
+//! before any later action runs; a new term is in the durable term index before its first
+//! frame is appended; a follower's term index gets each term before that term's first frame.
+
+#![forbid(unsafe_code)]
+
+use crate::codec::message::{
+    AppendDataHeader, NewLeadershipTermEvent, SessionMessageHeader, SessionOpen, TimerEvent,
+};
+use crate::codec::{self, Decoded, FrameMeta, FrameType, Frames, Message};
+use crate::consensus::{
+    Action, ConfigError, Consensus, ConsensusConfig, LogState, MemberId, Role, VoteState,
+};
+use crate::io::{Datagrams, Disk, DiskError};
+use crate::log::{Log, LogConfig, LogError};
+use crate::service::{Applier, Egress, Service};
+
+/// The file holding the persisted term and vote.
+pub const VOTE_FILE: &str = "vote-state";
+/// Most log bytes carried by one `AppendData` datagram (a larger single frame goes alone).
+pub const APPEND_CHUNK_BYTES: usize = 60 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub consensus: ConsensusConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("persisting the vote in {VOTE_FILE}: {0}")]
+    Vote(DiskError),
+    #[error("{VOTE_FILE} is damaged (bad length or checksum)")]
+    VoteCorrupt,
+    #[error("the node stopped after an earlier error: {0}")]
+    Stopped(Box<NodeError>),
+}
+
+/// Why a client request was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    #[error("not the leader (leader is {leader:?})")]
+    NotLeader { leader: Option<MemberId> },
+    #[error("the log is full; retry after the next duty cycle")]
+    BackPressure,
+    #[error("message of {len} bytes exceeds the largest frame ({max})")]
+    TooLarge { len: usize, max: usize },
+}
+
+/// Counters of what the node dropped and why.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub datagrams_received: u64,
+    pub frames_malformed: u64,
+    pub appends_refused: u64,
+    pub frames_applied: u64,
+}
+
+fn encode_vote(v: VoteState) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24);
+    out.extend_from_slice(&v.term.to_le_bytes());
+    out.extend_from_slice(&v.voted_for.map_or(u64::MAX, u64::from).to_le_bytes());
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn decode_vote(bytes: &[u8]) -> Option<VoteState> {
+    if bytes.len() != 20
+        || crc32c::crc32c(&bytes[..16]) != u32::from_le_bytes(bytes[16..].try_into().ok()?)
+    {
+        return None;
+    }
+    let term = u64::from_le_bytes(bytes[..8].try_into().ok()?);
+    let voted = u64::from_le_bytes(bytes[8..16].try_into().ok()?);
+    let voted_for = (voted != u64::MAX)
+        .then(|| u32::try_from(voted).ok())
+        .flatten();
+    Some(VoteState { term, voted_for })
+}
+
+/// See the module docs.
+pub struct Node<D: Disk, N: Datagrams, S: Service> {
+    id: MemberId,
+    log: Log<D>,
+    consensus: Consensus,
+    net: N,
+    applier: Applier<S>,
+    actions: Vec<Action>,
+    send_buf: Vec<u8>,
+    recv_buf: Vec<u8>,
+    read_buf: Vec<u8>,
+    egress: Vec<Egress>,
+    /// Leader time stamps never go back, also across a failover.
+    last_timestamp_ns: u64,
+    commit: u64,
+    failed: Option<NodeError>,
+    stats: NodeStats,
+}
+
+impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
+    /// Opens the log (recovering it), loads the vote, and starts the first election.
+    pub fn open(
+        config: NodeConfig,
+        disk: D,
+        net: N,
+        service: S,
+        now: u64,
+    ) -> Result<Self, NodeError> {
+        let (mut log, _report) = Log::open(disk, config.log.clone())?;
+        let vote = match log
+            .disk_mut()
+            .read_file(VOTE_FILE)
+            .map_err(NodeError::Vote)?
+        {
+            None => VoteState::default(),
+            Some(bytes) => decode_vote(&bytes).ok_or(NodeError::VoteCorrupt)?,
+        };
+        let state = LogState {
+            appended: log.appended_position(),
+            durable: log.durable_position(),
+            terms: log.term_index().entries().to_vec(),
+        };
+        let consensus = Consensus::new(config.consensus.clone(), vote, state)?;
+        let frame_max = log.config().frame_len_max();
+        let mut node = Self {
+            id: config.consensus.member_id,
+            log,
+            consensus,
+            net,
+            applier: Applier::new(service),
+            actions: Vec::new(),
+            send_buf: vec![0u8; frame_max.max(APPEND_CHUNK_BYTES) + 4096],
+            recv_buf: vec![0u8; frame_max.max(APPEND_CHUNK_BYTES) + 4096],
+            read_buf: Vec::new(),
+            egress: Vec::new(),
+            last_timestamp_ns: 0,
+            commit: 0,
+            failed: None,
+            stats: NodeStats::default(),
+        };
+        node.consensus.start(now);
+        node.run_actions(now, None)?;
+        Ok(node)
+    }
+
+    pub fn id(&self) -> MemberId {
+        self.id
+    }
+    pub fn consensus(&self) -> &Consensus {
+        &self.consensus
+    }
+    pub fn log(&self) -> &Log<D> {
+        &self.log
+    }
+    pub fn log_mut(&mut self) -> &mut Log<D> {
+        &mut self.log
+    }
+    pub fn applier(&self) -> &Applier<S> {
+        &self.applier
+    }
+    pub fn net_mut(&mut self) -> &mut N {
+        &mut self.net
+    }
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+    pub fn commit_position(&self) -> u64 {
+        self.commit
+    }
+    pub fn failure(&self) -> Option<&NodeError> {
+        self.failed.as_ref()
+    }
+    /// Gives back the disk (after a crash in the simulator).
+    pub fn into_disk(self) -> D {
+        self.log.into_disk()
+    }
+
+    fn check_running(&self) -> Result<(), NodeError> {
+        match &self.failed {
+            None => Ok(()),
+            Some(e) => Err(NodeError::Stopped(Box::new(e.clone()))),
+        }
+    }
+
+    fn fail(&mut self, e: NodeError) -> NodeError {
+        if self.failed.is_none() {
+            self.failed = Some(e.clone());
+        }
+        e
+    }
+
+    /// One duty cycle; returns the amount of work done (0 = idle).
+    pub fn tick(&mut self, now: u64) -> Result<usize, NodeError> {
+        self.check_running()?;
+        let result = self.tick_inner(now);
+        result.map_err(|e| self.fail(e))
+    }
+
+    fn tick_inner(&mut self, now: u64) -> Result<usize, NodeError> {
+        let mut work = self.log.do_work()?;
+        let durable = self.log.durable_position();
+        if durable > self.consensus.durable_position() {
+            self.consensus.on_durable(now, durable);
+            self.run_actions(now, None)?;
+            work += 1;
+        }
+        let mut recv_buf = std::mem::take(&mut self.recv_buf);
+        while let Some((from, len)) = self.net.receive(&mut recv_buf) {
+            self.stats.datagrams_received += 1;
+            work += 1;
+            let result = self.on_datagram(now, from, &recv_buf[..len]);
+            if let Err(e) = result {
+                self.recv_buf = recv_buf;
+                return Err(e);
+            }
+        }
+        self.recv_buf = recv_buf;
+        self.consensus.on_tick(now);
+        self.run_actions(now, None)?;
+        work += self.apply_committed()?;
+        Ok(work)
+    }
+
+    fn on_datagram(&mut self, now: u64, from: MemberId, bytes: &[u8]) -> Result<(), NodeError> {
+        for item in Frames::new(bytes) {
+            let frame = match item {
+                Ok((_, frame)) => frame,
+                Err(_) => {
+                    self.stats.frames_malformed += 1;
+                    return Ok(());
+                }
+            };
+            let message = match Message::decode(&frame) {
+                Ok(m) => m,
+                Err(_) => {
+                    self.stats.frames_malformed += 1;
+                    continue;
+                }
+            };
+            self.consensus.on_message(now, from, &message);
+            self.run_actions(now, Some(&message))?;
+        }
+        Ok(())
+    }
+
+    /// Carries out the consensus actions in order. `current` is the message being handled,
+    /// whose bytes an `AppendReceived` refers to.
+    fn run_actions(&mut self, now: u64, current: Option<&Message<'_>>) -> Result<(), NodeError> {
+        loop {
+            let mut actions = std::mem::take(&mut self.actions);
+            self.consensus.take_actions(&mut actions);
+            if actions.is_empty() {
+                self.actions = actions;
+                return Ok(());
+            }
+            for action in actions.drain(..) {
+                self.run_action(now, action, current)?;
+            }
+            self.actions = actions;
+        }
+    }
+
+    fn run_action(
+        &mut self,
+        now: u64,
+        action: Action,
+        current: Option<&Message<'_>>,
+    ) -> Result<(), NodeError> {
+        match action {
+            Action::PersistVote(vote) => {
+                self.log
+                    .disk_mut()
+                    .write_file_atomic(VOTE_FILE, &encode_vote(vote))
+                    .map_err(NodeError::Vote)?;
+            }
+            Action::Send { to, message } => self.send(now, to, &message),
+            Action::SendLog {
+                to,
+                leadership_term_id,
+                from,
+                to_position,
+            } => {
+                self.send_log(now, to, leadership_term_id, from, to_position)?;
+            }
+            Action::StartTerm {
+                term,
+                position,
+                leader,
+            } => {
+                assert_eq!(
+                    position,
+                    self.log.appended_position(),
+                    "a term starts at the end of the log"
+                );
+                self.log.append_term(term, position)?;
+                if let Some(meta) = self.log.last_frame_meta()? {
+                    self.last_timestamp_ns = self.last_timestamp_ns.max(meta.timestamp_ns);
+                }
+                let event = Message::NewLeadershipTermEvent(NewLeadershipTermEvent {
+                    leadership_term_id: term,
+                    term_base_log_position: position,
+                    leader_member_id: leader,
+                    member_count: self.consensus.config().member_count,
+                });
+                let meta = self.stamp(now, term, 0);
+                self.append_leader(meta, &event)?;
+            }
+            Action::AppendReceived { skip } => {
+                let Some(Message::AppendData { header, bytes }) = current else {
+                    panic!("AppendReceived without the AppendData it refers to");
+                };
+                self.append_received(now, header.log_position + skip as u64, &bytes[skip..])?;
+            }
+            Action::Truncate {
+                position,
+                last_term_kept,
+            } => {
+                assert!(
+                    position >= self.applier.applied_position(),
+                    "truncating applied bytes"
+                );
+                self.log.truncate(position)?;
+                self.log.truncate_terms_after(last_term_kept)?;
+            }
+            Action::Commit { position } => {
+                assert!(position >= self.commit, "commit position went back");
+                self.commit = position;
+            }
+            Action::Transition { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, now: u64, to: MemberId, message: &Message<'_>) {
+        let meta = FrameMeta {
+            term: self.consensus.term(),
+            timestamp_ns: now,
+            ..FrameMeta::default()
+        };
+        let len = message.encode(meta, &mut self.send_buf);
+        self.net.send(to, &self.send_buf[..len]);
+    }
+
+    /// Sends log bytes `[from, to)` as `AppendData` datagrams of whole frames.
+    fn send_log(
+        &mut self,
+        now: u64,
+        to: MemberId,
+        term: u64,
+        from: u64,
+        end: u64,
+    ) -> Result<(), NodeError> {
+        let mut at = from;
+        let mut read_buf = std::mem::take(&mut self.read_buf);
+        while at < end {
+            let want = ((end - at) as usize).min(APPEND_CHUNK_BYTES);
+            read_buf.resize(want, 0);
+            let n = self.log.read(at, &mut read_buf)?;
+            let mut whole = 0;
+            for (offset, frame) in Frames::new(&read_buf[..n]).map_while(Result::ok) {
+                let frame_end = offset + frame.encoded_len();
+                if frame_end > n {
+                    break;
+                }
+                whole = frame_end;
+            }
+            if whole == 0 {
+                // One frame larger than a chunk: send it alone.
+                let len = match codec::decode(&read_buf[..n]) {
+                    Err(codec::DecodeError::Truncated { needed, .. }) => codec::align_frame(needed),
+                    Ok(Decoded::Frame(frame, _)) => frame.encoded_len(),
+                    _ => panic!("the log holds a damaged frame at {at}"),
+                };
+                read_buf.resize(len, 0);
+                self.log.read(at, &mut read_buf)?;
+                whole = len;
+            }
+            let message = Message::AppendData {
+                header: AppendDataHeader {
+                    leadership_term_id: term,
+                    log_position: at,
+                    leader_member_id: self.id,
+                },
+                bytes: &read_buf[..whole],
+            };
+            self.send(now, to, &message);
+            at += whole as u64;
+        }
+        self.read_buf = read_buf;
+        Ok(())
+    }
+
+    fn append_received(&mut self, now: u64, position: u64, bytes: &[u8]) -> Result<(), NodeError> {
+        // Terms enter the index before their first frame enters the log.
+        for (offset, frame) in Frames::new(bytes).map_while(Result::ok) {
+            self.last_timestamp_ns = self.last_timestamp_ns.max(frame.meta.timestamp_ns);
+            if frame.meta.frame_type != FrameType::NewLeadershipTermEvent as u16 {
+                continue;
+            }
+            let term = frame.meta.term;
+            let start = position + offset as u64;
+            if self.log.term_index().last().is_none_or(|t| t.term < term) {
+                self.log.append_term(term, start)?;
+                self.consensus.on_term_started(term, start);
+            }
+        }
+        match self.log.append_raw(position, bytes) {
+            Ok(()) => {}
+            Err(
+                LogError::Full { .. }
+                | LogError::BadReplicatedBytes { .. }
+                | LogError::NotAtEnd { .. },
+            ) => {
+                // Dropped: the leader resends from our reported position.
+                self.stats.appends_refused += 1;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.consensus
+            .on_appended(now, self.log.appended_position());
+        Ok(())
+    }
+
+    fn stamp(&mut self, now: u64, term: u64, session_id: u64) -> FrameMeta {
+        self.last_timestamp_ns = self.last_timestamp_ns.max(now);
+        FrameMeta {
+            frame_type: 0,
+            flags: 0,
+            term,
+            session_id,
+            timestamp_ns: self.last_timestamp_ns,
+        }
+    }
+
+    fn append_leader(&mut self, meta: FrameMeta, message: &Message<'_>) -> Result<u64, LogError> {
+        let position = self.log.append_message(meta, message)?;
+        let end = self.log.appended_position();
+        self.consensus.on_appended(meta.timestamp_ns, end);
+        Ok(position)
+    }
+
+    fn offer_message(
+        &mut self,
+        now: u64,
+        session_id: u64,
+        message: &Message<'_>,
+    ) -> Result<u64, OfferError> {
+        let Some(term) = self.consensus.leader_term() else {
+            return Err(OfferError::NotLeader {
+                leader: self.consensus.leader(),
+            });
+        };
+        let max = self.log.config().frame_len_max();
+        if message.encoded_len() > max {
+            return Err(OfferError::TooLarge {
+                len: message.encoded_len(),
+                max,
+            });
+        }
+        let meta = self.stamp(now, term, session_id);
+        let position = match self.append_leader(meta, message) {
+            Ok(p) => p,
+            Err(LogError::Full { .. }) => return Err(OfferError::BackPressure),
+            Err(e) => {
+                self.fail(e.into());
+                return Err(OfferError::BackPressure);
+            }
+        };
+        if let Err(e) = self.run_actions(now, None) {
+            self.fail(e);
+        }
+        Ok(position)
+    }
+
+    /// Leader: appends a client message, stamped with the leader's term and time.
+    pub fn offer(
+        &mut self,
+        now: u64,
+        session_id: u64,
+        sequence: u64,
+        payload: &[u8],
+    ) -> Result<u64, OfferError> {
+        let message = Message::SessionMessage {
+            header: SessionMessageHeader { sequence },
+            payload,
+        };
+        self.offer_message(now, session_id, &message)
+    }
+
+    /// Leader: appends a session-open frame; the session opens when it is applied.
+    pub fn open_session(
+        &mut self,
+        now: u64,
+        session_id: u64,
+        correlation_id: u64,
+    ) -> Result<u64, OfferError> {
+        let message = Message::SessionOpen(SessionOpen {
+            correlation_id,
+            client_id: session_id,
+        });
+        self.offer_message(now, session_id, &message)
+    }
+
+    /// Leader: appends a timer event, so every replica sees the timer fire at the same
+    /// position with the leader's time.
+    pub fn fire_timer(&mut self, now: u64, correlation_id: u64) -> Result<u64, OfferError> {
+        self.offer_message(now, 0, &Message::TimerEvent(TimerEvent { correlation_id }))
+    }
+
+    /// Egress produced by applying committed frames. Only the leader's leaves the node.
+    pub fn take_egress(&mut self, out: &mut Vec<Egress>) {
+        out.clear();
+        if self.consensus.role() == Role::Leader {
+            std::mem::swap(out, &mut self.egress);
+        } else {
+            self.egress.clear();
+        }
+    }
+
+    fn apply_committed(&mut self) -> Result<usize, NodeError> {
+        let target = self.commit.min(self.log.appended_position());
+        let mut applied = 0;
+        let mut read_buf = std::mem::take(&mut self.read_buf);
+        while self.applier.applied_position() < target {
+            let at = self.applier.applied_position();
+            let want = ((target - at) as usize)
+                .min(APPEND_CHUNK_BYTES.max(self.log.config().frame_len_max()));
+            read_buf.resize(want, 0);
+            let n = self.log.read(at, &mut read_buf)?;
+            let mut progressed = false;
+            for (offset, frame) in Frames::new(&read_buf[..n]).map_while(Result::ok) {
+                let len = frame.encoded_len();
+                if offset + len > n {
+                    break;
+                }
+                self.applier.apply(
+                    at + offset as u64,
+                    &read_buf[offset..offset + len],
+                    &frame,
+                    &mut self.egress,
+                );
+                self.stats.frames_applied += 1;
+                applied += 1;
+                progressed = true;
+            }
+            assert!(
+                progressed,
+                "committed bytes at {at} do not hold a whole frame"
+            );
+        }
+        self.read_buf = read_buf;
+        Ok(applied)
+    }
+}

@@ -1,0 +1,212 @@
+//! The service seam and the apply loop: sessions, exactly-once delivery, egress.
+//!
+//! Everything a [`Service`] sees comes from committed log frames, in log order, with the
+//! leader's timestamp from the frame: the same log gives the same calls on every replica.
+//! The [`Applier`] owns the engine's own state derived from the log (open sessions and the last
+//! applied client sequence per session) and drops duplicates *at apply time*, so a client that
+//! resends a message to a new leader after failover has it applied once, on every replica.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+
+use crate::codec::message::{CloseReason, SessionMessageHeader};
+use crate::codec::{Frame, FrameType, Message};
+
+/// What a service gets to do while handling a frame.
+#[derive(Debug, Default)]
+pub struct Context {
+    /// Log position of the frame being applied.
+    pub position: u64,
+    /// The leader's time stamped on the frame.
+    pub timestamp_ns: u64,
+    egress: Vec<(u64, Vec<u8>)>,
+}
+
+impl Context {
+    /// Sends `payload` to `session_id`. Only the leader's egress leaves the node; on
+    /// followers it is discarded, so services need not know their role.
+    pub fn send(&mut self, session_id: u64, payload: &[u8]) {
+        self.egress.push((session_id, payload.to_vec()));
+    }
+}
+
+/// A deterministic, single-threaded state machine fed from the committed log.
+pub trait Service {
+    fn on_session_open(&mut self, _ctx: &mut Context, _session_id: u64) {}
+    fn on_session_close(&mut self, _ctx: &mut Context, _session_id: u64, _reason: CloseReason) {}
+    fn on_message(&mut self, ctx: &mut Context, session_id: u64, payload: &[u8]);
+    fn on_timer(&mut self, _ctx: &mut Context, _correlation_id: u64) {}
+    /// A digest of the service's state; replicas compare it at equal log positions.
+    fn digest(&self) -> u64;
+}
+
+/// Something the apply loop tells the client side of the leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Egress {
+    /// The session is open (its `SessionOpen` frame committed and applied).
+    SessionOpened {
+        session_id: u64,
+        correlation_id: u64,
+    },
+    /// Message `sequence` of `session_id` was applied (now, or before: a duplicate).
+    Applied { session_id: u64, sequence: u64 },
+    /// A payload the service sent.
+    Message { session_id: u64, payload: Vec<u8> },
+}
+
+/// Applies committed frames to a service; see the module docs.
+pub struct Applier<S> {
+    service: S,
+    /// Open sessions and the last sequence applied for each.
+    sessions: BTreeMap<u64, u64>,
+    applied_position: u64,
+    /// Chained hash of every applied frame (position and bytes): equal on every replica at
+    /// equal positions, or the logs differ.
+    log_hash: u64,
+    applied_messages: u64,
+    duplicates_dropped: u64,
+    context: Context,
+}
+
+/// FNV-1a over `bytes`, continuing from `hash`. Deterministic across builds and hosts.
+pub fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    let mut h = hash;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+impl<S: Service> Applier<S> {
+    pub fn new(service: S) -> Self {
+        Self {
+            service,
+            sessions: BTreeMap::new(),
+            applied_position: 0,
+            log_hash: FNV_OFFSET,
+            applied_messages: 0,
+            duplicates_dropped: 0,
+            context: Context::default(),
+        }
+    }
+
+    pub fn service(&self) -> &S {
+        &self.service
+    }
+    pub fn applied_position(&self) -> u64 {
+        self.applied_position
+    }
+    pub fn log_hash(&self) -> u64 {
+        self.log_hash
+    }
+    pub fn applied_messages(&self) -> u64 {
+        self.applied_messages
+    }
+    pub fn duplicates_dropped(&self) -> u64 {
+        self.duplicates_dropped
+    }
+    pub fn is_open(&self, session_id: u64) -> bool {
+        self.sessions.contains_key(&session_id)
+    }
+    /// The last sequence applied for a session.
+    pub fn last_sequence(&self, session_id: u64) -> Option<u64> {
+        self.sessions.get(&session_id).copied()
+    }
+
+    /// Applies the frame at `position`, which occupies `encoded` bytes of the log. Egress
+    /// goes to `egress`.
+    pub fn apply(
+        &mut self,
+        position: u64,
+        encoded: &[u8],
+        frame: &Frame<'_>,
+        egress: &mut Vec<Egress>,
+    ) {
+        assert_eq!(
+            position, self.applied_position,
+            "frames are applied in log order without gaps"
+        );
+        self.applied_position = position + encoded.len() as u64;
+        self.log_hash = fnv1a(fnv1a(self.log_hash, &position.to_le_bytes()), encoded);
+        self.context.position = position;
+        self.context.timestamp_ns = frame.meta.timestamp_ns;
+        let session_id = frame.meta.session_id;
+        // The log holds only frames the leader wrote; one that does not decode is skipped the
+        // same way on every replica.
+        let Ok(message) = Message::decode(frame) else {
+            return;
+        };
+        match (FrameType::from_u16(frame.meta.frame_type), message) {
+            (Some(FrameType::SessionOpen), Message::SessionOpen(open)) => {
+                if let std::collections::btree_map::Entry::Vacant(e) =
+                    self.sessions.entry(session_id)
+                {
+                    e.insert(0);
+                    self.service.on_session_open(&mut self.context, session_id);
+                }
+                egress.push(Egress::SessionOpened {
+                    session_id,
+                    correlation_id: open.correlation_id,
+                });
+            }
+            (Some(FrameType::SessionClose), Message::SessionClose(close))
+                if self.sessions.remove(&session_id).is_some() =>
+            {
+                let reason =
+                    CloseReason::from_u8(close.reason).unwrap_or(CloseReason::ServiceAction);
+                self.service
+                    .on_session_close(&mut self.context, session_id, reason);
+            }
+            (Some(FrameType::SessionMessage), Message::SessionMessage { header, payload }) => {
+                self.apply_message(session_id, header, payload, egress);
+            }
+            (Some(FrameType::TimerEvent), Message::TimerEvent(timer)) => {
+                self.service
+                    .on_timer(&mut self.context, timer.correlation_id);
+            }
+            _ => {}
+        }
+        for (session_id, payload) in self.context.egress.drain(..) {
+            egress.push(Egress::Message {
+                session_id,
+                payload,
+            });
+        }
+    }
+
+    fn apply_message(
+        &mut self,
+        session_id: u64,
+        header: SessionMessageHeader,
+        payload: &[u8],
+        egress: &mut Vec<Egress>,
+    ) {
+        let Some(last) = self.sessions.get_mut(&session_id) else {
+            return; // not open: never applied
+        };
+        if header.sequence <= *last {
+            // A resend of something already applied: acknowledge again, apply never twice.
+            self.duplicates_dropped += 1;
+            egress.push(Egress::Applied {
+                session_id,
+                sequence: header.sequence,
+            });
+            return;
+        }
+        if header.sequence != *last + 1 {
+            return; // a gap: the client resends in order
+        }
+        *last = header.sequence;
+        self.applied_messages += 1;
+        self.service
+            .on_message(&mut self.context, session_id, payload);
+        egress.push(Egress::Applied {
+            session_id,
+            sequence: header.sequence,
+        });
+    }
+}

@@ -1,0 +1,1024 @@
+//! The whole-cluster simulator: one seeded, single-threaded loop driving N [`Node`]s over
+//! simulated disks and a simulated network, with clients, faults, and checkers for every
+//! invariant in the design.
+//!
+//! Per seed it draws its fault rates (swarm testing): message loss (up to 30 %),
+//! duplication, delay (and so reordering), symmetric and asymmetric partitions, crashes and
+//! restarts of a minority (losing unsynced writes and tearing blocks), and clock steps. A
+//! safety phase runs with faults; then a liveness phase heals everything and must commit and
+//! acknowledge every client message within a bounded number of steps.
+//!
+//! Checkers: election safety, leader append-only, log matching, leader completeness, state
+//! machine safety (log hash and service digest agree at equal applied positions), durability
+//! (a restarted node still has everything it reported durable), client exactly-once (every
+//! acknowledged message applied once on every replica, nothing applied twice).
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+
+use super::disk::{SimDisk, SimDiskConfig};
+use super::net::SimEndpoint;
+use crate::codec::{FrameType, Frames};
+#[cfg(any(test, feature = "sim"))]
+use crate::consensus::BrokenRule;
+use crate::consensus::{ConsensusConfig, MemberId, Role};
+use crate::log::{Durability, LogConfig};
+use crate::node::{Node, NodeConfig, OfferError};
+use crate::rng::Rng;
+use crate::service::{fnv1a, Context, Egress, Service, FNV_OFFSET};
+
+const MS: u64 = 1_000_000;
+
+/// The test service: records every applied client message and folds it into a digest.
+#[derive(Debug)]
+pub struct RecordingService {
+    digest: u64,
+    /// (session, sequence) of every message applied, in order.
+    pub applied: Vec<(u64, u64)>,
+    pub timers: u64,
+}
+
+impl Default for RecordingService {
+    fn default() -> Self {
+        Self {
+            digest: FNV_OFFSET,
+            applied: Vec::new(),
+            timers: 0,
+        }
+    }
+}
+
+impl Service for RecordingService {
+    fn on_session_open(&mut self, ctx: &mut Context, session_id: u64) {
+        self.digest = fnv1a(fnv1a(self.digest, b"open"), &session_id.to_le_bytes());
+        self.digest = fnv1a(self.digest, &ctx.timestamp_ns.to_le_bytes());
+    }
+
+    fn on_message(&mut self, ctx: &mut Context, session_id: u64, payload: &[u8]) {
+        self.digest = fnv1a(fnv1a(self.digest, &session_id.to_le_bytes()), payload);
+        self.digest = fnv1a(self.digest, &ctx.timestamp_ns.to_le_bytes());
+        let sequence = payload
+            .get(..8)
+            .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+        self.applied.push((session_id, sequence));
+    }
+
+    fn on_timer(&mut self, ctx: &mut Context, correlation_id: u64) {
+        self.timers += 1;
+        self.digest = fnv1a(fnv1a(self.digest, b"timer"), &correlation_id.to_le_bytes());
+        self.digest = fnv1a(self.digest, &ctx.timestamp_ns.to_le_bytes());
+    }
+
+    fn digest(&self) -> u64 {
+        self.digest
+    }
+}
+
+type SimNode = Node<SimDisk, SimEndpoint, RecordingService>;
+/// A log's frames by end position: (frame term, chained hash of the log up to the end).
+type FramesByEnd = HashMap<u64, (u64, u64)>;
+
+/// Settings of one simulation run.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// 0 draws 3 or 5 from the seed.
+    pub members: u32,
+    pub clients: u32,
+    pub messages_per_client: u64,
+    pub safety_steps: u64,
+    pub liveness_steps_max: u64,
+    pub trace: bool,
+    pub broken_rule: Option<BrokenRule>,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            members: 0,
+            clients: 3,
+            messages_per_client: 60,
+            safety_steps: 3_000,
+            liveness_steps_max: 30_000,
+            trace: false,
+            broken_rule: None,
+        }
+    }
+}
+
+/// Fault rates drawn from the seed.
+#[derive(Clone, Debug)]
+pub struct Faults {
+    pub loss: f64,
+    pub duplication: f64,
+    pub delay_max_ms: u64,
+    pub crash_per_step: f64,
+    pub partition_per_step: f64,
+    pub clock_step_per_step: f64,
+}
+
+impl Faults {
+    fn draw(rng: &mut Rng) -> Self {
+        Self {
+            loss: rng.below(31) as f64 / 100.0,
+            duplication: rng.below(11) as f64 / 100.0,
+            delay_max_ms: rng.range(1, 20),
+            crash_per_step: [0.0, 1.0 / 3000.0, 1.0 / 1000.0, 1.0 / 300.0][rng.below(4) as usize],
+            partition_per_step: [0.0, 1.0 / 2000.0, 1.0 / 500.0][rng.below(3) as usize],
+            clock_step_per_step: [0.0, 1.0 / 2000.0][rng.below(2) as usize],
+        }
+    }
+}
+
+/// What a run found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimOutcome {
+    pub seed: u64,
+    pub members: u32,
+    pub steps: u64,
+    pub acknowledged: u64,
+    pub committed_position: u64,
+    pub leaders_elected: u64,
+    pub crashes: u64,
+    /// A digest of the whole run, compared between two runs of one seed.
+    pub run_digest: u64,
+}
+
+/// An invariant broken, with the seed that reproduces it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("seed {seed}: {invariant} violated at step {step}: {detail}")]
+pub struct Violation {
+    pub seed: u64,
+    pub step: u64,
+    pub invariant: &'static str,
+    pub detail: String,
+}
+
+#[derive(Debug)]
+enum ClientRequest {
+    Open { session: u64 },
+    Message { session: u64, sequence: u64 },
+}
+
+#[derive(Debug)]
+enum ClientResponse {
+    Redirect { leader: Option<MemberId> },
+    Egress(Egress),
+}
+
+#[derive(Debug)]
+struct Client {
+    session: u64,
+    target: MemberId,
+    opened: bool,
+    last_open_ns: Option<u64>,
+    /// A redirect arrived since the target last changed: keep the target it named.
+    redirected: bool,
+    /// Last time the client heard a useful answer (an ack, an open).
+    last_progress_ns: u64,
+    last_new_ns: u64,
+    next_sequence: u64,
+    /// Sent, not yet acknowledged: sequence → last sent at.
+    unacked: BTreeMap<u64, u64>,
+    acked: BTreeSet<u64>,
+}
+
+struct Member {
+    node: Option<SimNode>,
+    disk: Option<SimDisk>,
+    restart_at_ns: u64,
+    clock_offset_ns: i64,
+    /// What the node may have reported durable before it crashed.
+    durable_before_crash: u64,
+    last_state: (Role, u64),
+}
+
+enum Event {
+    Datagram {
+        from: MemberId,
+        to: MemberId,
+        bytes: Vec<u8>,
+    },
+    Request {
+        to: MemberId,
+        client: usize,
+        request: ClientRequest,
+    },
+    Response {
+        client: usize,
+        response: ClientResponse,
+    },
+}
+
+/// The simulated cluster. See the module docs.
+pub struct Cluster {
+    config: SimConfig,
+    rng: Rng,
+    faults: Faults,
+    members: Vec<Member>,
+    clients: Vec<Client>,
+    now_ns: u64,
+    step: u64,
+    events: BinaryHeap<Reverse<(u64, u64)>>,
+    event_data: HashMap<u64, Event>,
+    event_seq: u64,
+    /// Directed links that are cut: (from, to).
+    cut: BTreeSet<(MemberId, MemberId)>,
+    heal_at_ns: u64,
+    // checker state
+    leaders: BTreeMap<u64, MemberId>,
+    leader_appended: BTreeMap<(MemberId, u64), u64>,
+    applied_hash: BTreeMap<u64, u64>,
+    applied_digest: BTreeMap<u64, u64>,
+    crashes: u64,
+    run_digest: u64,
+    egress: Vec<Egress>,
+}
+
+fn node_config(members: u32, id: MemberId, seed: u64, broken: Option<BrokenRule>) -> NodeConfig {
+    let mut consensus = ConsensusConfig::new(id, members);
+    consensus.leader_heartbeat_interval_ns = 10 * MS;
+    consensus.leader_heartbeat_timeout_ns = 100 * MS;
+    consensus.election_timeout_ns = 50 * MS;
+    consensus.startup_canvass_timeout_ns = 150 * MS;
+    consensus.replication_window_bytes = 64 * 1024;
+    consensus.seed = seed.wrapping_mul(31).wrapping_add(id as u64);
+    consensus.broken_rule = broken;
+    let log = LogConfig {
+        segment_bytes: 64 << 10,
+        write_bytes_max: 64 << 10,
+        durability: Durability::Fdatasync,
+    };
+    NodeConfig { consensus, log }
+}
+
+impl Cluster {
+    pub fn new(config: SimConfig) -> Self {
+        let mut rng = Rng::new(config.seed);
+        let members = if config.members == 0 {
+            [3, 5][rng.below(2) as usize]
+        } else {
+            config.members
+        };
+        let config = SimConfig { members, ..config };
+        let faults = Faults::draw(&mut rng);
+        let mut cluster = Self {
+            members: Vec::new(),
+            clients: (0..config.clients)
+                .map(|c| Client {
+                    session: 100 + c as u64,
+                    target: 0,
+                    opened: false,
+                    last_open_ns: None,
+                    redirected: false,
+                    last_progress_ns: 0,
+                    last_new_ns: 0,
+                    next_sequence: 1,
+                    unacked: BTreeMap::new(),
+                    acked: BTreeSet::new(),
+                })
+                .collect(),
+            rng,
+            faults,
+            now_ns: 0,
+            step: 0,
+            events: BinaryHeap::new(),
+            event_data: HashMap::new(),
+            event_seq: 0,
+            cut: BTreeSet::new(),
+            heal_at_ns: 0,
+            leaders: BTreeMap::new(),
+            leader_appended: BTreeMap::new(),
+            applied_hash: BTreeMap::new(),
+            applied_digest: BTreeMap::new(),
+            crashes: 0,
+            run_digest: FNV_OFFSET,
+            egress: Vec::new(),
+            config,
+        };
+        for id in 0..members {
+            let disk = SimDisk::new(
+                cluster.config.seed ^ (id as u64 + 1) << 32,
+                SimDiskConfig::default(),
+            );
+            cluster.members.push(Member {
+                node: None,
+                disk: Some(disk),
+                restart_at_ns: 0,
+                clock_offset_ns: 0,
+                durable_before_crash: 0,
+                last_state: (Role::Follower, 0),
+            });
+        }
+        cluster
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    fn trace(&self, what: impl FnOnce() -> String) {
+        if self.config.trace {
+            eprintln!("[{:>8.3} ms] {}", self.now_ns as f64 / MS as f64, what());
+        }
+    }
+
+    fn violation(&self, invariant: &'static str, detail: String) -> Violation {
+        Violation {
+            seed: self.config.seed,
+            step: self.step,
+            invariant,
+            detail,
+        }
+    }
+
+    fn local_now(&self, id: usize) -> u64 {
+        (self.now_ns as i64 + self.members[id].clock_offset_ns).max(0) as u64
+    }
+
+    fn schedule(&mut self, at_ns: u64, event: Event) {
+        self.event_seq += 1;
+        self.events.push(Reverse((at_ns, self.event_seq)));
+        self.event_data.insert(self.event_seq, event);
+    }
+
+    fn delay(&mut self) -> u64 {
+        self.rng.range(100_000, self.faults.delay_max_ms * MS)
+    }
+
+    /// Runs the safety phase and then the liveness phase; returns what happened, or the first
+    /// invariant broken.
+    pub fn run(mut self) -> Result<SimOutcome, Violation> {
+        self.trace(|| {
+            format!(
+                "seed {} members {} faults {:?}",
+                self.config.seed, self.config.members, self.faults
+            )
+        });
+        for id in 0..self.members.len() {
+            self.start_member(id)?;
+        }
+        while self.step < self.config.safety_steps {
+            self.inject_faults()?;
+            self.step_once(true)?;
+        }
+        self.heal_all()?;
+        let deadline = self.step + self.config.liveness_steps_max;
+        while !self.converged() {
+            if self.step >= deadline {
+                let status = self.status();
+                return Err(self.violation(
+                    "liveness",
+                    format!("no convergence after healing: {status}"),
+                ));
+            }
+            self.step_once(false)?;
+        }
+        self.check_logs_match()?;
+        self.check_exactly_once()?;
+        let committed = self
+            .members
+            .iter()
+            .filter_map(|m| m.node.as_ref())
+            .map(|n| n.commit_position())
+            .max()
+            .unwrap_or(0);
+        let acknowledged = self.clients.iter().map(|c| c.acked.len() as u64).sum();
+        let mut digest = self.run_digest;
+        for m in &self.members {
+            let n = m.node.as_ref().expect("all members are up after healing");
+            digest = fnv1a(digest, &n.applier().log_hash().to_le_bytes());
+            digest = fnv1a(digest, &n.applier().service().digest().to_le_bytes());
+        }
+        Ok(SimOutcome {
+            seed: self.config.seed,
+            members: self.config.members,
+            steps: self.step,
+            acknowledged,
+            committed_position: committed,
+            leaders_elected: self.leaders.len() as u64,
+            crashes: self.crashes,
+            run_digest: digest,
+        })
+    }
+
+    fn status(&self) -> String {
+        let nodes: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| match &m.node {
+                None => "down".into(),
+                Some(n) => format!(
+                    "{:?} t{} app{} dur{} com{} appl{}",
+                    n.consensus().state(),
+                    n.consensus().term(),
+                    n.log().appended_position(),
+                    n.log().durable_position(),
+                    n.commit_position(),
+                    n.applier().applied_position()
+                ),
+            })
+            .collect();
+        let clients: Vec<String> = self
+            .clients
+            .iter()
+            .map(|c| {
+                let last: Vec<Option<u64>> = self
+                    .members
+                    .iter()
+                    .map(|m| {
+                        m.node
+                            .as_ref()
+                            .and_then(|n| n.applier().last_sequence(c.session))
+                    })
+                    .collect();
+                format!(
+                    "s{} open={} acked {} unacked {:?} next {} applied {last:?}",
+                    c.session,
+                    c.opened,
+                    c.acked.len(),
+                    c.unacked.keys().collect::<Vec<_>>(),
+                    c.next_sequence
+                )
+            })
+            .collect();
+        format!(
+            "nodes [{}] clients [{}]",
+            nodes.join("; "),
+            clients.join("; ")
+        )
+    }
+
+    fn start_member(&mut self, id: usize) -> Result<(), Violation> {
+        let disk = self.members[id]
+            .disk
+            .take()
+            .expect("a down member has its disk");
+        let config = node_config(
+            self.config.members,
+            id as MemberId,
+            self.config.seed,
+            self.config.broken_rule,
+        );
+        let now = self.local_now(id);
+        let node = Node::open(
+            config,
+            disk,
+            SimEndpoint::default(),
+            RecordingService::default(),
+            now,
+        )
+        .map_err(|e| self.violation("node start", e.to_string()))?;
+        let recovered = node.log().appended_position();
+        if recovered < self.members[id].durable_before_crash {
+            return Err(self.violation(
+                "durability",
+                format!(
+                    "member {id} recovered its log to {recovered} but had reported {} durable",
+                    self.members[id].durable_before_crash
+                ),
+            ));
+        }
+        self.trace(|| format!("member {id} started, log recovered to {recovered}"));
+        self.members[id].node = Some(node);
+        Ok(())
+    }
+
+    fn crash_member(&mut self, id: usize) {
+        let Some(node) = self.members[id].node.take() else {
+            return;
+        };
+        self.members[id].durable_before_crash = node.consensus().durable_position();
+        let mut disk = node.into_disk();
+        disk.crash();
+        self.members[id].disk = Some(disk);
+        self.members[id].restart_at_ns = self.now_ns + self.rng.range(10, 500) * MS;
+        self.crashes += 1;
+        self.trace(|| format!("member {id} CRASHED"));
+    }
+
+    fn inject_faults(&mut self) -> Result<(), Violation> {
+        let n = self.members.len();
+        let down = self.members.iter().filter(|m| m.node.is_none()).count();
+        let minority = (n - 1) / 2;
+        if down < minority && self.rng.chance(self.faults.crash_per_step) {
+            let id = self.rng.below(n as u64) as usize;
+            self.crash_member(id);
+        }
+        for id in 0..n {
+            if self.members[id].node.is_none() && self.now_ns >= self.members[id].restart_at_ns {
+                self.start_member(id)?;
+            }
+        }
+        if !self.cut.is_empty() && self.now_ns >= self.heal_at_ns {
+            self.cut.clear();
+            self.trace(|| "partition healed".into());
+        }
+        if self.cut.is_empty() && self.rng.chance(self.faults.partition_per_step) {
+            let victim = self.rng.below(n as u64) as MemberId;
+            let kind = self.rng.below(3);
+            for other in 0..n as MemberId {
+                if other == victim {
+                    continue;
+                }
+                match kind {
+                    0 => {
+                        self.cut.insert((victim, other));
+                        self.cut.insert((other, victim));
+                    }
+                    1 => {
+                        self.cut.insert((victim, other));
+                    }
+                    _ => {
+                        self.cut.insert((other, victim));
+                    }
+                }
+            }
+            if self.rng.chance(0.3) {
+                // Split into halves instead: the victim's side is everyone below it.
+                self.cut.clear();
+                for a in 0..n as MemberId {
+                    for b in 0..n as MemberId {
+                        if (a < victim) != (b < victim) {
+                            self.cut.insert((a, b));
+                        }
+                    }
+                }
+            }
+            self.heal_at_ns = self.now_ns + self.rng.range(50, 1000) * MS;
+            let cut = self.cut.clone();
+            self.trace(|| format!("partition {cut:?}"));
+        }
+        if self.rng.chance(self.faults.clock_step_per_step) {
+            let id = self.rng.below(n as u64) as usize;
+            let step = self.rng.range(1, 500) as i64
+                * MS as i64
+                * if self.rng.chance(0.5) { 1 } else { -1 };
+            self.members[id].clock_offset_ns += step;
+            self.trace(|| format!("member {id} clock stepped by {} ms", step / MS as i64));
+        }
+        Ok(())
+    }
+
+    fn heal_all(&mut self) -> Result<(), Violation> {
+        self.cut.clear();
+        for id in 0..self.members.len() {
+            if self.members[id].node.is_none() {
+                self.start_member(id)?;
+            }
+        }
+        self.trace(|| "HEALED: liveness phase".into());
+        Ok(())
+    }
+
+    fn step_once(&mut self, faulty: bool) -> Result<(), Violation> {
+        self.step += 1;
+        self.now_ns += MS;
+        self.deliver_due(faulty);
+        for id in 0..self.members.len() {
+            self.tick_member(id, faulty)?;
+        }
+        self.step_clients();
+        self.check_step()?;
+        if self.step % 500 == 0 {
+            self.check_logs_match()?;
+        }
+        Ok(())
+    }
+
+    fn deliver_due(&mut self, faulty: bool) {
+        while let Some(&Reverse((at, seq))) = self.events.peek() {
+            if at > self.now_ns {
+                break;
+            }
+            self.events.pop();
+            let event = self.event_data.remove(&seq).expect("scheduled event");
+            match event {
+                Event::Datagram { from, to, bytes } => {
+                    if faulty && self.cut.contains(&(from, to)) {
+                        continue;
+                    }
+                    if let Some(node) = self.members[to as usize].node.as_mut() {
+                        node.net_mut().incoming.push_back((from, bytes));
+                    }
+                }
+                Event::Request {
+                    to,
+                    client,
+                    request,
+                } => self.deliver_request(to, client, request),
+                Event::Response { client, response } => self.deliver_response(client, response),
+            }
+        }
+    }
+
+    fn deliver_request(&mut self, to: MemberId, client: usize, request: ClientRequest) {
+        let now = self.local_now(to as usize);
+        let Some(node) = self.members[to as usize].node.as_mut() else {
+            return;
+        };
+        let result = match request {
+            ClientRequest::Open { session } => node.open_session(now, session, session),
+            ClientRequest::Message { session, sequence } => {
+                let mut payload = sequence.to_le_bytes().to_vec();
+                payload.extend_from_slice(&session.to_le_bytes());
+                node.offer(now, session, sequence, &payload)
+            }
+        };
+        if let Err(OfferError::NotLeader { leader }) = result {
+            let at = self.now_ns + self.delay();
+            self.schedule(
+                at,
+                Event::Response {
+                    client,
+                    response: ClientResponse::Redirect { leader },
+                },
+            );
+        }
+    }
+
+    fn deliver_response(&mut self, client: usize, response: ClientResponse) {
+        let n = self.members.len() as u64;
+        let c = &mut self.clients[client];
+        match response {
+            ClientResponse::Redirect { leader } => {
+                c.target = leader.unwrap_or_else(|| ((c.target as u64 + 1) % n) as MemberId);
+                c.redirected = true;
+            }
+            ClientResponse::Egress(Egress::SessionOpened { .. }) => {
+                c.opened = true;
+                c.last_progress_ns = self.now_ns;
+            }
+            ClientResponse::Egress(Egress::Applied { sequence, .. }) => {
+                c.last_progress_ns = self.now_ns;
+                c.unacked.remove(&sequence);
+                c.acked.insert(sequence);
+            }
+            ClientResponse::Egress(Egress::Message { .. }) => {}
+        }
+    }
+
+    fn tick_member(&mut self, id: usize, faulty: bool) -> Result<(), Violation> {
+        let now = self.local_now(id);
+        let global = self.now_ns;
+        let Some(node) = self.members[id].node.as_mut() else {
+            return Ok(());
+        };
+        node.log_mut().disk_mut().advance_to(global);
+        if let Err(e) = node.tick(now) {
+            return Err(self.violation("node error", format!("member {id}: {e}")));
+        }
+        let outgoing = std::mem::take(&mut node.net_mut().outgoing);
+        let mut egress = std::mem::take(&mut self.egress);
+        node.take_egress(&mut egress);
+        for (to, bytes) in outgoing {
+            self.run_digest = fnv1a(self.run_digest, &bytes);
+            if faulty && self.rng.chance(self.faults.loss) {
+                continue;
+            }
+            let copies = if faulty && self.rng.chance(self.faults.duplication) {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let at = global + if faulty { self.delay() } else { 100_000 };
+                self.schedule(
+                    at,
+                    Event::Datagram {
+                        from: id as MemberId,
+                        to,
+                        bytes: bytes.clone(),
+                    },
+                );
+            }
+        }
+        for e in egress.drain(..) {
+            let session = match &e {
+                Egress::SessionOpened { session_id, .. } | Egress::Applied { session_id, .. } => {
+                    *session_id
+                }
+                Egress::Message { session_id, .. } => *session_id,
+            };
+            let Some(client) = self.clients.iter().position(|c| c.session == session) else {
+                continue;
+            };
+            if faulty && self.rng.chance(self.faults.loss) {
+                continue;
+            }
+            let at = global + self.delay();
+            self.schedule(
+                at,
+                Event::Response {
+                    client,
+                    response: ClientResponse::Egress(e),
+                },
+            );
+        }
+        self.egress = egress;
+        Ok(())
+    }
+
+    fn step_clients(&mut self) {
+        const RESEND_NS: u64 = 40 * MS;
+        const GIVE_UP_ON_TARGET_NS: u64 = 120 * MS;
+        const OUTSTANDING: usize = 3;
+        // New messages are paced so the workload spans the faulty phase.
+        const PACE_NS: u64 = 40 * MS;
+        let n = self.members.len() as u64;
+        for i in 0..self.clients.len() {
+            let mut requests = Vec::new();
+            let c = &mut self.clients[i];
+            // No answer from the target for a while and no redirect: try the next member.
+            if self.now_ns - c.last_progress_ns >= GIVE_UP_ON_TARGET_NS {
+                if !c.redirected {
+                    c.target = ((c.target as u64 + 1) % n) as MemberId;
+                }
+                c.redirected = false;
+                c.last_progress_ns = self.now_ns;
+            }
+            if !c.opened {
+                if c.last_open_ns.is_none_or(|t| self.now_ns - t >= RESEND_NS) {
+                    c.last_open_ns = Some(self.now_ns);
+                    requests.push(ClientRequest::Open { session: c.session });
+                }
+            } else {
+                for (&sequence, sent) in c.unacked.iter_mut() {
+                    if self.now_ns - *sent >= RESEND_NS {
+                        *sent = self.now_ns;
+                        requests.push(ClientRequest::Message {
+                            session: c.session,
+                            sequence,
+                        });
+                    }
+                }
+                if c.unacked.len() < OUTSTANDING
+                    && c.next_sequence <= self.config.messages_per_client
+                    && self.now_ns - c.last_new_ns >= PACE_NS
+                {
+                    let sequence = c.next_sequence;
+                    c.next_sequence += 1;
+                    c.last_new_ns = self.now_ns;
+                    c.unacked.insert(sequence, self.now_ns);
+                    requests.push(ClientRequest::Message {
+                        session: c.session,
+                        sequence,
+                    });
+                }
+            }
+            let to = self.clients[i].target;
+            for request in requests {
+                let at = self.now_ns + self.delay();
+                self.schedule(
+                    at,
+                    Event::Request {
+                        to,
+                        client: i,
+                        request,
+                    },
+                );
+            }
+        }
+    }
+
+    fn converged(&self) -> bool {
+        if !self
+            .clients
+            .iter()
+            .all(|c| c.acked.len() as u64 == self.config.messages_per_client)
+        {
+            return false;
+        }
+        let nodes: Vec<&SimNode> = self
+            .members
+            .iter()
+            .filter_map(|m| m.node.as_ref())
+            .collect();
+        if nodes.len() != self.members.len() {
+            return false;
+        }
+        let leader = nodes.iter().find(|n| n.consensus().role() == Role::Leader);
+        let Some(leader) = leader else { return false };
+        let target = leader.log().appended_position();
+        nodes
+            .iter()
+            .all(|n| n.applier().applied_position() == target)
+    }
+
+    /// Checks run after every step.
+    fn check_step(&mut self) -> Result<(), Violation> {
+        for id in 0..self.members.len() {
+            let Some(node) = self.members[id].node.as_ref() else {
+                continue;
+            };
+            let c = node.consensus();
+            let state = (c.role(), c.term());
+            let leader_term = c.leader_term();
+            let appended = node.log().appended_position();
+            let applier = node.applier();
+            let (position, hash, digest) = (
+                applier.applied_position(),
+                applier.log_hash(),
+                applier.service().digest(),
+            );
+            if state != self.members[id].last_state {
+                self.members[id].last_state = state;
+                self.trace(|| format!("member {id} is {:?} in term {}", state.0, state.1));
+            }
+            if let Some(term) = leader_term {
+                // Election safety: one leader per term.
+                match self.leaders.get(&term) {
+                    Some(&other) if other != id as MemberId => {
+                        return Err(self.violation(
+                            "election safety",
+                            format!("members {other} and {id} both lead term {term}"),
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.leaders.insert(term, id as MemberId);
+                        self.check_leader_completeness(id)?;
+                    }
+                }
+                // Leader append-only.
+                let key = (id as MemberId, term);
+                let before = self.leader_appended.insert(key, appended).unwrap_or(0);
+                if appended < before {
+                    return Err(self.violation(
+                        "leader append-only",
+                        format!("leader {id} of term {term} went from {before} back to {appended}"),
+                    ));
+                }
+            }
+            // State machine safety: equal applied positions, equal log hash and service digest.
+            if position > 0 {
+                if self.applied_hash.get(&position).is_some_and(|&h| h != hash) {
+                    return Err(self.violation(
+                        "state machine safety",
+                        format!("member {id} applied different frames up to {position}"),
+                    ));
+                }
+                if self
+                    .applied_digest
+                    .get(&position)
+                    .is_some_and(|&d| d != digest)
+                {
+                    return Err(self.violation(
+                        "state machine safety",
+                        format!("member {id} service digest differs at {position}"),
+                    ));
+                }
+                self.applied_hash.insert(position, hash);
+                self.applied_digest.insert(position, digest);
+            }
+        }
+        Ok(())
+    }
+
+    /// Frames of a member's log: (end position, frame term, chained hash up to the end).
+    fn log_summary(&mut self, id: usize) -> Vec<(u64, u64, u64)> {
+        let node = self.members[id].node.as_mut().expect("member is up");
+        let end = node.log().appended_position();
+        let mut bytes = vec![0u8; end as usize];
+        node.log_mut().read(0, &mut bytes).expect("log is readable");
+        let mut hash = FNV_OFFSET;
+        let mut out = Vec::new();
+        for (offset, frame) in Frames::new(&bytes).map_while(Result::ok) {
+            let len = frame.encoded_len();
+            let position = offset as u64;
+            hash = fnv1a(
+                fnv1a(hash, &position.to_le_bytes()),
+                &bytes[offset..offset + len],
+            );
+            if frame.meta.frame_type != FrameType::Padding as u16 {
+                out.push((position + len as u64, frame.meta.term, hash));
+            } else {
+                out.push((position + len as u64, u64::MAX, hash));
+            }
+        }
+        out
+    }
+
+    /// Leader completeness: a new leader's log holds everything applied anywhere.
+    fn check_leader_completeness(&mut self, id: usize) -> Result<(), Violation> {
+        let Some((&position, &hash)) = self.applied_hash.iter().next_back() else {
+            return Ok(());
+        };
+        let summary = self.log_summary(id);
+        let found = summary
+            .iter()
+            .find(|(end, _, _)| *end == position)
+            .map(|&(_, _, h)| h);
+        if found != Some(hash) {
+            return Err(self.violation(
+                "leader completeness",
+                format!("new leader {id} lacks the committed prefix up to {position}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Log matching: where two logs have a frame of the same term ending at the same
+    /// position, the logs are equal up to there.
+    fn check_logs_match(&mut self) -> Result<(), Violation> {
+        let up: Vec<usize> = (0..self.members.len())
+            .filter(|&i| self.members[i].node.is_some())
+            .collect();
+        let summaries: Vec<(usize, FramesByEnd)> = up
+            .iter()
+            .map(|&i| {
+                (
+                    i,
+                    self.log_summary(i)
+                        .into_iter()
+                        .map(|(end, term, hash)| (end, (term, hash)))
+                        .collect(),
+                )
+            })
+            .collect();
+        for a in 0..summaries.len() {
+            for b in a + 1..summaries.len() {
+                for (end, (term, hash)) in &summaries[a].1 {
+                    if let Some((term_b, hash_b)) = summaries[b].1.get(end) {
+                        if term == term_b && *term != u64::MAX && hash != hash_b {
+                            return Err(self.violation(
+                                "log matching",
+                                format!(
+                                    "members {} and {} have term {term} at {end} but different bytes before it",
+                                    summaries[a].0, summaries[b].0
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every acknowledged message applied exactly once on every replica.
+    fn check_exactly_once(&self) -> Result<(), Violation> {
+        for (id, m) in self.members.iter().enumerate() {
+            let node = m.node.as_ref().expect("all members are up after healing");
+            let applied = &node.applier().service().applied;
+            let unique: BTreeSet<&(u64, u64)> = applied.iter().collect();
+            if unique.len() != applied.len() {
+                return Err(self.violation(
+                    "client exactly-once",
+                    format!("member {id} applied a message twice"),
+                ));
+            }
+            for c in &self.clients {
+                for &sequence in &c.acked {
+                    if !unique.contains(&(c.session, sequence)) {
+                        return Err(self.violation(
+                            "client exactly-once",
+                            format!(
+                                "member {id} lacks acknowledged message {sequence} of session {}",
+                                c.session
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs one seed; an assertion that fires inside the engine is reported as a violation too.
+pub fn run_seed(config: &SimConfig) -> Result<SimOutcome, Violation> {
+    let cluster = Cluster::new(config.clone());
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cluster.run())) {
+        Ok(result) => result,
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(Violation {
+                seed: config.seed,
+                step: 0,
+                invariant: "engine assertion",
+                detail,
+            })
+        }
+    }
+}
+
+/// Runs one seed twice and compares the run digests (nondeterminism is a bug too).
+pub fn run_seed_twice(config: &SimConfig) -> Result<SimOutcome, Violation> {
+    let first = run_seed(config)?;
+    let second = run_seed(config)?;
+    if first != second {
+        return Err(Violation {
+            seed: config.seed,
+            step: first.steps.min(second.steps),
+            invariant: "determinism",
+            detail: format!("two runs of the seed differ: {first:?} vs {second:?}"),
+        });
+    }
+    Ok(first)
+}
