@@ -13,7 +13,8 @@
 #![forbid(unsafe_code)]
 
 use crate::codec::message::{
-    AppendDataHeader, NewLeadershipTermEvent, SessionMessageHeader, SessionOpen, TimerEvent,
+    AppendDataHeader, CloseReason, NewLeadershipTermEvent, SessionClose, SessionMessageHeader,
+    SessionOpen, TimerEvent,
 };
 use crate::codec::{self, Decoded, FrameMeta, FrameType, Frames, Message};
 use crate::consensus::{
@@ -511,6 +512,19 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
         let message = Message::SessionOpen(SessionOpen {
             correlation_id,
             client_id: session_id,
+        });
+        self.offer_message(now, session_id, &message)
+    }
+
+    /// Leader: appends a session-close frame; the session closes when it is applied.
+    pub fn close_session(
+        &mut self,
+        now: u64,
+        session_id: u64,
+        reason: CloseReason,
+    ) -> Result<u64, OfferError> {
+        let message = Message::SessionClose(SessionClose {
+            reason: reason as u8,
         });
         self.offer_message(now, session_id, &message)
     }

@@ -36,6 +36,9 @@ pub struct RecordingService {
     /// (session, sequence) of every message applied, in order.
     pub applied: Vec<(u64, u64)>,
     pub timers: u64,
+    last_timestamp_ns: u64,
+    /// The first time the log's timestamps went back: (before, after).
+    pub time_went_back: Option<(u64, u64)>,
 }
 
 impl Default for RecordingService {
@@ -44,17 +47,30 @@ impl Default for RecordingService {
             digest: FNV_OFFSET,
             applied: Vec::new(),
             timers: 0,
+            last_timestamp_ns: 0,
+            time_went_back: None,
         }
+    }
+}
+
+impl RecordingService {
+    fn observe_time(&mut self, ctx: &Context) {
+        if ctx.timestamp_ns < self.last_timestamp_ns && self.time_went_back.is_none() {
+            self.time_went_back = Some((self.last_timestamp_ns, ctx.timestamp_ns));
+        }
+        self.last_timestamp_ns = self.last_timestamp_ns.max(ctx.timestamp_ns);
     }
 }
 
 impl Service for RecordingService {
     fn on_session_open(&mut self, ctx: &mut Context, session_id: u64) {
+        self.observe_time(ctx);
         self.digest = fnv1a(fnv1a(self.digest, b"open"), &session_id.to_le_bytes());
         self.digest = fnv1a(self.digest, &ctx.timestamp_ns.to_le_bytes());
     }
 
     fn on_message(&mut self, ctx: &mut Context, session_id: u64, payload: &[u8]) {
+        self.observe_time(ctx);
         self.digest = fnv1a(fnv1a(self.digest, &session_id.to_le_bytes()), payload);
         self.digest = fnv1a(self.digest, &ctx.timestamp_ns.to_le_bytes());
         let sequence = payload
@@ -64,6 +80,7 @@ impl Service for RecordingService {
     }
 
     fn on_timer(&mut self, ctx: &mut Context, correlation_id: u64) {
+        self.observe_time(ctx);
         self.timers += 1;
         self.digest = fnv1a(fnv1a(self.digest, b"timer"), &correlation_id.to_le_bytes());
         self.digest = fnv1a(self.digest, &ctx.timestamp_ns.to_le_bytes());
@@ -141,6 +158,8 @@ pub struct SimOutcome {
     pub committed_position: u64,
     pub leaders_elected: u64,
     pub crashes: u64,
+    /// Timer events applied (fired by whoever led, stamped with its time).
+    pub timers_applied: u64,
     /// A digest of the whole run, compared between two runs of one seed.
     pub run_digest: u64,
 }
@@ -399,6 +418,10 @@ impl Cluster {
             committed_position: committed,
             leaders_elected: self.leaders.len() as u64,
             crashes: self.crashes,
+            timers_applied: self.members[0]
+                .node
+                .as_ref()
+                .map_or(0, |n| n.applier().service().timers),
             run_digest: digest,
         })
     }
@@ -580,6 +603,9 @@ impl Cluster {
             self.tick_member(id, faulty)?;
         }
         self.step_clients();
+        if self.step % 100 == 0 {
+            self.fire_leader_timers();
+        }
         self.check_step()?;
         if self.step % 500 == 0 {
             self.check_logs_match()?;
@@ -782,6 +808,19 @@ impl Cluster {
         }
     }
 
+    /// Whoever leads fires a timer: a log frame stamped with the leader's time.
+    fn fire_leader_timers(&mut self) {
+        for id in 0..self.members.len() {
+            let now = self.local_now(id);
+            let step = self.step;
+            if let Some(node) = self.members[id].node.as_mut() {
+                if node.consensus().leader_term().is_some() {
+                    let _ = node.fire_timer(now, step);
+                }
+            }
+        }
+    }
+
     fn converged(&self) -> bool {
         if !self
             .clients
@@ -817,6 +856,7 @@ impl Cluster {
             let leader_term = c.leader_term();
             let appended = node.log().appended_position();
             let applier = node.applier();
+            let time_went_back = applier.service().time_went_back;
             let (position, hash, digest) = (
                 applier.applied_position(),
                 applier.log_hash(),
@@ -850,6 +890,14 @@ impl Cluster {
                         format!("leader {id} of term {term} went from {before} back to {appended}"),
                     ));
                 }
+            }
+            if let Some((before, after)) = time_went_back {
+                return Err(self.violation(
+                    "leader time",
+                    format!(
+                        "member {id} applied a frame stamped {after} after one stamped {before}"
+                    ),
+                ));
             }
             // State machine safety: equal applied positions, equal log hash and service digest.
             if position > 0 {

@@ -6,3 +6,6 @@
 pub mod cluster;
 pub mod disk;
 pub mod net;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,64 @@
+//! The simulator in the test suite: fixed seeds, each run twice with equal digests, and
+//! proof that the checkers catch deliberately broken rules.
+
+use super::cluster::{run_seed, run_seed_twice, SimConfig};
+use crate::consensus::BrokenRule;
+
+fn seeds(range: std::ops::Range<u64>) {
+    for seed in range {
+        if let Err(v) = run_seed_twice(&SimConfig::new(seed)) {
+            panic!(
+                "{v}\nreplay: cargo run --release -p raftline --features sim --bin raftline-sim -- --seed {seed} --trace"
+            );
+        }
+    }
+}
+
+#[test]
+fn simulator_seeds_0_to_125() {
+    seeds(0..125);
+}
+
+#[test]
+fn simulator_seeds_125_to_250() {
+    seeds(125..250);
+}
+
+#[test]
+fn simulator_seeds_250_to_375() {
+    seeds(250..375);
+}
+
+#[test]
+fn simulator_seeds_375_to_500() {
+    seeds(375..500);
+}
+
+/// The first seed below `limit` on which the simulator reports a violation.
+fn first_violation(rule: BrokenRule, limit: u64) -> Option<String> {
+    (0..limit).find_map(|seed| {
+        let config = SimConfig {
+            broken_rule: Some(rule),
+            ..SimConfig::new(seed)
+        };
+        run_seed(&config).err().map(|v| v.to_string())
+    })
+}
+
+#[test]
+fn checkers_have_teeth_commit_without_quorum() {
+    let found = first_violation(BrokenRule::CommitWithoutQuorum, 200);
+    assert!(
+        found.is_some(),
+        "committing without a quorum went unnoticed for 200 seeds"
+    );
+}
+
+#[test]
+fn checkers_have_teeth_ignore_logs_in_election() {
+    let found = first_violation(BrokenRule::IgnoreLogsInElection, 200);
+    assert!(
+        found.is_some(),
+        "electing stale logs went unnoticed for 200 seeds"
+    );
+}
