@@ -16,6 +16,7 @@ pub mod consensus;
 pub mod io;
 pub mod log;
 pub mod node;
+pub mod ring;
 pub mod rng;
 pub mod service;
 #[cfg(any(test, feature = "sim"))]
