@@ -34,7 +34,10 @@ struct Shared {
 /// Writes records.
 pub struct RecordProducer {
     shared: Arc<Shared>,
+    /// Published end. Invariant: `tail <= staged`.
     tail: usize,
+    /// End of what is written, published or not.
+    staged: usize,
     cached_head: usize,
 }
 
@@ -60,6 +63,7 @@ pub fn record_channel(capacity: usize) -> (RecordProducer, RecordConsumer) {
         RecordProducer {
             shared: shared.clone(),
             tail: 0,
+            staged: 0,
             cached_head: 0,
         },
         RecordConsumer {
@@ -85,9 +89,18 @@ impl RecordProducer {
         self.shared.capacity / 2 - HEADER
     }
 
-    /// Writes one record; returns false (nothing written) when there is no room yet.
-    /// Panics if the payload exceeds [`RecordProducer::max_payload`] or `kind` is PADDING_TYPE.
+    /// Writes one record and publishes it; returns false (nothing written) when there is no
+    /// room yet. Panics if the payload exceeds [`RecordProducer::max_payload`] or `kind` is
+    /// PADDING_TYPE.
     pub fn try_write(&mut self, kind: u32, payload: &[u8]) -> bool {
+        let written = self.stage(kind, payload);
+        self.publish();
+        written
+    }
+
+    /// Writes one record without making it visible; [`RecordProducer::publish`] makes every
+    /// staged record visible with one store. Returns false when there is no room yet.
+    pub fn stage(&mut self, kind: u32, payload: &[u8]) -> bool {
         assert!(
             payload.len() <= self.max_payload(),
             "record of {} bytes exceeds the ring's maximum",
@@ -96,13 +109,13 @@ impl RecordProducer {
         assert_ne!(kind, PADDING_TYPE, "PADDING_TYPE is reserved");
         let capacity = self.shared.capacity;
         let aligned = align8(HEADER + payload.len());
-        let index = self.tail & (capacity - 1);
+        let index = self.staged & (capacity - 1);
         let to_end = capacity - index;
         let padding = if aligned > to_end { to_end } else { 0 };
         let required = aligned + padding;
-        if capacity - self.tail.wrapping_sub(self.cached_head) < required {
+        if capacity - self.staged.wrapping_sub(self.cached_head) < required {
             self.cached_head = self.shared.head.0.load(Ordering::Acquire);
-            if capacity - self.tail.wrapping_sub(self.cached_head) < required {
+            if capacity - self.staged.wrapping_sub(self.cached_head) < required {
                 return false;
             }
         }
@@ -113,14 +126,29 @@ impl RecordProducer {
             at = 0;
         }
         words[at / 8].store(header(HEADER + payload.len(), kind), Ordering::Relaxed);
-        for (i, chunk) in payload.chunks(8).enumerate() {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            words[at / 8 + 1 + i].store(u64::from_le_bytes(word), Ordering::Relaxed);
+        let mut chunks = payload.chunks_exact(8);
+        let mut w = at / 8 + 1;
+        for chunk in chunks.by_ref() {
+            let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            words[w].store(word, Ordering::Relaxed);
+            w += 1;
         }
-        self.tail = self.tail.wrapping_add(required);
-        self.shared.tail.0.store(self.tail, Ordering::Release);
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            words[w].store(u64::from_le_bytes(word), Ordering::Relaxed);
+        }
+        self.staged = self.staged.wrapping_add(required);
         true
+    }
+
+    /// Makes every staged record visible to the consumer (one Release store).
+    pub fn publish(&mut self) {
+        if self.staged != self.tail {
+            self.tail = self.staged;
+            self.shared.tail.0.store(self.tail, Ordering::Release);
+        }
     }
 }
 
@@ -148,10 +176,11 @@ impl RecordConsumer {
                 continue;
             }
             let payload_len = length - HEADER;
-            self.scratch.clear();
-            for i in 0..payload_len.div_ceil(8) {
+            let words_len = payload_len.div_ceil(8);
+            self.scratch.resize(words_len * 8, 0);
+            for (i, out) in self.scratch.chunks_exact_mut(8).enumerate() {
                 let w = words[index / 8 + 1 + i].load(Ordering::Relaxed);
-                self.scratch.extend_from_slice(&w.to_le_bytes());
+                out.copy_from_slice(&w.to_le_bytes());
             }
             f(kind, &self.scratch[..payload_len]);
             head = head.wrapping_add(align8(length));

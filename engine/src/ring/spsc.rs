@@ -22,7 +22,6 @@ use super::CachePadded;
 struct Shared<T> {
     tail: CachePadded<AtomicUsize>,
     head: CachePadded<AtomicUsize>,
-    mask: usize,
     slots: Box<[Cell<MaybeUninit<T>>]>,
 }
 
@@ -35,18 +34,33 @@ unsafe impl<T: Send> Sync for Shared<T> {}
 unsafe impl<T: Send> Send for Shared<T> {}
 
 /// The sending side. Not `Clone`: there is one producer.
+#[repr(align(128))]
 pub struct Producer<T> {
     shared: Arc<Shared<T>>,
     tail: usize,
     cached_head: usize,
+    /// Copies of `shared.mask` and the slots' address: read on every call, kept with the
+    /// producer's own state instead of behind the shared pointer.
+    mask: usize,
+    slots: *const Cell<MaybeUninit<T>>,
 }
 
+// SAFETY: the raw slot pointer points into the allocation kept alive by `shared`; the
+// producer side is used by one thread at a time, like rtrb's Producer.
+unsafe impl<T: Send> Send for Producer<T> {}
+
 /// The receiving side. Not `Clone`: there is one consumer.
+#[repr(align(128))]
 pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
     head: usize,
     cached_tail: usize,
+    mask: usize,
+    slots: *const Cell<MaybeUninit<T>>,
 }
+
+// SAFETY: as for Producer.
+unsafe impl<T: Send> Send for Consumer<T> {}
 
 /// Makes a ring holding up to `capacity` messages (rounded up to a power of two).
 pub fn channel<T: Copy + Send>(capacity: usize) -> (Producer<T>, Consumer<T>) {
@@ -57,26 +71,30 @@ pub fn channel<T: Copy + Send>(capacity: usize) -> (Producer<T>, Consumer<T>) {
     let shared = Arc::new(Shared {
         tail: CachePadded(AtomicUsize::new(0)),
         head: CachePadded(AtomicUsize::new(0)),
-        mask: capacity - 1,
         slots,
     });
+    let slots_ptr = shared.slots.as_ptr();
     (
         Producer {
             shared: shared.clone(),
             tail: 0,
             cached_head: 0,
+            mask: capacity - 1,
+            slots: slots_ptr,
         },
         Consumer {
             shared,
             head: 0,
             cached_tail: 0,
+            mask: capacity - 1,
+            slots: slots_ptr,
         },
     )
 }
 
 impl<T: Copy + Send> Producer<T> {
     pub fn capacity(&self) -> usize {
-        self.shared.mask + 1
+        self.mask + 1
     }
 
     fn free_slots(&mut self) -> usize {
@@ -115,7 +133,9 @@ impl<T: Copy + Send> Producer<T> {
     }
 
     fn write(&mut self, index: usize, value: T) {
-        let slot = &self.shared.slots[index & self.shared.mask];
+        // SAFETY: index & mask < capacity, the length of the slot allocation, which `shared`
+        // keeps alive as long as this handle.
+        let slot = unsafe { &*self.slots.add(index & self.mask) };
         // SAFETY: `index` is in tail..cached_head + capacity, so the consumer has released
         // this slot (its Release store of head was observed by our Acquire load) and will not
         // read it until our Release store of tail publishes it.
@@ -170,7 +190,8 @@ impl<T: Copy + Send> Consumer<T> {
     }
 
     fn read(&self, index: usize) -> T {
-        let slot = &self.shared.slots[index & self.shared.mask];
+        // SAFETY: as in Producer::write.
+        let slot = unsafe { &*self.slots.add(index & self.mask) };
         // SAFETY: `index` is in head..cached_tail, published by the producer's Release store
         // of tail that our Acquire load observed, so the slot is initialised and the producer
         // will not touch it until our Release store of head gives it back.

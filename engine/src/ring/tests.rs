@@ -79,10 +79,23 @@ fn records_stress_two_threads_in_order_without_loss() {
     let producer = std::thread::spawn(move || {
         let mut i = 0;
         while i < N {
-            if p.try_write(i as u32, &record(i)) {
-                i += 1;
+            // Alternate single writes with staged batches published by one store.
+            if i % 3 == 0 {
+                if p.try_write(i as u32, &record(i)) {
+                    i += 1;
+                } else {
+                    std::thread::yield_now();
+                }
             } else {
-                std::thread::yield_now();
+                let mut staged = 0;
+                while staged < 8 && i < N && p.stage(i as u32, &record(i)) {
+                    staged += 1;
+                    i += 1;
+                }
+                p.publish();
+                if staged == 0 {
+                    std::thread::yield_now();
+                }
             }
         }
     });
