@@ -11,13 +11,16 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+pub mod client;
 pub mod codec;
+pub mod config;
 pub mod consensus;
 pub mod io;
 pub mod log;
 pub mod node;
 pub mod ring;
 pub mod rng;
+pub mod runtime;
 pub mod service;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

@@ -30,6 +30,12 @@ pub enum FrameType {
     CatchupPosition = 22,
     StopCatchup = 23,
     AppendData = 24,
+    /// Client → cluster: open a session (the client picks the session id).
+    ClientConnect = 32,
+    /// Cluster → client: the session opened, a message was applied, or a redirect.
+    ClientEvent = 33,
+    /// Cluster → client: a payload the service sent to the session.
+    EgressMessage = 34,
 }
 
 impl FrameType {
@@ -51,6 +57,9 @@ impl FrameType {
             22 => CatchupPosition,
             23 => StopCatchup,
             24 => AppendData,
+            32 => ClientConnect,
+            33 => ClientEvent,
+            34 => EgressMessage,
             _ => return None,
         })
     }
@@ -218,9 +227,39 @@ body!(
     StopCatchup { leadership_term_id: u64, follower_member_id: u32 }
 );
 body!(
+    /// A client asks to open `session_id`; the answer carries `correlation_id`.
+    ClientConnect { correlation_id: u64, session_id: u64 }
+);
+body!(
+    /// What the cluster tells a client about its session. `kind` is a [`ClientEventKind`];
+    /// `value` is the correlation id (opened), the sequence (applied) or the leader's member id
+    /// (redirect; `u64::MAX` when unknown).
+    ClientEvent { session_id: u64, value: u64, kind: u8 }
+);
+body!(
     /// Replicated log bytes follow this body: whole frames starting at `log_position`.
     AppendDataHeader { leadership_term_id: u64, log_position: u64, leader_member_id: u32 }
 );
+
+/// What a [`ClientEvent`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientEventKind {
+    Opened = 1,
+    Applied = 2,
+    Redirect = 3,
+}
+
+impl ClientEventKind {
+    pub fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::Opened),
+            2 => Some(Self::Applied),
+            3 => Some(Self::Redirect),
+            _ => None,
+        }
+    }
+}
 
 /// Why a session closed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,6 +305,12 @@ pub enum Message<'a> {
         header: AppendDataHeader,
         bytes: &'a [u8],
     },
+    ClientConnect(ClientConnect),
+    ClientEvent(ClientEvent),
+    /// The frame's session id names the session.
+    EgressMessage {
+        payload: &'a [u8],
+    },
 }
 
 fn exact<T>(decoded: (T, &[u8]), payload_len: usize) -> Result<T, DecodeError> {
@@ -296,6 +341,9 @@ impl<'a> Message<'a> {
             Message::CatchupPosition(_) => FrameType::CatchupPosition,
             Message::StopCatchup(_) => FrameType::StopCatchup,
             Message::AppendData { .. } => FrameType::AppendData,
+            Message::ClientConnect(_) => FrameType::ClientConnect,
+            Message::ClientEvent(_) => FrameType::ClientEvent,
+            Message::EgressMessage { .. } => FrameType::EgressMessage,
         }
     }
 
@@ -317,6 +365,9 @@ impl<'a> Message<'a> {
             Message::CatchupPosition(_) => CatchupPosition::LEN,
             Message::StopCatchup(_) => StopCatchup::LEN,
             Message::AppendData { bytes, .. } => AppendDataHeader::LEN + bytes.len(),
+            Message::ClientConnect(_) => ClientConnect::LEN,
+            Message::ClientEvent(_) => ClientEvent::LEN,
+            Message::EgressMessage { payload } => payload.len(),
         }
     }
 
@@ -348,6 +399,9 @@ impl<'a> Message<'a> {
                 header.put(out);
                 out[AppendDataHeader::LEN..].copy_from_slice(bytes);
             }
+            Message::ClientConnect(b) => b.put(out),
+            Message::ClientEvent(b) => b.put(out),
+            Message::EgressMessage { payload } => out.copy_from_slice(payload),
         }
     }
 
@@ -419,6 +473,17 @@ impl<'a> Message<'a> {
                 }
                 Message::AppendData { header, bytes }
             }
+            FrameType::ClientConnect => Message::ClientConnect(exact(ClientConnect::take(p)?, n)?),
+            FrameType::ClientEvent => {
+                let body = exact(ClientEvent::take(p)?, n)?;
+                if ClientEventKind::from_u8(body.kind).is_none() {
+                    return Err(DecodeError::BadField {
+                        field: "ClientEvent.kind",
+                    });
+                }
+                Message::ClientEvent(body)
+            }
+            FrameType::EgressMessage => Message::EgressMessage { payload: p },
         })
     }
 }

@@ -141,6 +141,18 @@ mod tests {
             leadership_term_id: 1,
             follower_member_id: 2,
         }));
+        roundtrip(Message::ClientConnect(ClientConnect {
+            correlation_id: 1,
+            session_id: 2,
+        }));
+        roundtrip(Message::ClientEvent(ClientEvent {
+            session_id: 1,
+            value: 2,
+            kind: ClientEventKind::Applied as u8,
+        }));
+        roundtrip(Message::EgressMessage {
+            payload: b"fill 10 @ 99",
+        });
         roundtrip(Message::AppendData {
             header: AppendDataHeader {
                 leadership_term_id: 1,

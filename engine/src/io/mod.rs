@@ -172,4 +172,13 @@ pub trait Datagrams {
     /// Copies the next received datagram into `buf` and returns its sender and length, or
     /// `None` when nothing is waiting. A datagram longer than `buf` is dropped.
     fn receive(&mut self, buf: &mut [u8]) -> Option<(u32, usize)>;
+    /// Sends whatever `send` queued (one duty cycle's worth, packed into datagrams).
+    fn flush(&mut self) {}
+    /// The most frame bytes one datagram carries; senders chunk larger payloads below it.
+    fn max_payload(&self) -> usize {
+        usize::MAX
+    }
 }
+
+/// Endpoints at and above this are clients; below it, cluster members.
+pub const CLIENT_ENDPOINT_BASE: u32 = 1 << 16;

@@ -13,16 +13,17 @@
 #![forbid(unsafe_code)]
 
 use crate::codec::message::{
-    AppendDataHeader, CloseReason, NewLeadershipTermEvent, SessionClose, SessionMessageHeader,
-    SessionOpen, TimerEvent,
+    AppendDataHeader, ClientEvent, ClientEventKind, CloseReason, NewLeadershipTermEvent,
+    SessionClose, SessionMessageHeader, SessionOpen, TimerEvent,
 };
 use crate::codec::{self, Decoded, FrameMeta, FrameType, Frames, Message};
 use crate::consensus::{
     Action, ConfigError, Consensus, ConsensusConfig, LogState, MemberId, Role, VoteState,
 };
-use crate::io::{Datagrams, Disk, DiskError};
+use crate::io::{Datagrams, Disk, DiskError, CLIENT_ENDPOINT_BASE};
 use crate::log::{Log, LogConfig, LogError};
 use crate::service::{Applier, Egress, Service};
+use std::collections::HashMap;
 
 /// The file holding the persisted term and vote.
 pub const VOTE_FILE: &str = "vote-state";
@@ -67,6 +68,9 @@ pub struct NodeStats {
     pub frames_malformed: u64,
     pub appends_refused: u64,
     pub frames_applied: u64,
+    pub client_requests: u64,
+    pub client_redirects: u64,
+    pub client_backpressure: u64,
 }
 
 fn encode_vote(v: VoteState) -> Vec<u8> {
@@ -109,6 +113,10 @@ pub struct Node<D: Disk, N: Datagrams, S: Service> {
     commit: u64,
     failed: Option<NodeError>,
     stats: NodeStats,
+    /// Where each session's client was last heard from (leader: where its egress goes).
+    client_endpoints: HashMap<u64, u32>,
+    /// Keep egress for `take_egress` (the simulator's clients are not on the network).
+    collect_egress: bool,
 }
 
 impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
@@ -151,6 +159,8 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
             commit: 0,
             failed: None,
             stats: NodeStats::default(),
+            client_endpoints: HashMap::new(),
+            collect_egress: false,
         };
         node.consensus.start(now);
         node.run_actions(now, None)?;
@@ -172,6 +182,9 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
     pub fn applier(&self) -> &Applier<S> {
         &self.applier
     }
+    pub fn transport(&self) -> &N {
+        &self.net
+    }
     pub fn net_mut(&mut self) -> &mut N {
         &mut self.net
     }
@@ -181,6 +194,11 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
     pub fn commit_position(&self) -> u64 {
         self.commit
     }
+    /// Keep applied egress for [`Node::take_egress`] as well as routing it to clients.
+    pub fn set_collect_egress(&mut self, collect: bool) {
+        self.collect_egress = collect;
+    }
+
     pub fn failure(&self) -> Option<&NodeError> {
         self.failed.as_ref()
     }
@@ -232,7 +250,111 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
         self.consensus.on_tick(now);
         self.run_actions(now, None)?;
         work += self.apply_committed()?;
+        self.route_egress(now);
+        self.net.flush();
         Ok(work)
+    }
+
+    /// Leader: sends applied egress to the clients' endpoints. Followers drop theirs.
+    fn route_egress(&mut self, now: u64) {
+        if self.egress.is_empty() {
+            return;
+        }
+        let leader = self.consensus.role() == Role::Leader;
+        let egress = std::mem::take(&mut self.egress);
+        if leader {
+            for e in &egress {
+                let (session_id, message) = match e {
+                    Egress::SessionOpened {
+                        session_id,
+                        correlation_id,
+                    } => (
+                        *session_id,
+                        Message::ClientEvent(ClientEvent {
+                            session_id: *session_id,
+                            value: *correlation_id,
+                            kind: ClientEventKind::Opened as u8,
+                        }),
+                    ),
+                    Egress::Applied {
+                        session_id,
+                        sequence,
+                    } => (
+                        *session_id,
+                        Message::ClientEvent(ClientEvent {
+                            session_id: *session_id,
+                            value: *sequence,
+                            kind: ClientEventKind::Applied as u8,
+                        }),
+                    ),
+                    Egress::Message {
+                        session_id,
+                        payload,
+                    } => (*session_id, Message::EgressMessage { payload }),
+                };
+                if let Some(&endpoint) = self.client_endpoints.get(&session_id) {
+                    let meta = FrameMeta {
+                        session_id,
+                        timestamp_ns: now,
+                        ..FrameMeta::default()
+                    };
+                    let len = message.encode(meta, &mut self.send_buf);
+                    self.net.send(endpoint, &self.send_buf[..len]);
+                }
+            }
+        }
+        if self.collect_egress && leader {
+            self.egress = egress;
+        } else {
+            self.egress = egress;
+            self.egress.clear();
+        }
+    }
+
+    /// A frame from a client: requests go into the log on the leader; others redirect.
+    fn on_client_frame(&mut self, now: u64, from: u32, frame: &codec::Frame<'_>) {
+        self.stats.client_requests += 1;
+        let session_id = frame.meta.session_id;
+        let result = match Message::decode(frame) {
+            Ok(Message::ClientConnect(connect)) => {
+                self.client_endpoints.insert(connect.session_id, from);
+                self.open_session(now, connect.session_id, connect.correlation_id)
+                    .map(|_| ())
+            }
+            Ok(Message::SessionMessage { header, payload }) => {
+                self.client_endpoints.insert(session_id, from);
+                self.offer(now, session_id, header.sequence, payload)
+                    .map(|_| ())
+            }
+            _ => {
+                self.stats.frames_malformed += 1;
+                return;
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(OfferError::NotLeader { leader }) => {
+                self.stats.client_redirects += 1;
+                let session = match Message::decode(frame) {
+                    Ok(Message::ClientConnect(c)) => c.session_id,
+                    _ => session_id,
+                };
+                let event = Message::ClientEvent(ClientEvent {
+                    session_id: session,
+                    value: leader.map_or(u64::MAX, u64::from),
+                    kind: ClientEventKind::Redirect as u8,
+                });
+                let meta = FrameMeta {
+                    session_id: session,
+                    timestamp_ns: now,
+                    ..FrameMeta::default()
+                };
+                let len = event.encode(meta, &mut self.send_buf);
+                self.net.send(from, &self.send_buf[..len]);
+            }
+            // Dropped: the client resends what is not acknowledged.
+            Err(_) => self.stats.client_backpressure += 1,
+        }
     }
 
     fn on_datagram(&mut self, now: u64, from: MemberId, bytes: &[u8]) -> Result<(), NodeError> {
@@ -244,6 +366,10 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
                     return Ok(());
                 }
             };
+            if from >= CLIENT_ENDPOINT_BASE {
+                self.on_client_frame(now, from, &frame);
+                continue;
+            }
             let message = match Message::decode(&frame) {
                 Ok(m) => m,
                 Err(_) => {
@@ -366,8 +492,13 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
     ) -> Result<(), NodeError> {
         let mut at = from;
         let mut read_buf = std::mem::take(&mut self.read_buf);
+        // Whole frames per datagram, under the transport's limit (header and body included).
+        let overhead = codec::HEADER_LEN + AppendDataHeader::LEN + 8;
+        let chunk = APPEND_CHUNK_BYTES
+            .min(self.net.max_payload().saturating_sub(overhead))
+            .max(256);
         while at < end {
-            let want = ((end - at) as usize).min(APPEND_CHUNK_BYTES);
+            let want = ((end - at) as usize).min(chunk);
             read_buf.resize(want, 0);
             let n = self.log.read(at, &mut read_buf)?;
             let mut whole = 0;
@@ -535,14 +666,11 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
         self.offer_message(now, 0, &Message::TimerEvent(TimerEvent { correlation_id }))
     }
 
-    /// Egress produced by applying committed frames. Only the leader's leaves the node.
+    /// Egress kept since the last call (with [`Node::set_collect_egress`]). Only the
+    /// leader's leaves the node.
     pub fn take_egress(&mut self, out: &mut Vec<Egress>) {
         out.clear();
-        if self.consensus.role() == Role::Leader {
-            std::mem::swap(out, &mut self.egress);
-        } else {
-            self.egress.clear();
-        }
+        std::mem::swap(out, &mut self.egress);
     }
 
     fn apply_committed(&mut self) -> Result<usize, NodeError> {

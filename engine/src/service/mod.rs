@@ -8,6 +8,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod echo;
+
 use std::collections::BTreeMap;
 
 use crate::codec::message::{CloseReason, SessionMessageHeader};

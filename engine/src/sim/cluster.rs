@@ -504,6 +504,8 @@ impl Cluster {
             ));
         }
         self.trace(|| format!("member {id} started, log recovered to {recovered}"));
+        let mut node = node;
+        node.set_collect_egress(true);
         self.members[id].node = Some(node);
         Ok(())
     }

@@ -158,6 +158,11 @@ impl LinuxDisk {
         })
     }
 
+    /// The io_uring fd, readable when completions wait (for an idle strategy to block on).
+    pub fn completion_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.ring.as_ref().map(|r| r.as_raw_fd())
+    }
+
     pub fn mode(&self) -> &WriterMode {
         &self.mode
     }

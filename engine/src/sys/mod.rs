@@ -2,5 +2,7 @@
 //! simulator drives; this layer only talks to the kernel.
 
 pub mod disk;
+pub mod udp;
 
 pub use disk::{LinuxDisk, LinuxDiskOptions, WriterMode};
+pub use udp::{UdpStats, UdpTransport, SAFE_MTU_DATAGRAM};

@@ -1,0 +1,323 @@
+//! The cluster client: connect, find the leader, offer messages with sequence numbers, poll
+//! egress, and resend across failover.
+//!
+//! Exactly-once: every message carries (session, sequence). The client keeps each message
+//! until the cluster acknowledges it as applied and resends it (to the new leader after a
+//! failover); the cluster drops duplicates at apply time from state derived from the log, so
+//! a resent message is applied once on every replica. The number of unacknowledged messages is
+//! bounded: a full window is back-pressure (`ClientError::BackPressure`), never unbounded
+//! buffering.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use crate::codec::message::{
+    ClientConnect, ClientEvent as EventBody, ClientEventKind, SessionMessageHeader,
+};
+use crate::codec::{FrameMeta, Frames, Message};
+use crate::io::Datagrams;
+use crate::sys::UdpTransport;
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    pub members: Vec<SocketAddr>,
+    pub cluster_id: u32,
+    /// Unacknowledged messages allowed before `offer` refuses.
+    pub max_outstanding: usize,
+    /// Resend what is not acknowledged after this long.
+    pub resend_timeout_ns: u64,
+    /// Give up connecting after this long.
+    pub connect_timeout_ns: u64,
+    pub max_datagram_bytes: usize,
+}
+
+impl ClientConfig {
+    pub fn new(members: Vec<SocketAddr>, cluster_id: u32) -> Self {
+        Self {
+            members,
+            cluster_id,
+            max_outstanding: 1024,
+            resend_timeout_ns: 200_000_000,
+            connect_timeout_ns: 10_000_000_000,
+            max_datagram_bytes: crate::sys::SAFE_MTU_DATAGRAM,
+        }
+    }
+}
+
+/// What went wrong, and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cluster unreachable: no member opened session {session_id} within {waited_ms} ms; check the member addresses and that a majority is up")]
+    Unreachable { session_id: u64, waited_ms: u64 },
+    #[error("{outstanding} messages are not yet acknowledged (max_outstanding); poll and retry")]
+    BackPressure { outstanding: usize },
+    #[error("message of {len} bytes exceeds the largest the client sends ({max}); split it or raise max_datagram_bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What `poll` hands the application.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientEvent<'a> {
+    /// Message `sequence` was applied by the cluster (exactly once).
+    Applied { sequence: u64 },
+    /// A payload the service sent to this session.
+    Message { payload: &'a [u8] },
+    /// The client now talks to `leader`.
+    LeaderChanged { leader: u32 },
+}
+
+struct Pending {
+    payload: Vec<u8>,
+    sent_ns: u64,
+}
+
+/// See the module docs.
+pub struct ClusterClient {
+    config: ClientConfig,
+    transport: UdpTransport,
+    session_id: u64,
+    target: u32,
+    opened: bool,
+    next_sequence: u64,
+    unacked: BTreeMap<u64, Pending>,
+    send_buf: Vec<u8>,
+    recv_buf: Vec<u8>,
+    redirects: u64,
+    resends: u64,
+    /// Last time the cluster acknowledged something.
+    last_progress_ns: u64,
+}
+
+fn random_session_id() -> u64 {
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    x ^= (std::process::id() as u64) << 32;
+    let mut rng = crate::rng::Rng::new(x);
+    rng.next_u64() | 1
+}
+
+impl ClusterClient {
+    /// Binds a local socket and opens a session, waiting up to `connect_timeout_ns`.
+    /// `now` is the caller's monotonic clock in nanoseconds.
+    pub fn connect(config: ClientConfig, now: impl Fn() -> u64) -> Result<Self, ClientError> {
+        let bind: SocketAddr = if config.members.first().is_some_and(|a| a.is_ipv6()) {
+            "[::]:0".parse().expect("valid")
+        } else {
+            "0.0.0.0:0".parse().expect("valid")
+        };
+        let transport = UdpTransport::bind(
+            bind,
+            config.members.clone(),
+            config.cluster_id,
+            config.max_datagram_bytes,
+        )?;
+        let mut client = Self {
+            transport,
+            session_id: random_session_id(),
+            target: 0,
+            opened: false,
+            next_sequence: 1,
+            unacked: BTreeMap::new(),
+            send_buf: vec![0u8; 70_000],
+            recv_buf: vec![0u8; 70_000],
+            redirects: 0,
+            resends: 0,
+            last_progress_ns: 0,
+            config,
+        };
+        let start = now();
+        let mut last_try = 0u64;
+        while !client.opened {
+            let t = now();
+            if t.saturating_sub(start) > client.config.connect_timeout_ns {
+                return Err(ClientError::Unreachable {
+                    session_id: client.session_id,
+                    waited_ms: (t - start) / 1_000_000,
+                });
+            }
+            if last_try == 0 || t - last_try > 100_000_000 {
+                if last_try != 0 {
+                    client.target = (client.target + 1) % client.config.members.len() as u32;
+                }
+                last_try = t.max(1);
+                client.send_connect();
+            }
+            client.poll(t, |_| {});
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        Ok(client)
+    }
+
+    pub fn session_id(&self) -> u64 {
+        self.session_id
+    }
+    pub fn leader(&self) -> u32 {
+        self.target
+    }
+    pub fn outstanding(&self) -> usize {
+        self.unacked.len()
+    }
+    pub fn resends(&self) -> u64 {
+        self.resends
+    }
+    pub fn redirects(&self) -> u64 {
+        self.redirects
+    }
+
+    fn send_connect(&mut self) {
+        let m = Message::ClientConnect(ClientConnect {
+            correlation_id: self.session_id,
+            session_id: self.session_id,
+        });
+        let len = m.encode(
+            FrameMeta {
+                session_id: self.session_id,
+                ..FrameMeta::default()
+            },
+            &mut self.send_buf,
+        );
+        let target = self.target;
+        self.transport.send(target, &self.send_buf[..len]);
+        self.transport.flush();
+    }
+
+    fn send_message(&mut self, sequence: u64) {
+        let Some(p) = self.unacked.get(&sequence) else {
+            return;
+        };
+        let m = Message::SessionMessage {
+            header: SessionMessageHeader { sequence },
+            payload: &p.payload,
+        };
+        let len = m.encode(
+            FrameMeta {
+                session_id: self.session_id,
+                ..FrameMeta::default()
+            },
+            &mut self.send_buf,
+        );
+        let target = self.target;
+        self.transport.send(target, &self.send_buf[..len]);
+    }
+
+    /// The largest payload `offer` accepts.
+    pub fn max_payload(&self) -> usize {
+        self.transport.max_payload() - crate::codec::HEADER_LEN - SessionMessageHeader::LEN - 8
+    }
+
+    /// Sends `payload` as the session's next message; returns its sequence number.
+    pub fn offer(&mut self, now: u64, payload: &[u8]) -> Result<u64, ClientError> {
+        if payload.len() > self.max_payload() {
+            return Err(ClientError::TooLarge {
+                len: payload.len(),
+                max: self.max_payload(),
+            });
+        }
+        if self.unacked.len() >= self.config.max_outstanding {
+            return Err(ClientError::BackPressure {
+                outstanding: self.unacked.len(),
+            });
+        }
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.unacked.insert(
+            sequence,
+            Pending {
+                payload: payload.to_vec(),
+                sent_ns: now,
+            },
+        );
+        self.send_message(sequence);
+        self.transport.flush();
+        Ok(sequence)
+    }
+
+    fn resend_all(&mut self, now: u64) {
+        let sequences: Vec<u64> = self.unacked.keys().copied().collect();
+        for s in sequences {
+            self.send_message(s);
+            if let Some(p) = self.unacked.get_mut(&s) {
+                p.sent_ns = now;
+            }
+            self.resends += 1;
+        }
+    }
+
+    /// Receives what the cluster sent, hands it to `handler`, and resends what waited too
+    /// long. Returns the number of events.
+    pub fn poll(&mut self, now: u64, mut handler: impl FnMut(ClientEvent<'_>)) -> usize {
+        let mut events = 0;
+        let mut recv_buf = std::mem::take(&mut self.recv_buf);
+        while let Some((from, len)) = self.transport.receive(&mut recv_buf) {
+            for (_, frame) in Frames::new(&recv_buf[..len]).map_while(Result::ok) {
+                match Message::decode(&frame) {
+                    Ok(Message::ClientEvent(EventBody {
+                        session_id,
+                        value,
+                        kind,
+                    })) if session_id == self.session_id => match ClientEventKind::from_u8(kind) {
+                        Some(ClientEventKind::Opened) => {
+                            self.opened = true;
+                            self.target = from;
+                            self.last_progress_ns = now;
+                        }
+                        Some(ClientEventKind::Applied) => {
+                            self.last_progress_ns = now;
+                            if self.unacked.remove(&value).is_some() {
+                                events += 1;
+                                handler(ClientEvent::Applied { sequence: value });
+                            }
+                        }
+                        Some(ClientEventKind::Redirect) => {
+                            self.redirects += 1;
+                            let n = self.config.members.len() as u32;
+                            let leader = if value < n as u64 {
+                                value as u32
+                            } else {
+                                (self.target + 1) % n
+                            };
+                            if leader != self.target {
+                                self.target = leader;
+                                events += 1;
+                                handler(ClientEvent::LeaderChanged { leader });
+                                if self.opened {
+                                    self.send_connect();
+                                    self.resend_all(now);
+                                } else {
+                                    self.send_connect();
+                                }
+                            }
+                        }
+                        None => {}
+                    },
+                    Ok(Message::EgressMessage { payload })
+                        if frame.meta.session_id == self.session_id =>
+                    {
+                        events += 1;
+                        handler(ClientEvent::Message { payload });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.recv_buf = recv_buf;
+        // Resend what waited too long; after repeated silence, try the next member.
+        if let Some((_, oldest)) = self.unacked.iter().next() {
+            if now.saturating_sub(oldest.sent_ns) > self.config.resend_timeout_ns {
+                if now.saturating_sub(self.last_progress_ns) > 3 * self.config.resend_timeout_ns {
+                    self.target = (self.target + 1) % self.config.members.len() as u32;
+                    self.last_progress_ns = now;
+                }
+                // The session may have been opened on a leader that since lost its log tail.
+                self.send_connect();
+                self.resend_all(now);
+            }
+        }
+        self.transport.flush();
+        events
+    }
+}

@@ -1,0 +1,476 @@
+//! The node configuration: one `Config` with a builder and a TOML form, validated at start
+//! with errors that name the key, the value and the allowed range.
+//!
+//! ```toml
+//! [cluster]
+//! id = 1
+//! members = ["127.0.0.1:20001", "127.0.0.1:20002", "127.0.0.1:20003"]
+//! [node]
+//! id = 0
+//! log_dir = "/var/lib/raftline/0"
+//! [log]
+//! durability = "fdatasync"      # or "none"
+//! segment_mib = 128
+//! write_kib = 1024
+//! [consensus]
+//! leader_heartbeat_interval_ms = 200
+//! leader_heartbeat_timeout_ms = 10000
+//! election_timeout_ms = 1000
+//! [runtime]
+//! threading = "shared"          # or "dedicated"
+//! idle = "block"                # busy-spin, yield, backoff, sleep, block
+//! [transport]
+//! max_datagram_bytes = 1472     # safe for a 1500-byte MTU; loopback takes up to 65507
+//! ```
+//!
+//! The cluster section (`cluster.*`, `log.segment_mib`, the consensus timeouts) must be the
+//! same on every member.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::consensus::ConsensusConfig;
+use crate::log::{Durability, LogConfig};
+use crate::runtime::IdleStrategy;
+
+/// A configuration value that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("bad config {key} = {value}: allowed {allowed}")]
+    Value {
+        key: String,
+        value: String,
+        allowed: String,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+}
+
+fn bad(key: &str, value: impl std::fmt::Display, allowed: impl Into<String>) -> ConfigError {
+    ConfigError::Value {
+        key: key.into(),
+        value: value.to_string(),
+        allowed: allowed.into(),
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    pub id: u32,
+    pub members: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    pub id: u32,
+    pub log_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub durability: String,
+    pub segment_mib: u64,
+    pub write_kib: u64,
+    pub io_uring: bool,
+    pub direct_io: bool,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            durability: "fdatasync".into(),
+            segment_mib: 128,
+            write_kib: 1024,
+            io_uring: true,
+            direct_io: true,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsensusSection {
+    pub leader_heartbeat_interval_ms: u64,
+    pub leader_heartbeat_timeout_ms: u64,
+    pub election_timeout_ms: u64,
+    pub startup_canvass_timeout_ms: u64,
+    pub appointed_leader: Option<u32>,
+    pub replication_window_kib: u64,
+}
+
+impl Default for ConsensusSection {
+    fn default() -> Self {
+        Self {
+            leader_heartbeat_interval_ms: 200,
+            leader_heartbeat_timeout_ms: 10_000,
+            election_timeout_ms: 1_000,
+            startup_canvass_timeout_ms: 5_000,
+            appointed_leader: None,
+            replication_window_kib: 4096,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSection {
+    pub threading: String,
+    pub idle: String,
+    /// Cores to pin the node's threads to, in order (empty: no pinning).
+    pub cores: Vec<usize>,
+}
+
+impl Default for RuntimeSection {
+    fn default() -> Self {
+        Self {
+            threading: "shared".into(),
+            idle: "block".into(),
+            cores: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportSection {
+    pub max_datagram_bytes: usize,
+}
+
+impl Default for TransportSection {
+    fn default() -> Self {
+        Self {
+            max_datagram_bytes: crate::sys::SAFE_MTU_DATAGRAM,
+        }
+    }
+}
+
+/// How a node's agents map to threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadingMode {
+    /// One thread runs every agent of the node (small hosts, tests, CI).
+    Shared,
+    /// The receiver runs on its own thread, joined to the node's thread by a ring.
+    Dedicated,
+}
+
+/// The whole node configuration. See the module docs for the TOML form.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub cluster: ClusterSection,
+    pub node: NodeSection,
+    #[serde(default)]
+    pub log: LogSection,
+    #[serde(default)]
+    pub consensus: ConsensusSection,
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+    #[serde(default)]
+    pub transport: TransportSection,
+}
+
+impl Config {
+    /// Starts a builder for member `node_id` of a cluster whose members are `members`.
+    pub fn builder(
+        node_id: u32,
+        members: Vec<String>,
+        log_dir: impl Into<PathBuf>,
+    ) -> ConfigBuilder {
+        ConfigBuilder {
+            config: Config {
+                cluster: ClusterSection { id: 0, members },
+                node: NodeSection {
+                    id: node_id,
+                    log_dir: log_dir.into(),
+                },
+                log: LogSection::default(),
+                consensus: ConsensusSection::default(),
+                runtime: RuntimeSection::default(),
+                transport: TransportSection::default(),
+            },
+        }
+    }
+
+    /// Parses the TOML form; unknown keys are errors that name the key.
+    pub fn from_toml(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let n = self.cluster.members.len();
+        if !(1..=64).contains(&n) {
+            return Err(bad("cluster.members", n, "1 to 64 member addresses"));
+        }
+        for (i, m) in self.cluster.members.iter().enumerate() {
+            if m.rsplit_once(':')
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(bad(&format!("cluster.members[{i}]"), m, "host:port"));
+            }
+        }
+        if self.node.id as usize >= n {
+            return Err(bad(
+                "node.id",
+                self.node.id,
+                format!("0..{n} (an index into cluster.members)"),
+            ));
+        }
+        self.durability()?;
+        self.threading()?;
+        self.idle_strategy()?;
+        if !(512..=65_507).contains(&self.transport.max_datagram_bytes) {
+            return Err(bad(
+                "transport.max_datagram_bytes",
+                self.transport.max_datagram_bytes,
+                "512..=65507",
+            ));
+        }
+        self.log_config().validate().map_err(|e| match e {
+            crate::log::LogError::Config {
+                key,
+                value,
+                allowed,
+            } => bad(key, value, allowed),
+            other => bad("log", other, "valid log settings"),
+        })?;
+        self.consensus_config()
+            .validate()
+            .map_err(|e| bad(e.key, e.value, e.allowed))?;
+        Ok(())
+    }
+
+    pub fn durability(&self) -> Result<Durability, ConfigError> {
+        match self.log.durability.as_str() {
+            "fdatasync" => Ok(Durability::Fdatasync),
+            "none" => Ok(Durability::None),
+            other => Err(bad("log.durability", other, "\"fdatasync\" or \"none\"")),
+        }
+    }
+
+    pub fn threading(&self) -> Result<ThreadingMode, ConfigError> {
+        match self.runtime.threading.as_str() {
+            "shared" => Ok(ThreadingMode::Shared),
+            "dedicated" => Ok(ThreadingMode::Dedicated),
+            other => Err(bad(
+                "runtime.threading",
+                other,
+                "\"shared\" or \"dedicated\"",
+            )),
+        }
+    }
+
+    pub fn idle_strategy(&self) -> Result<IdleStrategy, ConfigError> {
+        IdleStrategy::parse(&self.runtime.idle).ok_or_else(|| {
+            bad(
+                "runtime.idle",
+                &self.runtime.idle,
+                "busy-spin, yield, backoff, sleep or block",
+            )
+        })
+    }
+
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.log.segment_mib.saturating_mul(1 << 20),
+            write_bytes_max: (self.log.write_kib.saturating_mul(1024)) as usize,
+            durability: self.durability().unwrap_or(Durability::Fdatasync),
+        }
+    }
+
+    pub fn consensus_config(&self) -> ConsensusConfig {
+        let ms = 1_000_000;
+        let c = &self.consensus;
+        let mut config = ConsensusConfig::new(self.node.id, self.cluster.members.len() as u32);
+        config.leader_heartbeat_interval_ns = c.leader_heartbeat_interval_ms.saturating_mul(ms);
+        config.leader_heartbeat_timeout_ns = c.leader_heartbeat_timeout_ms.saturating_mul(ms);
+        config.election_timeout_ns = c.election_timeout_ms.saturating_mul(ms);
+        config.startup_canvass_timeout_ns = c.startup_canvass_timeout_ms.saturating_mul(ms);
+        config.appointed_leader = c.appointed_leader;
+        config.replication_window_bytes = c.replication_window_kib.saturating_mul(1024);
+        config.seed = (self.node.id as u64) << 32 ^ std::process::id() as u64;
+        config
+    }
+
+    /// Resolves every member address (host names included).
+    pub fn resolve_members(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.cluster
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                m.to_socket_addrs()
+                    .ok()
+                    .and_then(|mut a| a.next())
+                    .ok_or_else(|| {
+                        bad(
+                            &format!("cluster.members[{i}]"),
+                            m,
+                            "an address that resolves",
+                        )
+                    })
+            })
+            .collect()
+    }
+}
+
+/// Builds a [`Config`] in code; `build` validates it.
+pub struct ConfigBuilder {
+    config: Config,
+}
+
+impl ConfigBuilder {
+    pub fn cluster_id(mut self, id: u32) -> Self {
+        self.config.cluster.id = id;
+        self
+    }
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.config.log.durability = durability.to_string();
+        self
+    }
+    pub fn segment_mib(mut self, mib: u64) -> Self {
+        self.config.log.segment_mib = mib;
+        self
+    }
+    pub fn threading(mut self, mode: ThreadingMode) -> Self {
+        self.config.runtime.threading = match mode {
+            ThreadingMode::Shared => "shared".into(),
+            ThreadingMode::Dedicated => "dedicated".into(),
+        };
+        self
+    }
+    pub fn idle(mut self, strategy: IdleStrategy) -> Self {
+        self.config.runtime.idle = strategy.name().into();
+        self
+    }
+    pub fn timeouts_ms(
+        mut self,
+        heartbeat_interval: u64,
+        heartbeat_timeout: u64,
+        election: u64,
+    ) -> Self {
+        self.config.consensus.leader_heartbeat_interval_ms = heartbeat_interval;
+        self.config.consensus.leader_heartbeat_timeout_ms = heartbeat_timeout;
+        self.config.consensus.election_timeout_ms = election;
+        self.config.consensus.startup_canvass_timeout_ms = election.max(
+            self.config
+                .consensus
+                .startup_canvass_timeout_ms
+                .min(election * 3),
+        );
+        self
+    }
+    pub fn appointed_leader(mut self, leader: Option<u32>) -> Self {
+        self.config.consensus.appointed_leader = leader;
+        self
+    }
+    pub fn max_datagram_bytes(mut self, bytes: usize) -> Self {
+        self.config.transport.max_datagram_bytes = bytes;
+        self
+    }
+    pub fn build(self) -> Result<Config, ConfigError> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [cluster]
+        id = 7
+        members = ["127.0.0.1:20001", "127.0.0.1:20002", "localhost:20003"]
+        [node]
+        id = 1
+        log_dir = "/tmp/raftline-1"
+        [log]
+        durability = "none"
+        [runtime]
+        idle = "backoff"
+    "#;
+
+    #[test]
+    fn toml_form_parses_with_defaults() {
+        let c = Config::from_toml(GOOD, "node.toml").unwrap();
+        assert_eq!(c.cluster.id, 7);
+        assert_eq!(c.durability().unwrap(), Durability::None);
+        assert_eq!(c.consensus.election_timeout_ms, 1000);
+        assert_eq!(c.transport.max_datagram_bytes, 1472);
+        assert_eq!(c.resolve_members().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let unknown = GOOD.replace("[runtime]", "[runtime]\nspin_harder = true");
+        let err = Config::from_toml(&unknown, "node.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("spin_harder") && err.contains("node.toml"),
+            "{err}"
+        );
+
+        let bad_id = GOOD.replace("id = 1", "id = 5");
+        let err = Config::from_toml(&bad_id, "node.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node.id = 5") && err.contains("0..3"), "{err}");
+
+        let bad_idle = GOOD.replace("\"backoff\"", "\"nap\"");
+        let err = Config::from_toml(&bad_idle, "node.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("runtime.idle = nap"), "{err}");
+
+        let bad_segment = GOOD.replace("durability = \"none\"", "segment_mib = 0");
+        let err = Config::from_toml(&bad_segment, "node.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("log.segment_bytes"), "{err}");
+
+        let bad_member = GOOD.replace("localhost:20003", "localhost");
+        let err = Config::from_toml(&bad_member, "node.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cluster.members[2]"), "{err}");
+    }
+
+    #[test]
+    fn builder_validates() {
+        let members = vec![
+            "127.0.0.1:1".to_string(),
+            "127.0.0.1:2".to_string(),
+            "127.0.0.1:3".to_string(),
+        ];
+        let c = Config::builder(2, members.clone(), "/tmp/x")
+            .idle(IdleStrategy::BusySpin)
+            .build()
+            .unwrap();
+        assert_eq!(
+            c.idle_strategy().unwrap(),
+            IdleStrategy::parse("busy-spin").unwrap()
+        );
+        assert!(Config::builder(3, members, "/tmp/x").build().is_err());
+    }
+}

@@ -1,0 +1,217 @@
+//! Counters in a memory-mapped file per node, readable live by `raftline stat <dir>` (like
+//! AeronStat) while the node runs.
+//!
+//! ```text
+//! file "counters", 4 KiB: [ magic u64 | version u64 | pid u64 | counter[0] u64 | counter[1] ... ]
+//! ```
+//!
+//! The node stores each counter with a Relaxed atomic store once per duty cycle; a reader
+//! loads them with Relaxed loads. Values are individually consistent, not a snapshot.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::MmapMut;
+
+const MAGIC: u64 = u64::from_le_bytes(*b"RLNCNTR1");
+const FILE_LEN: usize = 4096;
+const HEADER_WORDS: usize = 3;
+
+/// Every counter, in file order. Appending is compatible; reordering is not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Counter {
+    /// 0 follower, 1 candidate, 2 leader.
+    Role,
+    Term,
+    Leader,
+    AppendedPosition,
+    DurablePosition,
+    CommitPosition,
+    AppliedPosition,
+    ServiceDigest,
+    ElectionsStarted,
+    Leaderships,
+    Truncations,
+    FramesMalformed,
+    MessagesDropped,
+    DatagramsReceived,
+    DatagramsSent,
+    ForeignDatagramsDropped,
+    ClientRequests,
+    ClientRedirects,
+    ClientBackPressure,
+    DutyCycles,
+    MaxCycleNs,
+    StallCycles,
+    AppliedMessages,
+    LogRounds,
+}
+
+pub const ALL: [Counter; 24] = [
+    Counter::Role,
+    Counter::Term,
+    Counter::Leader,
+    Counter::AppendedPosition,
+    Counter::DurablePosition,
+    Counter::CommitPosition,
+    Counter::AppliedPosition,
+    Counter::ServiceDigest,
+    Counter::ElectionsStarted,
+    Counter::Leaderships,
+    Counter::Truncations,
+    Counter::FramesMalformed,
+    Counter::MessagesDropped,
+    Counter::DatagramsReceived,
+    Counter::DatagramsSent,
+    Counter::ForeignDatagramsDropped,
+    Counter::ClientRequests,
+    Counter::ClientRedirects,
+    Counter::ClientBackPressure,
+    Counter::DutyCycles,
+    Counter::MaxCycleNs,
+    Counter::StallCycles,
+    Counter::AppliedMessages,
+    Counter::LogRounds,
+];
+
+const _: () = assert!((HEADER_WORDS + ALL.len()) * 8 <= FILE_LEN);
+
+impl Counter {
+    pub fn name(self) -> &'static str {
+        match self {
+            Counter::Role => "role (0 follower, 1 candidate, 2 leader)",
+            Counter::Term => "term",
+            Counter::Leader => "leader member id (max = none)",
+            Counter::AppendedPosition => "appended position",
+            Counter::DurablePosition => "durable position",
+            Counter::CommitPosition => "commit position",
+            Counter::AppliedPosition => "applied position",
+            Counter::ServiceDigest => "service digest",
+            Counter::ElectionsStarted => "elections started",
+            Counter::Leaderships => "leaderships",
+            Counter::Truncations => "log truncations",
+            Counter::FramesMalformed => "frames malformed (dropped)",
+            Counter::MessagesDropped => "consensus messages dropped",
+            Counter::DatagramsReceived => "datagrams received",
+            Counter::DatagramsSent => "datagrams sent",
+            Counter::ForeignDatagramsDropped => "foreign datagrams dropped",
+            Counter::ClientRequests => "client requests",
+            Counter::ClientRedirects => "client redirects",
+            Counter::ClientBackPressure => "client requests refused (back-pressure)",
+            Counter::DutyCycles => "duty cycles",
+            Counter::MaxCycleNs => "longest duty cycle (ns)",
+            Counter::StallCycles => "duty cycles over 1 ms",
+            Counter::AppliedMessages => "client messages applied",
+            Counter::LogRounds => "log write rounds",
+        }
+    }
+}
+
+/// The writer side, owned by the node's thread.
+pub struct CountersFile {
+    map: MmapMut,
+}
+
+fn words(map: &[u8]) -> &[AtomicU64] {
+    assert!(map.len() >= FILE_LEN && map.as_ptr() as usize % 8 == 0);
+    // SAFETY: the mapping is FILE_LEN bytes, page-aligned (so 8-aligned), lives as long as
+    // the borrow of `map`, and AtomicU64 has the size and alignment of u64; every access to
+    // the shared words goes through atomics, so concurrent readers in other processes see
+    // whole values.
+    unsafe { std::slice::from_raw_parts(map.as_ptr().cast::<AtomicU64>(), FILE_LEN / 8) }
+}
+
+impl CountersFile {
+    /// Creates (or takes over) `dir/counters`.
+    pub fn create(dir: &Path) -> std::io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("counters"))?;
+        file.set_len(FILE_LEN as u64)?;
+        // SAFETY: the file is ours; other processes only read it through `CountersReader`,
+        // and all accesses to the mapped words are atomic.
+        let map = unsafe { MmapMut::map_mut(&file)? };
+        let counters = Self { map };
+        let w = words(&counters.map);
+        w[1].store(1, Ordering::Relaxed);
+        w[2].store(std::process::id() as u64, Ordering::Relaxed);
+        for c in ALL {
+            w[HEADER_WORDS + c as usize].store(0, Ordering::Relaxed);
+        }
+        w[0].store(MAGIC, Ordering::Release);
+        Ok(counters)
+    }
+
+    pub fn set(&self, counter: Counter, value: u64) {
+        words(&self.map)[HEADER_WORDS + counter as usize].store(value, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, counter: Counter) -> u64 {
+        words(&self.map)[HEADER_WORDS + counter as usize].load(Ordering::Relaxed)
+    }
+}
+
+/// Reads another process's counters.
+pub struct CountersReader {
+    map: memmap2::Mmap,
+}
+
+impl CountersReader {
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        let file = std::fs::File::open(dir.join("counters"))?;
+        if file.metadata()?.len() < FILE_LEN as u64 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "counters file is too short",
+            ));
+        }
+        // SAFETY: read-only mapping of a file whose words are only written atomically.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        let reader = Self { map };
+        if words(&reader.map)[0].load(Ordering::Acquire) != MAGIC {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not a raftline counters file",
+            ));
+        }
+        Ok(reader)
+    }
+
+    pub fn pid(&self) -> u64 {
+        words(&self.map)[2].load(Ordering::Relaxed)
+    }
+
+    pub fn get(&self, counter: Counter) -> u64 {
+        words(&self.map)[HEADER_WORDS + counter as usize].load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_sees_what_the_writer_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = CountersFile::create(dir.path()).unwrap();
+        writer.set(Counter::CommitPosition, 4096);
+        writer.set(Counter::LogRounds, 7);
+        let reader = CountersReader::open(dir.path()).unwrap();
+        assert_eq!(reader.get(Counter::CommitPosition), 4096);
+        assert_eq!(reader.get(Counter::LogRounds), 7);
+        assert_eq!(reader.pid(), std::process::id() as u64);
+        writer.set(Counter::CommitPosition, 8192);
+        assert_eq!(
+            reader.get(Counter::CommitPosition),
+            8192,
+            "live, not a copy"
+        );
+        std::fs::write(dir.path().join("counters"), [0u8; 4096]).unwrap();
+        assert!(CountersReader::open(dir.path()).is_err());
+    }
+}

@@ -1,0 +1,201 @@
+//! Idle strategies: what a duty-cycle thread does when a cycle found no work.
+//!
+//! On a dedicated host with isolated cores, busy-spinning gives the lowest latency. On a small
+//! host (MACHINE.md: 2 vCPUs), more hot threads than cores cost milliseconds per hop, so
+//! [`IdleStrategy::Block`] sleeps in `epoll_wait` on the node's real event sources (its socket
+//! and the io_uring completion fd) and wakes within microseconds of a packet or a completed
+//! write, without spinning.
+
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+/// How a thread idles. Parsed from configuration as `busy-spin`, `yield`, `backoff`,
+/// `sleep`, or `block`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdleStrategy {
+    BusySpin,
+    /// `spins` spin-loop hints, then `sched_yield` each idle cycle.
+    Yield {
+        spins: u32,
+    },
+    /// Spin, then yield, then park for a growing time up to `max_park_ns`.
+    Backoff {
+        spins: u32,
+        yields: u32,
+        min_park_ns: u64,
+        max_park_ns: u64,
+    },
+    Sleep {
+        ns: u64,
+    },
+    /// Block on the event sources for at most `max_ns` (the timer granularity).
+    Block {
+        max_ns: u64,
+    },
+}
+
+impl IdleStrategy {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "busy-spin" => Self::BusySpin,
+            "yield" => Self::Yield { spins: 100 },
+            "backoff" => Self::Backoff {
+                spins: 100,
+                yields: 10,
+                min_park_ns: 1_000,
+                max_park_ns: 1_000_000,
+            },
+            "sleep" => Self::Sleep { ns: 100_000 },
+            "block" => Self::Block { max_ns: 1_000_000 },
+            _ => return None,
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::BusySpin => "busy-spin",
+            Self::Yield { .. } => "yield",
+            Self::Backoff { .. } => "backoff",
+            Self::Sleep { .. } => "sleep",
+            Self::Block { .. } => "block",
+        }
+    }
+}
+
+/// The running state of an idle strategy for one thread.
+pub struct Idler {
+    strategy: IdleStrategy,
+    idle_cycles: u64,
+    park_ns: u64,
+    epoll: Option<Epoll>,
+}
+
+impl Idler {
+    /// `fds` are the event sources `Block` waits on (ignored by the other strategies).
+    pub fn new(strategy: IdleStrategy, fds: &[RawFd]) -> std::io::Result<Self> {
+        let epoll = match strategy {
+            IdleStrategy::Block { .. } => Some(Epoll::new(fds)?),
+            _ => None,
+        };
+        Ok(Self {
+            strategy,
+            idle_cycles: 0,
+            park_ns: 0,
+            epoll,
+        })
+    }
+
+    pub fn strategy(&self) -> IdleStrategy {
+        self.strategy
+    }
+
+    /// Called after every duty cycle with the work it did.
+    pub fn idle(&mut self, work: usize) {
+        if work > 0 {
+            self.idle_cycles = 0;
+            self.park_ns = 0;
+            return;
+        }
+        self.idle_cycles += 1;
+        match self.strategy {
+            IdleStrategy::BusySpin => std::hint::spin_loop(),
+            IdleStrategy::Yield { spins } => {
+                if self.idle_cycles <= spins as u64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            IdleStrategy::Backoff {
+                spins,
+                yields,
+                min_park_ns,
+                max_park_ns,
+            } => {
+                if self.idle_cycles <= spins as u64 {
+                    std::hint::spin_loop();
+                } else if self.idle_cycles <= (spins + yields) as u64 {
+                    std::thread::yield_now();
+                } else {
+                    self.park_ns = if self.park_ns == 0 {
+                        min_park_ns
+                    } else {
+                        (self.park_ns * 2).min(max_park_ns)
+                    };
+                    std::thread::park_timeout(Duration::from_nanos(self.park_ns));
+                }
+            }
+            IdleStrategy::Sleep { ns } => std::thread::sleep(Duration::from_nanos(ns)),
+            IdleStrategy::Block { max_ns } => {
+                if let Some(epoll) = &self.epoll {
+                    epoll.wait(max_ns);
+                }
+            }
+        }
+    }
+}
+
+/// An epoll set over the event sources of a node.
+struct Epoll {
+    fd: RawFd,
+}
+
+impl Epoll {
+    fn new(fds: &[RawFd]) -> std::io::Result<Self> {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let epoll = Self { fd };
+        for &source in fds {
+            let mut event = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: source as u64,
+            };
+            // SAFETY: both fds are open; `event` is a valid epoll_event for the call.
+            let rc = unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, source, &mut event) };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(epoll)
+    }
+
+    fn wait(&self, max_ns: u64) {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        let timeout = libc::timespec {
+            tv_sec: (max_ns / 1_000_000_000) as i64,
+            tv_nsec: (max_ns % 1_000_000_000) as i64,
+        };
+        // SAFETY: `events` has room for 8 entries and `timeout` is valid for the call;
+        // epoll_pwait2 (Linux 5.11) takes a nanosecond timeout.
+        let rc = unsafe {
+            libc::epoll_pwait2(
+                self.fd,
+                events.as_mut_ptr(),
+                events.len() as i32,
+                &timeout,
+                std::ptr::null(),
+            )
+        };
+        if rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+            // SAFETY: as above, with a millisecond timeout on older kernels.
+            unsafe {
+                libc::epoll_wait(
+                    self.fd,
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    (max_ns / 1_000_000).max(1) as i32,
+                )
+            };
+        }
+    }
+}
+
+impl Drop for Epoll {
+    fn drop(&mut self) {
+        // SAFETY: we own this fd and close it once.
+        unsafe { libc::close(self.fd) };
+    }
+}

@@ -1,0 +1,339 @@
+//! Agents, duty cycles, idle strategies, thread pinning and threading modes: runs [`Node`]s on
+//! real threads. The only layer that knows about threads.
+//!
+//! A duty cycle reads the clock once, lets the agent do everything available (each source
+//! capped per cycle inside the node), then idles according to the strategy if there was no
+//! work. The runner tracks the longest cycle and counts cycles over 1 ms (stalls): that is
+//! where tail latency comes from.
+
+pub mod counters;
+mod idle;
+
+pub use idle::{IdleStrategy, Idler};
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::config::{Config, ConfigError, ThreadingMode};
+use crate::consensus::Role;
+use crate::io::Disk;
+use crate::node::{Node, NodeConfig, NodeError};
+use crate::service::Service;
+use crate::sys::{LinuxDisk, LinuxDiskOptions, UdpTransport};
+use counters::{Counter, CountersFile};
+
+/// Nanoseconds on the monotonic clock since the first call in this process.
+pub fn monotonic_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Work done in duty cycles on one thread.
+pub trait Agent: Send {
+    /// Does whatever is available now; returns the amount of work (0 = idle).
+    fn do_work(&mut self, now_ns: u64) -> usize;
+    /// Names the thread and the log lines.
+    fn name(&self) -> &str;
+    /// Why the agent cannot go on, if it cannot.
+    fn failure(&self) -> Option<String> {
+        None
+    }
+    /// Called once on the agent's thread when the runner stops.
+    fn on_close(&mut self) {}
+}
+
+/// Duty-cycle statistics of one runner.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CycleStats {
+    pub cycles: u64,
+    pub max_cycle_ns: u64,
+    pub stalls: u64,
+}
+
+const STALL_NS: u64 = 1_000_000;
+
+/// The CPUs this process may run on, captured once before any thread pins itself
+/// (core_affinity reports the calling thread's current mask).
+pub fn available_cores() -> &'static [core_affinity::CoreId] {
+    static CORES: OnceLock<Vec<core_affinity::CoreId>> = OnceLock::new();
+    CORES.get_or_init(|| core_affinity::get_core_ids().unwrap_or_default())
+}
+
+fn pin_current(core: usize, name: &str) {
+    match available_cores().iter().find(|c| c.id == core) {
+        Some(&id) if core_affinity::set_for_current(id) => {}
+        _ => eprintln!("raftline: {name}: could not pin to core {core}; running unpinned"),
+    }
+}
+
+/// Runs `agent` on a new thread named after it until `stop` is set or the agent fails.
+pub fn spawn_agent<A: Agent + 'static>(
+    mut agent: A,
+    strategy: IdleStrategy,
+    wait_fds: Vec<RawFd>,
+    core: Option<usize>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<(A, CycleStats)>> {
+    available_cores();
+    let name = agent.name().to_string();
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            if let Some(core) = core {
+                pin_current(core, &name);
+            }
+            let mut idler = match Idler::new(strategy, &wait_fds) {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!(
+                        "raftline: {name}: idle strategy {} unavailable ({e}); using backoff",
+                        strategy.name()
+                    );
+                    Idler::new(IdleStrategy::parse("backoff").expect("known strategy"), &[])
+                        .expect("backoff needs no fds")
+                }
+            };
+            let mut stats = CycleStats::default();
+            while !stop.load(Ordering::Relaxed) {
+                let now = monotonic_ns();
+                let work = agent.do_work(now);
+                let cycle = monotonic_ns().saturating_sub(now);
+                stats.cycles += 1;
+                stats.max_cycle_ns = stats.max_cycle_ns.max(cycle);
+                if cycle > STALL_NS {
+                    stats.stalls += 1;
+                }
+                if agent.failure().is_some() {
+                    break;
+                }
+                idler.idle(work);
+            }
+            agent.on_close();
+            (agent, stats)
+        })
+}
+
+/// A node as an agent: one duty cycle is one `Node::tick`, plus housekeeping (segments made
+/// ahead of need, counters published).
+pub struct NodeAgent<S: Service + Send> {
+    name: String,
+    node: Node<LinuxDisk, UdpTransport, S>,
+    counters: Option<CountersFile>,
+    failure: Option<String>,
+    next_housekeeping_ns: u64,
+    stats: CycleStats,
+    last_cycle_start_ns: u64,
+}
+
+impl<S: Service + Send> NodeAgent<S> {
+    pub fn node(&self) -> &Node<LinuxDisk, UdpTransport, S> {
+        &self.node
+    }
+
+    fn publish_counters(&self) {
+        let Some(c) = &self.counters else { return };
+        let n = &self.node;
+        let cons = n.consensus();
+        let role = match cons.role() {
+            Role::Follower => 0,
+            Role::Candidate => 1,
+            Role::Leader => 2,
+        };
+        c.set(Counter::Role, role);
+        c.set(Counter::Term, cons.term());
+        c.set(Counter::Leader, cons.leader().map_or(u64::MAX, u64::from));
+        c.set(Counter::AppendedPosition, n.log().appended_position());
+        c.set(Counter::DurablePosition, n.log().durable_position());
+        c.set(Counter::CommitPosition, n.commit_position());
+        c.set(Counter::AppliedPosition, n.applier().applied_position());
+        c.set(Counter::ServiceDigest, n.applier().service().digest());
+        c.set(Counter::AppliedMessages, n.applier().applied_messages());
+        let k = cons.counters();
+        c.set(Counter::ElectionsStarted, k.elections_started);
+        c.set(Counter::Leaderships, k.leaderships);
+        c.set(Counter::Truncations, k.truncations);
+        c.set(Counter::MessagesDropped, k.messages_dropped);
+        let s = n.stats();
+        c.set(Counter::FramesMalformed, s.frames_malformed);
+        c.set(Counter::ClientRequests, s.client_requests);
+        c.set(Counter::ClientRedirects, s.client_redirects);
+        c.set(Counter::ClientBackPressure, s.client_backpressure);
+        let u = n.transport().stats();
+        c.set(Counter::DatagramsReceived, u.datagrams_received);
+        c.set(Counter::DatagramsSent, u.datagrams_sent);
+        c.set(Counter::ForeignDatagramsDropped, u.foreign_dropped);
+        c.set(Counter::DutyCycles, self.stats.cycles);
+        c.set(Counter::MaxCycleNs, self.stats.max_cycle_ns);
+        c.set(Counter::StallCycles, self.stats.stalls);
+        c.set(Counter::LogRounds, n.log().stats().rounds);
+    }
+}
+
+impl<S: Service + Send> Agent for NodeAgent<S> {
+    fn do_work(&mut self, now_ns: u64) -> usize {
+        if self.last_cycle_start_ns != 0 {
+            let cycle = now_ns.saturating_sub(self.last_cycle_start_ns);
+            self.stats.cycles += 1;
+            self.stats.max_cycle_ns = self.stats.max_cycle_ns.max(cycle);
+        }
+        self.last_cycle_start_ns = now_ns;
+        let work = match self.node.tick(now_ns) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("raftline: {}: stopped: {e}", self.name);
+                self.failure = Some(e.to_string());
+                return 0;
+            }
+        };
+        if now_ns >= self.next_housekeeping_ns {
+            self.next_housekeeping_ns = now_ns + 1_000_000;
+            if let Err(e) = self.node.log_mut().prepare_segments(1) {
+                eprintln!("raftline: {}: stopped: {e}", self.name);
+                self.failure = Some(e.to_string());
+            }
+            self.publish_counters();
+        }
+        work
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failure.clone()
+    }
+
+    fn on_close(&mut self) {
+        // Finish the write in flight so a clean stop loses nothing it appended.
+        let end = self.node.log().appended_position();
+        if let Err(e) = self.node.log_mut().flush_to(end) {
+            eprintln!("raftline: {}: final flush failed: {e}", self.name);
+        }
+        self.publish_counters();
+    }
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("log directory {dir}: {source}")]
+    LogDir {
+        dir: String,
+        source: crate::io::DiskError,
+    },
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("{0}")]
+    Thread(std::io::Error),
+}
+
+/// A node running on its own thread(s).
+pub struct RunningNode<S: Service + Send + 'static> {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<(NodeAgent<S>, CycleStats)>>,
+    pub writer: String,
+}
+
+impl<S: Service + Send + 'static> RunningNode<S> {
+    /// Opens the log, binds the socket and starts the node's thread.
+    pub fn start(config: &Config, service: S) -> Result<Self, StartError> {
+        config.validate()?;
+        let members = config.resolve_members()?;
+        let id = config.node.id;
+        let dir = config.node.log_dir.clone();
+        let options = LinuxDiskOptions {
+            io_uring: config.log.io_uring,
+            direct: config.log.direct_io,
+        };
+        let disk = LinuxDisk::open(&dir, options).map_err(|source| StartError::LogDir {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+        let writer = disk.describe();
+        let completion_fd = disk.completion_fd();
+        let bind = members[id as usize];
+        let transport = UdpTransport::bind(
+            bind,
+            members,
+            config.cluster.id,
+            config.transport.max_datagram_bytes,
+        )
+        .map_err(|source| StartError::Bind {
+            addr: bind.to_string(),
+            source,
+        })?;
+        let mut wait_fds = vec![transport.raw_fd()];
+        wait_fds.extend(completion_fd);
+        let node_config = NodeConfig {
+            consensus: config.consensus_config(),
+            log: config.log_config(),
+        };
+        let node = Node::open(node_config, disk, transport, service, monotonic_ns())?;
+        let counters = match CountersFile::create(&dir) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!(
+                    "raftline: node {id}: no counters file in {} ({e})",
+                    dir.display()
+                );
+                None
+            }
+        };
+        let agent = NodeAgent {
+            name: format!("raftline-node-{id}"),
+            node,
+            counters,
+            failure: None,
+            next_housekeeping_ns: 0,
+            stats: CycleStats::default(),
+            last_cycle_start_ns: 0,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let strategy = config.idle_strategy()?;
+        let core = config.runtime.cores.first().copied();
+        if config.threading()? == ThreadingMode::Dedicated {
+            eprintln!(
+                "raftline: node {id}: dedicated threading runs the node on one pinned thread in this build \
+                 (receiver/archive/service split not yet separated)"
+            );
+        }
+        let thread = spawn_agent(agent, strategy, wait_fds, core, stop.clone())
+            .map_err(StartError::Thread)?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+            writer,
+        })
+    }
+
+    /// Whether the node's thread has stopped on its own (an error it logged).
+    pub fn has_stopped(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops the node cleanly (finishing the write in flight) and returns its agent.
+    pub fn stop(mut self) -> Option<(NodeAgent<S>, CycleStats)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl<S: Service + Send + 'static> Drop for RunningNode<S> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

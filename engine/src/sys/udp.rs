@@ -1,0 +1,383 @@
+//! UDP [`Datagrams`]: one non-blocking socket per node, `recvmmsg` to drain up to a batch of
+//! datagrams per call, many frames packed into each datagram up to `max_datagram_bytes`, and
+//! `sendmmsg` to send a duty cycle's datagrams in one call.
+//!
+//! ```text
+//! datagram: [ magic "RLN1" u32 | cluster id u32 ][ frame ][ frame ] ...
+//! ```
+//!
+//! Senders are identified by their address: a configured member's address is its member id;
+//! any other address is a client, given an endpoint id at or above `CLIENT_ENDPOINT_BASE`.
+//! Datagrams with the wrong magic or cluster id are counted and dropped.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+
+use crate::io::{Datagrams, CLIENT_ENDPOINT_BASE};
+
+const MAGIC: u32 = u32::from_le_bytes(*b"RLN1");
+/// Bytes of the datagram header.
+pub const DATAGRAM_HEADER: usize = 8;
+/// Datagrams drained per `recvmmsg` call.
+const BATCH: usize = 32;
+/// The largest UDP payload over IPv4.
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+/// A datagram that fits a 1500-byte Ethernet MTU without fragmentation.
+pub const SAFE_MTU_DATAGRAM: usize = 1472;
+
+/// Counters of the transport.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UdpStats {
+    pub datagrams_received: u64,
+    pub datagrams_sent: u64,
+    pub foreign_dropped: u64,
+    pub oversized_dropped: u64,
+    pub clients_rejected: u64,
+    pub send_errors: u64,
+}
+
+/// See the module docs.
+pub struct UdpTransport {
+    socket: UdpSocket,
+    cluster_id: u32,
+    max_datagram: usize,
+    max_clients: usize,
+    endpoints: HashMap<SocketAddr, u32>,
+    /// Address of every endpoint: members first, then clients.
+    members: Vec<SocketAddr>,
+    clients: Vec<SocketAddr>,
+    /// Datagrams being packed, by endpoint, each starting with the header.
+    pending: HashMap<u32, Vec<u8>>,
+    /// Full datagrams waiting for the next `sendmmsg`.
+    outgoing: Vec<(SocketAddr, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
+    recv_buf: Vec<u8>,
+    recv_addrs: Vec<libc::sockaddr_storage>,
+    recv_lens: Vec<usize>,
+    recv_count: usize,
+    recv_next: usize,
+    stats: UdpStats,
+}
+
+fn to_socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match storage.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: ss_family says the storage holds a sockaddr_in; sockaddr_storage is
+            // large enough and suitably aligned for it.
+            let a = unsafe { &*(storage as *const _ as *const libc::sockaddr_in) };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*(storage as *const _ as *const libc::sockaddr_in6) };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn to_storage(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large enough and aligned for sockaddr_in.
+            let out = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in) };
+            out.sin_family = libc::AF_INET as libc::sa_family_t;
+            out.sin_port = a.port().to_be();
+            out.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let out = unsafe { &mut *(&mut storage as *mut _ as *mut libc::sockaddr_in6) };
+            out.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            out.sin6_port = a.port().to_be();
+            out.sin6_addr.s6_addr = a.ip().octets();
+            out.sin6_flowinfo = a.flowinfo();
+            out.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+impl UdpTransport {
+    /// Binds `bind`; `members[i]` is member i's address (this node's own included).
+    pub fn bind(
+        bind: SocketAddr,
+        members: Vec<SocketAddr>,
+        cluster_id: u32,
+        max_datagram_bytes: usize,
+    ) -> std::io::Result<Self> {
+        let socket = UdpSocket::bind(bind)?;
+        socket.set_nonblocking(true)?;
+        let max_datagram = max_datagram_bytes.clamp(DATAGRAM_HEADER + 64, MAX_UDP_PAYLOAD);
+        let endpoints = members
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (*a, i as u32))
+            .collect();
+        Ok(Self {
+            socket,
+            cluster_id,
+            max_datagram,
+            max_clients: 4096,
+            endpoints,
+            members,
+            clients: Vec::new(),
+            pending: HashMap::new(),
+            outgoing: Vec::new(),
+            spare: Vec::new(),
+            recv_buf: vec![0u8; BATCH * MAX_UDP_PAYLOAD],
+            // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+            recv_addrs: vec![unsafe { std::mem::zeroed() }; BATCH],
+            recv_lens: vec![0; BATCH],
+            recv_count: 0,
+            recv_next: 0,
+            stats: UdpStats::default(),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    pub fn stats(&self) -> UdpStats {
+        self.stats
+    }
+
+    /// The socket, for an idle strategy that blocks until it is readable.
+    pub fn raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    fn address(&self, endpoint: u32) -> Option<SocketAddr> {
+        if endpoint >= CLIENT_ENDPOINT_BASE {
+            self.clients
+                .get((endpoint - CLIENT_ENDPOINT_BASE) as usize)
+                .copied()
+        } else {
+            self.members.get(endpoint as usize).copied()
+        }
+    }
+
+    fn header(&self) -> [u8; DATAGRAM_HEADER] {
+        let mut h = [0u8; DATAGRAM_HEADER];
+        h[..4].copy_from_slice(&MAGIC.to_le_bytes());
+        h[4..].copy_from_slice(&self.cluster_id.to_le_bytes());
+        h
+    }
+
+    fn new_datagram(&mut self) -> Vec<u8> {
+        let mut d = self
+            .spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(self.max_datagram));
+        d.clear();
+        d.extend_from_slice(&self.header());
+        d
+    }
+
+    fn endpoint_of(&mut self, addr: SocketAddr) -> Option<u32> {
+        if let Some(&e) = self.endpoints.get(&addr) {
+            return Some(e);
+        }
+        if self.clients.len() >= self.max_clients {
+            self.stats.clients_rejected += 1;
+            return None;
+        }
+        let e = CLIENT_ENDPOINT_BASE + self.clients.len() as u32;
+        self.clients.push(addr);
+        self.endpoints.insert(addr, e);
+        Some(e)
+    }
+
+    fn recv_batch(&mut self) {
+        self.recv_count = 0;
+        self.recv_next = 0;
+        let mut iovecs: Vec<libc::iovec> = self
+            .recv_buf
+            .chunks_mut(MAX_UDP_PAYLOAD)
+            .map(|c| libc::iovec {
+                iov_base: c.as_mut_ptr().cast(),
+                iov_len: c.len(),
+            })
+            .collect();
+        // SAFETY: mmsghdr is plain data; zeroed is valid.
+        let mut headers: Vec<libc::mmsghdr> =
+            (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for (i, h) in headers.iter_mut().enumerate() {
+            h.msg_hdr.msg_iov = &mut iovecs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_name = (&mut self.recv_addrs[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        }
+        // SAFETY: every header points to a live iovec over recv_buf and to a live
+        // sockaddr_storage, all of which outlive the call; the fd is our open socket.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n <= 0 {
+            return;
+        }
+        for (i, h) in headers.iter().take(n as usize).enumerate() {
+            self.recv_lens[i] = h.msg_len as usize;
+        }
+        self.recv_count = n as usize;
+    }
+
+    fn send_outgoing(&mut self) {
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
+            self.outgoing.iter().map(|(a, _)| to_storage(a)).collect();
+        let mut iovecs: Vec<libc::iovec> = self
+            .outgoing
+            .iter()
+            .map(|(_, d)| libc::iovec {
+                iov_base: d.as_ptr() as *mut _,
+                iov_len: d.len(),
+            })
+            .collect();
+        // SAFETY: mmsghdr is plain data; zeroed is valid.
+        let mut headers: Vec<libc::mmsghdr> = (0..self.outgoing.len())
+            .map(|_| unsafe { std::mem::zeroed() })
+            .collect();
+        for (i, h) in headers.iter_mut().enumerate() {
+            h.msg_hdr.msg_iov = &mut iovecs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_name = &addrs[i].0 as *const _ as *mut _;
+            h.msg_hdr.msg_namelen = addrs[i].1;
+        }
+        let mut sent = 0usize;
+        while sent < headers.len() {
+            // SAFETY: headers[sent..] point to live iovecs over the outgoing datagrams and to
+            // live addresses, all outliving the call; the fd is our open socket.
+            let n = unsafe {
+                libc::sendmmsg(
+                    self.socket.as_raw_fd(),
+                    headers[sent..].as_mut_ptr(),
+                    (headers.len() - sent) as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n <= 0 {
+                // A full socket buffer or an unreachable peer: the protocol resends.
+                self.stats.send_errors += (headers.len() - sent) as u64;
+                break;
+            }
+            sent += n as usize;
+            self.stats.datagrams_sent += n as u64;
+        }
+        for (_, d) in self.outgoing.drain(..) {
+            self.spare.push(d);
+        }
+    }
+}
+
+impl Datagrams for UdpTransport {
+    fn send(&mut self, to: u32, bytes: &[u8]) -> bool {
+        let Some(addr) = self.address(to) else {
+            return false;
+        };
+        if DATAGRAM_HEADER + bytes.len() > MAX_UDP_PAYLOAD {
+            self.stats.oversized_dropped += 1;
+            return false;
+        }
+        let fits = self
+            .pending
+            .get(&to)
+            .is_some_and(|d| d.len() + bytes.len() <= self.max_datagram);
+        if !fits {
+            if let Some(full) = self.pending.remove(&to) {
+                if full.len() > DATAGRAM_HEADER {
+                    self.outgoing.push((addr, full));
+                }
+            }
+            let fresh = self.new_datagram();
+            self.pending.insert(to, fresh);
+        }
+        self.pending
+            .get_mut(&to)
+            .expect("inserted above")
+            .extend_from_slice(bytes);
+        true
+    }
+
+    fn receive(&mut self, buf: &mut [u8]) -> Option<(u32, usize)> {
+        loop {
+            if self.recv_next >= self.recv_count {
+                self.recv_batch();
+                if self.recv_count == 0 {
+                    return None;
+                }
+            }
+            let i = self.recv_next;
+            self.recv_next += 1;
+            self.stats.datagrams_received += 1;
+            let len = self.recv_lens[i];
+            let data = &self.recv_buf[i * MAX_UDP_PAYLOAD..i * MAX_UDP_PAYLOAD + len];
+            let header = self.header();
+            if len < DATAGRAM_HEADER || data[..DATAGRAM_HEADER] != header {
+                self.stats.foreign_dropped += 1;
+                continue;
+            }
+            let payload_len = len - DATAGRAM_HEADER;
+            if payload_len > buf.len() {
+                self.stats.oversized_dropped += 1;
+                continue;
+            }
+            let Some(addr) = to_socket_addr(&self.recv_addrs[i]) else {
+                self.stats.foreign_dropped += 1;
+                continue;
+            };
+            let Some(endpoint) = self.endpoint_of(addr) else {
+                continue;
+            };
+            let data = &self.recv_buf[i * MAX_UDP_PAYLOAD..i * MAX_UDP_PAYLOAD + len];
+            buf[..payload_len].copy_from_slice(&data[DATAGRAM_HEADER..]);
+            return Some((endpoint, payload_len));
+        }
+    }
+
+    fn flush(&mut self) {
+        let pending: Vec<u32> = self.pending.keys().copied().collect();
+        for to in pending {
+            let Some(d) = self.pending.remove(&to) else {
+                continue;
+            };
+            if d.len() > DATAGRAM_HEADER {
+                if let Some(addr) = self.address(to) {
+                    self.outgoing.push((addr, d));
+                    continue;
+                }
+            }
+            self.spare.push(d);
+        }
+        self.send_outgoing();
+    }
+
+    fn max_payload(&self) -> usize {
+        self.max_datagram - DATAGRAM_HEADER
+    }
+}
