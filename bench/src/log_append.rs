@@ -51,22 +51,6 @@ pub struct Args {
     json: Option<String>,
 }
 
-impl Args {
-    /// The short run behind `cargo run --release -p raftline-bench` with no arguments.
-    pub fn default_short() -> Self {
-        Self {
-            dir: "bench-out/log-append".into(),
-            seconds: 3.0,
-            mib: 256,
-            payload: 32,
-            bulk_payload: 4056,
-            segment_mib: 64,
-            write_kib: 1024,
-            json: None,
-        }
-    }
-}
-
 #[derive(Serialize)]
 struct Settings {
     machine: Machine,

@@ -1,6 +1,7 @@
 //! raftline-bench: the benchmark harness. Every report states the machine and the settings
 //! it ran with, and measures the reference it compares against in the same run.
 
+mod latency;
 mod log_append;
 mod report;
 
@@ -15,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Round-trip latency of a 3-node cluster on loopback at a fixed rate (the default).
+    Latency(latency::Args),
     /// The durable log against the raw disk floor, measured side by side.
     LogAppend(log_append::Args),
 }
@@ -22,8 +25,9 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Some(Command::Latency(args)) => latency::run(args),
         Some(Command::LogAppend(args)) => log_append::run(args),
-        None => log_append::run(log_append::Args::default_short()),
+        None => latency::run(latency::Args::default_main()),
     };
     match result {
         Ok(true) => {}

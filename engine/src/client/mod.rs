@@ -152,6 +152,11 @@ impl ClusterClient {
         Ok(client)
     }
 
+    /// The client's socket, to block on until replies arrive.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.transport.raw_fd()
+    }
+
     pub fn session_id(&self) -> u64 {
         self.session_id
     }

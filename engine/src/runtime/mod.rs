@@ -260,7 +260,6 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             dir: dir.display().to_string(),
             source,
         })?;
-        let writer = disk.describe();
         let completion_fd = disk.completion_fd();
         let bind = members[id as usize];
         let transport = UdpTransport::bind(
@@ -280,6 +279,7 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             log: config.log_config(),
         };
         let node = Node::open(node_config, disk, transport, service, monotonic_ns())?;
+        let writer = node.log().disk().describe();
         let counters = match CountersFile::create(&dir) {
             Ok(c) => Some(c),
             Err(e) => {

@@ -1,0 +1,410 @@
+//! `raftline-bench latency`: a 3-node cluster on loopback with the echo service, driven by an
+//! open-loop client at a fixed rate. Latency is measured from each message's *intended* send
+//! time to its echo, so a stall charges every message it delays (no coordinated omission).
+//!
+//! The reference, measured in the same run: the loopback UDP round trip between two threads
+//! with the same idle strategy, and (with fdatasync) the disk's 4 KiB write + fdatasync floor.
+
+use std::net::UdpSocket;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use raftline::client::{ClientConfig, ClientEvent, ClusterClient};
+use raftline::config::{Config, ThreadingMode};
+use raftline::log::Durability;
+use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
+use raftline::service::echo::EchoService;
+use serde::Serialize;
+
+use crate::report::{histogram, Latency, Machine};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    /// Messages per second offered by the client.
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
+    /// Seconds of measured load (after warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Seconds of warm-up load, discarded.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Payload bytes per message (at least 16).
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
+    /// fdatasync or none.
+    #[arg(long, default_value = "fdatasync")]
+    pub durability: String,
+    /// shared (one thread per node) or dedicated.
+    #[arg(long, default_value = "shared")]
+    pub threading: String,
+    /// busy-spin, yield, backoff, sleep, or block.
+    #[arg(long, default_value = "block")]
+    pub idle: String,
+    /// Directory for the nodes' logs (removed afterwards).
+    #[arg(long, default_value = "bench-out/cluster")]
+    pub dir: PathBuf,
+    /// Write the JSON summary to this path, or - for stdout.
+    #[arg(long)]
+    pub json: Option<String>,
+}
+
+impl Args {
+    pub fn default_main() -> Self {
+        Self {
+            rate: 2000,
+            seconds: 5.0,
+            warmup: 1.0,
+            size: 32,
+            durability: "fdatasync".into(),
+            threading: "shared".into(),
+            idle: "block".into(),
+            dir: "bench-out/cluster".into(),
+            json: None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Settings {
+    topology: &'static str,
+    transport: &'static str,
+    durability: String,
+    threading_mode: String,
+    idle_strategy: String,
+    writer: String,
+    size_bytes: usize,
+    machine: Machine,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    p50_us: f64,
+    p90_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    p9999_us: f64,
+    max_us: f64,
+    count: u64,
+    target_rate: u64,
+    achieved_rate: f64,
+    missing_replies: u64,
+    ok: bool,
+    reference_udp_rtt: Latency,
+    reference_disk_floor: Option<Latency>,
+    settings: Settings,
+}
+
+/// Blocks until `fd` is readable or `timeout_ns` passes.
+fn wait_readable(fd: RawFd, timeout_ns: u64) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000) as i64,
+        tv_nsec: (timeout_ns % 1_000_000_000) as i64,
+    };
+    // SAFETY: one valid pollfd and a valid timespec for the duration of the call.
+    unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+}
+
+/// Loopback UDP round trip between two threads, each blocking on its socket: the floor a
+/// cluster round trip (client → leader → followers → leader → client) is built from.
+fn udp_rtt(samples: usize) -> std::io::Result<Latency> {
+    let echo = UdpSocket::bind("127.0.0.1:0")?;
+    let client = UdpSocket::bind("127.0.0.1:0")?;
+    let echo_addr = echo.local_addr()?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    echo.set_read_timeout(Some(Duration::from_millis(50)))?;
+    let handle = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Ok((n, from)) = echo.recv_from(&mut buf) {
+                let _ = echo.send_to(&buf[..n], from);
+            }
+        }
+    });
+    client.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut h = histogram();
+    let mut buf = [0u8; 64];
+    for i in 0..samples + 100 {
+        let start = monotonic_ns();
+        client.send_to(&[1u8; 32], echo_addr)?;
+        client.recv_from(&mut buf)?;
+        if i >= 100 {
+            h.record((monotonic_ns() - start).max(1)).expect("in range");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = handle.join();
+    Ok(Latency::of(&h))
+}
+
+fn disk_floor(dir: &std::path::Path, samples: usize) -> std::io::Result<Latency> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let path = dir.join("disk-floor.dat");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)?;
+    let buf = raftline::io::AlignedBuf::new(4096);
+    let span = 16u64 << 20;
+    let zeros = raftline::io::AlignedBuf::new(1 << 20);
+    for at in (0..span).step_by(1 << 20) {
+        f.write_all_at(&zeros, at)?;
+    }
+    f.sync_all()?;
+    let mut h = histogram();
+    for i in 0..samples {
+        let start = monotonic_ns();
+        f.write_all_at(&buf, (i as u64 * 4096) % span)?;
+        f.sync_data()?;
+        h.record((monotonic_ns() - start).max(1)).expect("in range");
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(Latency::of(&h))
+}
+
+fn free_ports(n: usize) -> std::io::Result<Vec<String>> {
+    let sockets: Vec<UdpSocket> = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    sockets
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.to_string()))
+        .collect()
+}
+
+pub fn run(args: Args) -> Result<bool, String> {
+    if args.size < 16 {
+        return Err(format!(
+            "--size {} is too small: the payload carries a 16-byte stamp",
+            args.size
+        ));
+    }
+    let durability = match args.durability.as_str() {
+        "fdatasync" => Durability::Fdatasync,
+        "none" => Durability::None,
+        other => return Err(format!("--durability {other}: use fdatasync or none")),
+    };
+    let threading = match args.threading.as_str() {
+        "shared" => ThreadingMode::Shared,
+        "dedicated" => ThreadingMode::Dedicated,
+        other => return Err(format!("--threading {other}: use shared or dedicated")),
+    };
+    let idle = IdleStrategy::parse(&args.idle)
+        .ok_or_else(|| format!("--idle {}: unknown strategy", args.idle))?;
+    let machine = Machine::detect();
+    let _ = std::fs::remove_dir_all(&args.dir);
+    std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+
+    eprintln!("latency on {machine}");
+    eprintln!("[1/3] reference: loopback UDP round trip, and the disk floor ...");
+    let rtt = udp_rtt(2000).map_err(|e| e.to_string())?;
+    let floor = match durability {
+        Durability::Fdatasync => Some(disk_floor(&args.dir, 2000).map_err(|e| e.to_string())?),
+        Durability::None => None,
+    };
+
+    eprintln!(
+        "[2/3] starting 3 nodes on loopback (durability {durability}, threading {}, idle {}) ...",
+        args.threading, args.idle
+    );
+    let members = free_ports(3).map_err(|e| e.to_string())?;
+    let mut nodes = Vec::new();
+    let mut writer = String::new();
+    for id in 0..3u32 {
+        let config = Config::builder(id, members.clone(), args.dir.join(format!("node-{id}")))
+            .cluster_id(1)
+            .durability(durability)
+            .segment_mib(64)
+            .threading(threading)
+            .idle(idle)
+            .timeouts_ms(50, 1000, 300)
+            .max_datagram_bytes(65_000)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let node =
+            RunningNode::start(&config, EchoService::default()).map_err(|e| e.to_string())?;
+        writer = node.writer.clone();
+        nodes.push(node);
+    }
+    let mut cc = ClientConfig::new(
+        members
+            .iter()
+            .map(|m| m.parse().expect("an address"))
+            .collect(),
+        1,
+    );
+    cc.max_outstanding = 1 << 20;
+    cc.max_datagram_bytes = 65_000;
+    cc.resend_timeout_ns = 1_000_000_000;
+    let mut client = ClusterClient::connect(cc, monotonic_ns).map_err(|e| e.to_string())?;
+
+    eprintln!(
+        "[3/3] {} msg/s of {} B for {:.1} s (+{:.1} s warm-up) ...",
+        args.rate, args.size, args.seconds, args.warmup
+    );
+    let interval_ns = 1_000_000_000 / args.rate.max(1);
+    let warmup = (args.warmup * args.rate as f64) as u64;
+    let total = warmup + (args.seconds * args.rate as f64) as u64;
+    let mut h = histogram();
+    let mut payload = vec![0x5au8; args.size];
+    let start = monotonic_ns() + 10_000_000;
+    let mut sent = 0u64;
+    let mut received = 0u64;
+    let mut received_measured = 0u64;
+    let deadline = start + total * interval_ns + 3_000_000_000;
+    let mut last_progress = 0;
+    let mut backpressure = 0u64;
+    while received < total && monotonic_ns() < deadline {
+        let now = monotonic_ns();
+        while sent < total && start + sent * interval_ns <= now {
+            let intended = start + sent * interval_ns;
+            payload[..8].copy_from_slice(&sent.to_le_bytes());
+            payload[8..16].copy_from_slice(&intended.to_le_bytes());
+            match client.offer(now, &payload) {
+                Ok(_) => sent += 1,
+                Err(_) => {
+                    backpressure += 1;
+                    break;
+                }
+            }
+        }
+        let now = monotonic_ns();
+        client.poll(now, |e| {
+            if let ClientEvent::Message { payload } = e {
+                let index = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+                let intended = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
+                received += 1;
+                if index >= warmup {
+                    received_measured += 1;
+                    h.record(now.saturating_sub(intended).max(1))
+                        .expect("in range");
+                }
+            }
+        });
+        if now - last_progress > 1_000_000_000 {
+            last_progress = now;
+            eprint!("\r  sent {sent} / {total}, echoed {received}   ");
+        }
+        let next_send = start + sent * interval_ns;
+        let wait = if sent < total {
+            next_send.saturating_sub(monotonic_ns())
+        } else {
+            1_000_000
+        };
+        if wait > 0 {
+            wait_readable(client.raw_fd(), wait.min(1_000_000));
+        }
+    }
+    eprintln!();
+    let elapsed_s = (monotonic_ns() - start) as f64 / 1e9;
+    let measured = total - warmup;
+    let achieved_rate = received as f64 / elapsed_s.max(1e-9);
+    let missing = measured - received_measured;
+    for n in nodes {
+        n.stop();
+    }
+    let _ = std::fs::remove_dir_all(&args.dir);
+
+    let l = Latency::of(&h);
+    let ok = missing == 0 && achieved_rate >= 0.95 * args.rate as f64 && backpressure == 0;
+    let summary = Summary {
+        p50_us: l.p50_us,
+        p90_us: l.p90_us,
+        p99_us: l.p99_us,
+        p999_us: l.p999_us,
+        p9999_us: l.p9999_us,
+        max_us: l.max_us,
+        count: l.count,
+        target_rate: args.rate,
+        achieved_rate,
+        missing_replies: missing,
+        ok,
+        reference_udp_rtt: rtt,
+        reference_disk_floor: floor,
+        settings: Settings {
+            topology: "in-process (3 nodes, one process, own threads)",
+            transport: "udp loopback",
+            durability: durability.to_string(),
+            threading_mode: args.threading.clone(),
+            idle_strategy: args.idle.clone(),
+            writer,
+            size_bytes: args.size,
+            machine,
+        },
+    };
+    print_report(&summary);
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&summary).expect("serializable");
+        if path == "-" {
+            println!("{text}");
+        } else {
+            std::fs::write(path, text + "\n").map_err(|e| format!("{path}: {e}"))?;
+        }
+    }
+    if !ok {
+        eprintln!(
+            "WARNING: the run is not valid: {missing} replies missing, achieved {achieved_rate:.0} of {} msg/s, {backpressure} back-pressure events",
+            args.rate
+        );
+    }
+    Ok(ok)
+}
+
+fn print_report(s: &Summary) {
+    println!();
+    println!(
+        "3-node cluster round trip (client → leader → quorum durable → commit → echo), {} B at {} msg/s",
+        s.settings.size_bytes, s.target_rate
+    );
+    println!(
+        "durability {}, threading {}, idle {}, writer {}",
+        s.settings.durability,
+        s.settings.threading_mode,
+        s.settings.idle_strategy,
+        s.settings.writer
+    );
+    println!(
+        "{:<36} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "latency (µs)", "p50", "p99", "p99.9", "p99.99", "max", "count"
+    );
+    let row = |name: &str, l: &Latency| {
+        println!(
+            "{name:<36} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9}",
+            l.p50_us, l.p99_us, l.p999_us, l.p9999_us, l.max_us, l.count
+        )
+    };
+    row(
+        "raftline round trip",
+        &Latency {
+            count: s.count,
+            p50_us: s.p50_us,
+            p90_us: s.p90_us,
+            p99_us: s.p99_us,
+            p999_us: s.p999_us,
+            p9999_us: s.p9999_us,
+            max_us: s.max_us,
+        },
+    );
+    row("reference: loopback UDP round trip", &s.reference_udp_rtt);
+    if let Some(f) = &s.reference_disk_floor {
+        row("reference: 4 KiB write + fdatasync", f);
+    }
+    println!(
+        "achieved {:.0} msg/s of {} target, {} replies missing: {}",
+        s.achieved_rate,
+        s.target_rate,
+        s.missing_replies,
+        if s.ok { "ok" } else { "NOT OK" }
+    );
+    println!("machine: {}", s.settings.machine);
+}
