@@ -5,7 +5,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use raftline::client::{ClientConfig, ClientEvent, ClusterClient};
-use raftline::config::Config;
+use raftline::config::{Config, ThreadingMode};
 use raftline::runtime::counters::{Counter, CountersReader};
 use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
 use raftline::service::echo::EchoService;
@@ -21,9 +21,10 @@ fn free_ports(n: usize) -> Vec<String> {
         .collect()
 }
 
-fn config(id: u32, members: &[String], dir: &std::path::Path) -> Config {
+fn config(id: u32, members: &[String], dir: &std::path::Path, mode: ThreadingMode) -> Config {
     Config::builder(id, members.to_vec(), dir.join(format!("node-{id}")))
         .cluster_id(42)
+        .threading(mode)
         .segment_mib(1)
         .timeouts_ms(20, 400, 100)
         .idle(IdleStrategy::parse("block").unwrap())
@@ -48,11 +49,24 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> Result<(), 
 
 #[test]
 fn three_nodes_on_loopback_apply_every_message_once_and_agree() {
+    run_cluster(ThreadingMode::Shared);
+}
+
+#[test]
+fn dedicated_threading_receiver_thread_feeds_the_node_through_a_ring() {
+    run_cluster(ThreadingMode::Dedicated);
+}
+
+fn run_cluster(mode: ThreadingMode) {
     let dir = tempfile::tempdir().unwrap();
     let members = free_ports(3);
     let nodes: Vec<RunningNode<EchoService>> = (0..3)
         .map(|id| {
-            RunningNode::start(&config(id, &members, dir.path()), EchoService::default()).unwrap()
+            RunningNode::start(
+                &config(id, &members, dir.path(), mode),
+                EchoService::default(),
+            )
+            .unwrap()
         })
         .collect();
     let addrs = members.iter().map(|m| m.parse().unwrap()).collect();

@@ -180,5 +180,9 @@ pub trait Datagrams {
     }
 }
 
+/// A datagram that fits a 1500-byte Ethernet MTU without fragmentation (the default for
+/// real networks; loopback takes up to 65507 bytes).
+pub const SAFE_MTU_DATAGRAM: usize = 1472;
+
 /// Endpoints at and above this are clients; below it, cluster members.
 pub const CLIENT_ENDPOINT_BASE: u32 = 1 << 16;

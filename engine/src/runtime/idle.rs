@@ -7,60 +7,9 @@
 //! write, without spinning.
 
 use std::os::fd::RawFd;
+
+pub use crate::config::IdleStrategy;
 use std::time::Duration;
-
-/// How a thread idles. Parsed from configuration as `busy-spin`, `yield`, `backoff`,
-/// `sleep`, or `block`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IdleStrategy {
-    BusySpin,
-    /// `spins` spin-loop hints, then `sched_yield` each idle cycle.
-    Yield {
-        spins: u32,
-    },
-    /// Spin, then yield, then park for a growing time up to `max_park_ns`.
-    Backoff {
-        spins: u32,
-        yields: u32,
-        min_park_ns: u64,
-        max_park_ns: u64,
-    },
-    Sleep {
-        ns: u64,
-    },
-    /// Block on the event sources for at most `max_ns` (the timer granularity).
-    Block {
-        max_ns: u64,
-    },
-}
-
-impl IdleStrategy {
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "busy-spin" => Self::BusySpin,
-            "yield" => Self::Yield { spins: 100 },
-            "backoff" => Self::Backoff {
-                spins: 100,
-                yields: 10,
-                min_park_ns: 1_000,
-                max_park_ns: 1_000_000,
-            },
-            "sleep" => Self::Sleep { ns: 100_000 },
-            "block" => Self::Block { max_ns: 1_000_000 },
-            _ => return None,
-        })
-    }
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::BusySpin => "busy-spin",
-            Self::Yield { .. } => "yield",
-            Self::Backoff { .. } => "backoff",
-            Self::Sleep { .. } => "sleep",
-            Self::Block { .. } => "block",
-        }
-    }
-}
 
 /// The running state of an idle strategy for one thread.
 pub struct Idler {

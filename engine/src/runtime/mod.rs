@@ -217,6 +217,22 @@ impl<S: Service + Send> Agent for NodeAgent<S> {
     }
 }
 
+/// The receiver of dedicated threading: drains the socket into the node thread's ring.
+pub struct ReceiverAgent {
+    name: String,
+    receiver: crate::sys::udp::UdpReceiver,
+}
+
+impl Agent for ReceiverAgent {
+    fn do_work(&mut self, _now_ns: u64) -> usize {
+        self.receiver.receive_batch()
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -242,6 +258,8 @@ pub enum StartError {
 pub struct RunningNode<S: Service + Send + 'static> {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<(NodeAgent<S>, CycleStats)>>,
+    /// Dedicated threading: the receiver's thread.
+    receiver: Option<JoinHandle<(ReceiverAgent, CycleStats)>>,
     pub writer: String,
 }
 
@@ -262,7 +280,7 @@ impl<S: Service + Send + 'static> RunningNode<S> {
         })?;
         let completion_fd = disk.completion_fd();
         let bind = members[id as usize];
-        let transport = UdpTransport::bind(
+        let mut transport = UdpTransport::bind(
             bind,
             members,
             config.cluster.id,
@@ -272,7 +290,19 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             addr: bind.to_string(),
             source,
         })?;
-        let mut wait_fds = vec![transport.raw_fd()];
+        // Dedicated threading: a receiver thread drains the socket into a ring and signals an
+        // eventfd; the node thread blocks on that and on io_uring completions.
+        let mut receiver = None;
+        let mut wait_fds = vec![];
+        if config.threading()? == ThreadingMode::Dedicated {
+            let (r, eventfd) = transport
+                .split_receiver(8 << 20)
+                .map_err(StartError::Thread)?;
+            wait_fds.push(eventfd);
+            receiver = Some(r);
+        } else {
+            wait_fds.push(transport.raw_fd());
+        }
         wait_fds.extend(completion_fd);
         let node_config = NodeConfig {
             consensus: config.consensus_config(),
@@ -302,17 +332,27 @@ impl<S: Service + Send + 'static> RunningNode<S> {
         let stop = Arc::new(AtomicBool::new(false));
         let strategy = config.idle_strategy()?;
         let core = config.runtime.cores.first().copied();
-        if config.threading()? == ThreadingMode::Dedicated {
-            eprintln!(
-                "raftline: node {id}: dedicated threading runs the node on one pinned thread in this build \
-                 (receiver/archive/service split not yet separated)"
-            );
-        }
+        let receiver_thread = match receiver {
+            Some(receiver) => {
+                let fd = receiver.raw_fd();
+                let agent = ReceiverAgent {
+                    name: format!("raftline-recv-{id}"),
+                    receiver,
+                };
+                let core = config.runtime.cores.get(1).copied();
+                Some(
+                    spawn_agent(agent, strategy, vec![fd], core, stop.clone())
+                        .map_err(StartError::Thread)?,
+                )
+            }
+            None => None,
+        };
         let thread = spawn_agent(agent, strategy, wait_fds, core, stop.clone())
             .map_err(StartError::Thread)?;
         Ok(Self {
             stop,
             thread: Some(thread),
+            receiver: receiver_thread,
             writer,
         })
     }
@@ -325,6 +365,9 @@ impl<S: Service + Send + 'static> RunningNode<S> {
     /// Stops the node cleanly (finishing the write in flight) and returns its agent.
     pub fn stop(mut self) -> Option<(NodeAgent<S>, CycleStats)> {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(r) = self.receiver.take() {
+            let _ = r.join();
+        }
         self.thread.take().and_then(|t| t.join().ok())
     }
 }
@@ -332,6 +375,9 @@ impl<S: Service + Send + 'static> RunningNode<S> {
 impl<S: Service + Send + 'static> Drop for RunningNode<S> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some(r) = self.receiver.take() {
+            let _ = r.join();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -15,6 +15,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSo
 use std::os::fd::{AsRawFd, RawFd};
 
 use crate::io::{Datagrams, CLIENT_ENDPOINT_BASE};
+use crate::ring::records::{record_channel, RecordConsumer, RecordProducer};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"RLN1");
 /// Bytes of the datagram header.
@@ -23,8 +24,7 @@ pub const DATAGRAM_HEADER: usize = 8;
 const BATCH: usize = 32;
 /// The largest UDP payload over IPv4.
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
-/// A datagram that fits a 1500-byte Ethernet MTU without fragmentation.
-pub const SAFE_MTU_DATAGRAM: usize = 1472;
+pub use crate::io::SAFE_MTU_DATAGRAM;
 
 /// Counters of the transport.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,6 +54,10 @@ pub struct UdpTransport {
     spare: Vec<Vec<u8>>,
     recv_buf: Vec<u8>,
     recv_addrs: Vec<libc::sockaddr_storage>,
+    /// Source of each datagram of the current batch.
+    recv_from: Vec<Option<SocketAddr>>,
+    /// Dedicated threading: datagrams arrive from the receiver thread through this ring.
+    input: Option<RingInput>,
     recv_lens: Vec<usize>,
     recv_count: usize,
     recv_next: usize,
@@ -144,6 +148,8 @@ impl UdpTransport {
             // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
             recv_addrs: vec![unsafe { std::mem::zeroed() }; BATCH],
             recv_lens: vec![0; BATCH],
+            recv_from: vec![None; BATCH],
+            input: None,
             recv_count: 0,
             recv_next: 0,
             stats: UdpStats::default(),
@@ -241,8 +247,61 @@ impl UdpTransport {
         }
         for (i, h) in headers.iter().take(n as usize).enumerate() {
             self.recv_lens[i] = h.msg_len as usize;
+            self.recv_from[i] = to_socket_addr(&self.recv_addrs[i]);
         }
         self.recv_count = n as usize;
+    }
+
+    /// Dedicated threading: a receiver thread takes over the socket's receive side and hands
+    /// datagrams over a record ring; this transport keeps sending. The returned eventfd is
+    /// signalled after every batch, for the node thread to block on.
+    pub fn split_receiver(&mut self, ring_bytes: usize) -> std::io::Result<(UdpReceiver, RawFd)> {
+        let socket = self.socket.try_clone()?;
+        let (producer, consumer) = record_channel(ring_bytes.max(4 * MAX_UDP_PAYLOAD));
+        // SAFETY: plain syscall; the result is checked.
+        let eventfd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if eventfd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        self.input = Some(RingInput {
+            ring: consumer,
+            eventfd,
+        });
+        let receiver = UdpReceiver {
+            socket,
+            ring: producer,
+            eventfd,
+            buf: vec![0u8; BATCH * MAX_UDP_PAYLOAD],
+            lens: vec![0; BATCH],
+            addrs: vec![None; BATCH],
+            record: Vec::with_capacity(MAX_UDP_PAYLOAD + ADDR_BYTES),
+            dropped_ring_full: 0,
+            received: 0,
+        };
+        Ok((receiver, eventfd))
+    }
+
+    fn recv_from_ring(&mut self) {
+        self.recv_count = 0;
+        self.recv_next = 0;
+        let Some(input) = self.input.as_mut() else {
+            return;
+        };
+        // Clear the signal first: anything published after the ring read signals again.
+        let mut counter = 0u64;
+        // SAFETY: reads 8 bytes into a u64 from our own non-blocking eventfd.
+        unsafe { libc::read(input.eventfd, (&mut counter as *mut u64).cast(), 8) };
+        let (buf, lens, from) = (&mut self.recv_buf, &mut self.recv_lens, &mut self.recv_from);
+        let mut i = 0;
+        input.ring.read(BATCH, |_, record| {
+            let (addr, datagram) = decode_addr(record);
+            buf[i * MAX_UDP_PAYLOAD..i * MAX_UDP_PAYLOAD + datagram.len()]
+                .copy_from_slice(datagram);
+            lens[i] = datagram.len();
+            from[i] = addr;
+            i += 1;
+        });
+        self.recv_count = i;
     }
 
     fn send_outgoing(&mut self) {
@@ -327,7 +386,11 @@ impl Datagrams for UdpTransport {
     fn receive(&mut self, buf: &mut [u8]) -> Option<(u32, usize)> {
         loop {
             if self.recv_next >= self.recv_count {
-                self.recv_batch();
+                if self.input.is_some() {
+                    self.recv_from_ring();
+                } else {
+                    self.recv_batch();
+                }
                 if self.recv_count == 0 {
                     return None;
                 }
@@ -347,7 +410,7 @@ impl Datagrams for UdpTransport {
                 self.stats.oversized_dropped += 1;
                 continue;
             }
-            let Some(addr) = to_socket_addr(&self.recv_addrs[i]) else {
+            let Some(addr) = self.recv_from[i] else {
                 self.stats.foreign_dropped += 1;
                 continue;
             };
@@ -379,5 +442,151 @@ impl Datagrams for UdpTransport {
 
     fn max_payload(&self) -> usize {
         self.max_datagram - DATAGRAM_HEADER
+    }
+}
+
+const ADDR_BYTES: usize = 19;
+
+fn encode_addr(addr: &SocketAddr, out: &mut Vec<u8>) {
+    match addr {
+        SocketAddr::V4(a) => {
+            out.push(4);
+            out.extend_from_slice(&a.port().to_le_bytes());
+            let mut ip = [0u8; 16];
+            ip[..4].copy_from_slice(&a.ip().octets());
+            out.extend_from_slice(&ip);
+        }
+        SocketAddr::V6(a) => {
+            out.push(6);
+            out.extend_from_slice(&a.port().to_le_bytes());
+            out.extend_from_slice(&a.ip().octets());
+        }
+    }
+}
+
+fn decode_addr(record: &[u8]) -> (Option<SocketAddr>, &[u8]) {
+    if record.len() < ADDR_BYTES {
+        return (None, &[]);
+    }
+    let port = u16::from_le_bytes([record[1], record[2]]);
+    let ip = &record[3..19];
+    let addr = match record[0] {
+        4 => Some(SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]),
+            port,
+        ))),
+        6 => {
+            let octets: [u8; 16] = ip.try_into().expect("16 bytes");
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(octets),
+                port,
+                0,
+                0,
+            )))
+        }
+        _ => None,
+    };
+    (addr, &record[ADDR_BYTES..])
+}
+
+/// The node side of a split receiver.
+struct RingInput {
+    ring: RecordConsumer,
+    eventfd: RawFd,
+}
+
+impl Drop for RingInput {
+    fn drop(&mut self) {
+        // SAFETY: we own the eventfd; the receiver holds the same fd number but only writes to
+        // it while the node runs, and the node is stopped before its transport is dropped.
+        unsafe { libc::close(self.eventfd) };
+    }
+}
+
+/// The receiver agent of dedicated threading: drains the socket with `recvmmsg` and hands
+/// each datagram, with its source address, to the node thread over a record ring.
+pub struct UdpReceiver {
+    socket: UdpSocket,
+    ring: RecordProducer,
+    eventfd: RawFd,
+    buf: Vec<u8>,
+    lens: Vec<usize>,
+    addrs: Vec<Option<SocketAddr>>,
+    record: Vec<u8>,
+    /// Datagrams dropped because the node thread fell behind (the ring was full).
+    pub dropped_ring_full: u64,
+    pub received: u64,
+}
+
+impl UdpReceiver {
+    pub fn raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+impl UdpReceiver {
+    /// Moves up to one batch of datagrams from the socket to the ring; returns how many.
+    pub fn receive_batch(&mut self) -> usize {
+        let mut storage: Vec<libc::sockaddr_storage> =
+            // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+            (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+        let mut iovecs: Vec<libc::iovec> = self
+            .buf
+            .chunks_mut(MAX_UDP_PAYLOAD)
+            .map(|c| libc::iovec {
+                iov_base: c.as_mut_ptr().cast(),
+                iov_len: c.len(),
+            })
+            .collect();
+        // SAFETY: mmsghdr is plain data; zeroed is valid.
+        let mut headers: Vec<libc::mmsghdr> =
+            (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for (i, h) in headers.iter_mut().enumerate() {
+            h.msg_hdr.msg_iov = &mut iovecs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_name = (&mut storage[i] as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        }
+        // SAFETY: every header points to a live iovec over self.buf and a live
+        // sockaddr_storage, all outliving the call; the fd is our open socket.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n <= 0 {
+            return 0;
+        }
+        for (i, h) in headers.iter().take(n as usize).enumerate() {
+            self.lens[i] = h.msg_len as usize;
+            self.addrs[i] = to_socket_addr(&storage[i]);
+        }
+        let mut staged = 0;
+        for i in 0..n as usize {
+            let Some(addr) = self.addrs[i] else { continue };
+            self.record.clear();
+            encode_addr(&addr, &mut self.record);
+            self.record.extend_from_slice(
+                &self.buf[i * MAX_UDP_PAYLOAD..i * MAX_UDP_PAYLOAD + self.lens[i]],
+            );
+            if self.ring.stage(0, &self.record) {
+                staged += 1;
+            } else {
+                self.dropped_ring_full += 1;
+            }
+        }
+        self.received += n as u64;
+        if staged > 0 {
+            self.ring.publish();
+            let one = 1u64;
+            // SAFETY: writes 8 bytes from a u64 to an eventfd the node side keeps open.
+            unsafe { libc::write(self.eventfd, (&one as *const u64).cast(), 8) };
+        }
+        n as usize
     }
 }
