@@ -1,6 +1,7 @@
 //! raftline-bench: the benchmark harness. Every report states the machine and the settings
 //! it ran with, and measures the reference it compares against in the same run.
 
+mod failover;
 mod latency;
 mod log_append;
 mod report;
@@ -20,6 +21,8 @@ enum Command {
     Latency(latency::Args),
     /// The durable log against the raw disk floor, measured side by side.
     LogAppend(log_append::Args),
+    /// Kill the leader repeatedly under load; the interruption distribution.
+    Failover(failover::Args),
 }
 
 fn main() {
@@ -27,6 +30,7 @@ fn main() {
     let result = match cli.command {
         Some(Command::Latency(args)) => latency::run(args),
         Some(Command::LogAppend(args)) => log_append::run(args),
+        Some(Command::Failover(args)) => failover::run(args),
         None => latency::run(latency::Args::default_main()),
     };
     match result {

@@ -358,7 +358,13 @@ impl Config {
         config.election_timeout_ns = c.election_timeout_ms.saturating_mul(ms);
         config.startup_canvass_timeout_ns = c.startup_canvass_timeout_ms.saturating_mul(ms);
         config.appointed_leader = c.appointed_leader;
-        config.replication_window_bytes = c.replication_window_kib.saturating_mul(1024);
+        // A follower takes at most its staging buffer at once (log.write_kib, the same on
+        // every member): a larger window only gets dropped and resent.
+        let staging = self.log.write_kib.saturating_mul(1024) / 2;
+        config.replication_window_bytes = c
+            .replication_window_kib
+            .saturating_mul(1024)
+            .min(staging.max(4096));
         config.seed = (self.node.id as u64) << 32 ^ std::process::id() as u64;
         config
     }

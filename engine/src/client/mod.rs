@@ -69,6 +69,9 @@ pub enum ClientEvent<'a> {
     LeaderChanged { leader: u32 },
 }
 
+/// Most messages resent in one round.
+const RESEND_BATCH: usize = 128;
+
 struct Pending {
     payload: Vec<u8>,
     sent_ns: u64,
@@ -89,6 +92,9 @@ pub struct ClusterClient {
     resends: u64,
     /// Last time the cluster acknowledged something.
     last_progress_ns: u64,
+    /// Current resend interval: doubles (up to 2x) while resends go unanswered, so a long
+    /// failover does not turn into a resend storm; back to the base on progress.
+    resend_interval_ns: u64,
 }
 
 fn random_session_id() -> u64 {
@@ -127,6 +133,7 @@ impl ClusterClient {
             redirects: 0,
             resends: 0,
             last_progress_ns: 0,
+            resend_interval_ns: config.resend_timeout_ns,
             config,
         };
         let start = now();
@@ -241,8 +248,11 @@ impl ClusterClient {
         Ok(sequence)
     }
 
+    /// Resends the oldest unacknowledged messages, at most `RESEND_BATCH` of them: the cluster
+    /// applies a session's messages in sequence, so anything past the first gap waits for it
+    /// anyway, and resending everything after a long failover would flood the new leader.
     fn resend_all(&mut self, now: u64) {
-        let sequences: Vec<u64> = self.unacked.keys().copied().collect();
+        let sequences: Vec<u64> = self.unacked.keys().take(RESEND_BATCH).copied().collect();
         for s in sequences {
             self.send_message(s);
             if let Some(p) = self.unacked.get_mut(&s) {
@@ -279,21 +289,18 @@ impl ClusterClient {
                         }
                         Some(ClientEventKind::Redirect) => {
                             self.redirects += 1;
-                            let n = self.config.members.len() as u32;
-                            let leader = if value < n as u64 {
-                                value as u32
-                            } else {
-                                (self.target + 1) % n
-                            };
-                            if leader != self.target {
+                            // Only a named leader moves the client; "unknown" (an election in
+                            // progress) is left to the resend timer, or every redirect of a
+                            // batch would rotate the target and resend the batch again.
+                            let n = self.config.members.len() as u64;
+                            if value < n && value as u32 != self.target {
+                                let leader = value as u32;
                                 self.target = leader;
                                 events += 1;
                                 handler(ClientEvent::LeaderChanged { leader });
+                                self.send_connect();
                                 if self.opened {
-                                    self.send_connect();
                                     self.resend_all(now);
-                                } else {
-                                    self.send_connect();
                                 }
                             }
                         }
@@ -312,7 +319,9 @@ impl ClusterClient {
         self.recv_buf = recv_buf;
         // Resend what waited too long; after repeated silence, try the next member.
         if let Some((_, oldest)) = self.unacked.iter().next() {
-            if now.saturating_sub(oldest.sent_ns) > self.config.resend_timeout_ns {
+            if now.saturating_sub(oldest.sent_ns) > self.resend_interval_ns {
+                self.resend_interval_ns =
+                    (self.resend_interval_ns * 2).min(2 * self.config.resend_timeout_ns);
                 if now.saturating_sub(self.last_progress_ns) > 3 * self.config.resend_timeout_ns {
                     self.target = (self.target + 1) % self.config.members.len() as u32;
                     self.last_progress_ns = now;

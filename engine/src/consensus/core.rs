@@ -713,6 +713,9 @@ impl Consensus {
         }
         if self.state == State::FollowerReconcile {
             self.transition(now, State::FollowerLive, Reason::Reconciled);
+            // The cluster has formed: later canvasses wait an election timeout, not the
+            // startup canvass timeout.
+            self.startup = false;
         }
         self.follow_commit(m.commit_position);
         self.send_append_position(from, FLAG_RECONCILED);

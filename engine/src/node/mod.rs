@@ -27,6 +27,8 @@ use std::collections::HashMap;
 
 /// The file holding the persisted term and vote.
 pub const VOTE_FILE: &str = "vote-state";
+/// Datagrams handled per duty cycle before the node gives the rest of the cycle its turn.
+pub const DATAGRAMS_PER_CYCLE_MAX: usize = 64;
 /// Most log bytes carried by one `AppendData` datagram (a larger single frame goes alone).
 pub const APPEND_CHUNK_BYTES: usize = 60 * 1024;
 
@@ -117,6 +119,9 @@ pub struct Node<D: Disk, N: Datagrams, S: Service> {
     client_endpoints: HashMap<u64, u32>,
     /// Keep egress for `take_egress` (the simulator's clients are not on the network).
     collect_egress: bool,
+    /// Print every election state transition with its reason (operators want this; the
+    /// simulator runs thousands of elections and does not).
+    log_transitions: bool,
 }
 
 impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
@@ -161,6 +166,7 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
             stats: NodeStats::default(),
             client_endpoints: HashMap::new(),
             collect_egress: false,
+            log_transitions: false,
         };
         node.consensus.start(now);
         node.run_actions(now, None)?;
@@ -194,6 +200,11 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
     pub fn commit_position(&self) -> u64 {
         self.commit
     }
+    /// Print each election state transition (with its reason) to stderr.
+    pub fn set_log_transitions(&mut self, on: bool) {
+        self.log_transitions = on;
+    }
+
     /// Keep applied egress for [`Node::take_egress`] as well as routing it to clients.
     pub fn set_collect_egress(&mut self, collect: bool) {
         self.collect_egress = collect;
@@ -237,7 +248,13 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
             work += 1;
         }
         let mut recv_buf = std::mem::take(&mut self.recv_buf);
-        while let Some((from, len)) = self.net.receive(&mut recv_buf) {
+        // Capped per cycle, so timers, the log and apply keep their turn under a flood.
+        let mut datagrams = 0;
+        while datagrams < DATAGRAMS_PER_CYCLE_MAX {
+            let Some((from, len)) = self.net.receive(&mut recv_buf) else {
+                break;
+            };
+            datagrams += 1;
             self.stats.datagrams_received += 1;
             work += 1;
             let result = self.on_datagram(now, from, &recv_buf[..len]);
@@ -466,7 +483,22 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
                 assert!(position >= self.commit, "commit position went back");
                 self.commit = position;
             }
-            Action::Transition { .. } => {}
+            Action::Transition {
+                from,
+                to,
+                reason,
+                term,
+            } => {
+                if self.log_transitions {
+                    eprintln!(
+                        "raftline: member {}: {from:?} -> {to:?} ({reason:?}), term {term}, log {} durable {} commit {}",
+                        self.id,
+                        self.log.appended_position(),
+                        self.log.durable_position(),
+                        self.commit
+                    );
+                }
+            }
         }
         Ok(())
     }

@@ -308,7 +308,8 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             consensus: config.consensus_config(),
             log: config.log_config(),
         };
-        let node = Node::open(node_config, disk, transport, service, monotonic_ns())?;
+        let mut node = Node::open(node_config, disk, transport, service, monotonic_ns())?;
+        node.set_log_transitions(true);
         let writer = node.log().disk().describe();
         let counters = match CountersFile::create(&dir) {
             Ok(c) => Some(c),

@@ -26,6 +26,28 @@ const BATCH: usize = 32;
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
 pub use crate::io::SAFE_MTU_DATAGRAM;
 
+/// Socket buffers to absorb a replication window and bursts of clients.
+const SOCKET_BUFFER_BYTES: i32 = 8 << 20;
+
+/// Asks for large socket buffers: past `net.core.rmem_max` with SO_RCVBUFFORCE when allowed
+/// (root), else up to the limit. Failing that, the defaults stay; the protocol resends.
+fn set_buffer_sizes(socket: &UdpSocket, bytes: i32) {
+    let fd = socket.as_raw_fd();
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        let value = &bytes as *const i32 as *const libc::c_void;
+        let len = std::mem::size_of::<i32>() as libc::socklen_t;
+        // SAFETY: setsockopt reads `len` bytes from a live i32; the fd is our open socket.
+        let forced = unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, force, value, len) } == 0;
+        if !forced {
+            // SAFETY: as above.
+            unsafe { libc::setsockopt(fd, libc::SOL_SOCKET, plain, value, len) };
+        }
+    }
+}
+
 /// Counters of the transport.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UdpStats {
@@ -127,6 +149,7 @@ impl UdpTransport {
     ) -> std::io::Result<Self> {
         let socket = UdpSocket::bind(bind)?;
         socket.set_nonblocking(true)?;
+        set_buffer_sizes(&socket, SOCKET_BUFFER_BYTES);
         let max_datagram = max_datagram_bytes.clamp(DATAGRAM_HEADER + 64, MAX_UDP_PAYLOAD);
         let endpoints = members
             .iter()

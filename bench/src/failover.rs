@@ -1,0 +1,276 @@
+//! `raftline-bench failover`: kill the leader again and again under steady load and measure
+//! the interruption: from the kill to the first message acknowledged under the new leader.
+//!
+//! Three nodes run in this process on loopback UDP; "kill" stops the leader's thread without
+//! a goodbye (its socket closes, it sends nothing more), which is what its peers see of a
+//! SIGKILL. The killed node is restarted from its log and must catch up before the next kill.
+
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use raftline::client::{ClientConfig, ClientEvent, ClusterClient};
+use raftline::config::Config;
+use raftline::log::Durability;
+use raftline::runtime::counters::{Counter, CountersReader};
+use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
+use raftline::service::echo::EchoService;
+use serde::Serialize;
+
+use crate::report::{histogram, Latency, Machine};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Args {
+    /// Leader kills.
+    #[arg(long, default_value_t = 20)]
+    pub kills: usize,
+    /// Messages per second during the run.
+    #[arg(long, default_value_t = 500)]
+    pub rate: u64,
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_interval_ms: u64,
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_timeout_ms: u64,
+    #[arg(long, default_value_t = 10)]
+    pub election_timeout_ms: u64,
+    /// The client's resend interval, in ms.
+    #[arg(long, default_value_t = 10)]
+    pub client_resend_ms: u64,
+    #[arg(long, default_value = "fdatasync")]
+    pub durability: String,
+    #[arg(long, default_value = "bench-out/failover")]
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub json: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    kills: usize,
+    interruption: Latency,
+    heartbeat_timeout_ms: u64,
+    election_timeout_ms: u64,
+    acknowledged: u64,
+    target_p99_ms: f64,
+    ok: bool,
+    durability: String,
+    threading_mode: &'static str,
+    idle_strategy: &'static str,
+    machine: Machine,
+}
+
+fn free_ports(n: usize) -> std::io::Result<Vec<String>> {
+    let sockets: Vec<UdpSocket> = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    sockets
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.to_string()))
+        .collect()
+}
+
+struct Cluster {
+    configs: Vec<Config>,
+    nodes: Vec<Option<RunningNode<EchoService>>>,
+}
+
+impl Cluster {
+    fn leader(&self) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| {
+            self.nodes[i].is_some()
+                && CountersReader::open(&self.configs[i].node.log_dir)
+                    .is_ok_and(|c| c.get(Counter::Role) == 2)
+        })
+    }
+
+    fn applied(&self, i: usize) -> u64 {
+        CountersReader::open(&self.configs[i].node.log_dir)
+            .map_or(0, |c| c.get(Counter::AppliedPosition))
+    }
+}
+
+pub fn run(args: Args) -> Result<bool, String> {
+    let durability = match args.durability.as_str() {
+        "fdatasync" => Durability::Fdatasync,
+        "none" => Durability::None,
+        other => return Err(format!("--durability {other}: use fdatasync or none")),
+    };
+    let machine = Machine::detect();
+    let _ = std::fs::remove_dir_all(&args.dir);
+    std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    let members = free_ports(3).map_err(|e| e.to_string())?;
+    let configs: Vec<Config> = (0..3u32)
+        .map(|id| {
+            Config::builder(id, members.clone(), args.dir.join(format!("node-{id}")))
+                .cluster_id(3)
+                .durability(durability)
+                .segment_mib(16)
+                .idle(IdleStrategy::parse("block").expect("known"))
+                .timeouts_ms(
+                    args.heartbeat_interval_ms,
+                    args.heartbeat_timeout_ms,
+                    args.election_timeout_ms,
+                )
+                .max_datagram_bytes(65_000)
+                .build()
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let mut cluster = Cluster {
+        nodes: Vec::new(),
+        configs,
+    };
+    for c in &cluster.configs {
+        cluster.nodes.push(Some(
+            RunningNode::start(c, EchoService::default()).map_err(|e| e.to_string())?,
+        ));
+    }
+    let mut cc = ClientConfig::new(
+        members
+            .iter()
+            .map(|m| m.parse().expect("address"))
+            .collect(),
+        3,
+    );
+    cc.max_datagram_bytes = 65_000;
+    cc.max_outstanding = 1 << 16;
+    cc.resend_timeout_ns = args.client_resend_ms * 1_000_000;
+    let mut client = ClusterClient::connect(cc, monotonic_ns).map_err(|e| e.to_string())?;
+    eprintln!(
+        "failover on {machine}: {} kills, heartbeat timeout {} ms, election timeout {} ms, {} msg/s, durability {durability}",
+        args.kills, args.heartbeat_timeout_ms, args.election_timeout_ms, args.rate
+    );
+
+    let interval = 1_000_000_000 / args.rate.max(1);
+    let mut next_send = monotonic_ns();
+    let mut acknowledged = 0u64;
+    let mut h = histogram();
+    // Drives the load for `ns`, or until `until` holds; returns the time of the first ack.
+    let mut drive = |client: &mut ClusterClient,
+                     ns: u64,
+                     acked: &mut u64,
+                     mut until: Option<&mut dyn FnMut() -> bool>| {
+        let start = monotonic_ns();
+        let mut first_ack = None;
+        while monotonic_ns() - start < ns {
+            let now = monotonic_ns();
+            while next_send <= now {
+                let _ = client.offer(now, b"failover-probe-payload");
+                next_send += interval;
+            }
+            client.poll(monotonic_ns(), |e| {
+                if let ClientEvent::Applied { .. } = e {
+                    *acked += 1;
+                    first_ack.get_or_insert(monotonic_ns());
+                }
+            });
+            if let Some(f) = until.as_mut() {
+                if first_ack.is_some() && f() {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        first_ack
+    };
+
+    for kill in 0..args.kills {
+        // Steady state: a leader, every member caught up.
+        drive(&mut client, 300_000_000, &mut acknowledged, None);
+        let deadline = monotonic_ns() + 10_000_000_000;
+        let target = (0..3).map(|i| cluster.applied(i)).max().unwrap_or(0);
+        let leader = loop {
+            if let Some(l) = cluster.leader() {
+                // Every member has applied at least what the most advanced one had.
+                if (0..3).all(|i| cluster.applied(i) >= target) {
+                    break l;
+                }
+            }
+            if monotonic_ns() > deadline {
+                return Err(format!("kill {kill}: no settled leader within 10 s"));
+            }
+            drive(&mut client, 20_000_000, &mut acknowledged, None);
+        };
+        // Kill it, then time the first acknowledgement under the new leader.
+        let node = cluster.nodes[leader].take().expect("running");
+        let killed_at = monotonic_ns();
+        drop(node.stop());
+        let first = drive(
+            &mut client,
+            10_000_000_000,
+            &mut acknowledged,
+            Some(&mut || true),
+        );
+        let Some(first) = first else {
+            return Err(format!(
+                "kill {kill}: nothing acknowledged within 10 s of killing leader {leader}"
+            ));
+        };
+        let gap = first - killed_at;
+        h.record(gap.max(1)).expect("in range");
+        eprint!(
+            "\r  kill {}/{}: leader {leader}, interruption {:.1} ms   ",
+            kill + 1,
+            args.kills,
+            gap as f64 / 1e6
+        );
+        cluster.nodes[leader] = Some(
+            RunningNode::start(&cluster.configs[leader], EchoService::default())
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    eprintln!();
+    for n in cluster.nodes.into_iter().flatten() {
+        n.stop();
+    }
+    let _ = std::fs::remove_dir_all(&args.dir);
+    let l = Latency::of(&h);
+    let target_p99_ms = 150.0;
+    let ok = l.p99_us / 1000.0 < target_p99_ms;
+    println!(
+        "\nleader failover: {} kills, heartbeat timeout {} ms, election timeout {} ms, durability {}",
+        args.kills, args.heartbeat_timeout_ms, args.election_timeout_ms, args.durability
+    );
+    println!(
+        "{:<30} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "interruption (ms)", "p50", "p90", "p99", "max", "count"
+    );
+    println!(
+        "{:<30} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9}",
+        "kill -> first commit",
+        l.p50_us / 1000.0,
+        l.p90_us / 1000.0,
+        l.p99_us / 1000.0,
+        l.max_us / 1000.0,
+        l.count
+    );
+    println!(
+        "target p99 < {target_p99_ms} ms: {}",
+        if ok { "met" } else { "MISSED" }
+    );
+    println!(
+        "machine: {machine}; threading shared, idle block; {acknowledged} messages acknowledged"
+    );
+    if let Some(path) = &args.json {
+        let summary = Summary {
+            kills: args.kills,
+            interruption: l,
+            heartbeat_timeout_ms: args.heartbeat_timeout_ms,
+            election_timeout_ms: args.election_timeout_ms,
+            acknowledged,
+            target_p99_ms,
+            ok,
+            durability: args.durability.clone(),
+            threading_mode: "shared",
+            idle_strategy: "block",
+            machine,
+        };
+        let text = serde_json::to_string_pretty(&summary).expect("serializable");
+        if path == "-" {
+            println!("{text}");
+        } else {
+            std::fs::write(path, text + "\n").map_err(|e| format!("{path}: {e}"))?;
+        }
+    }
+    Ok(true)
+}
