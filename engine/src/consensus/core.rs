@@ -229,8 +229,22 @@ impl Consensus {
                 }
             }
             State::Nominate => {
-                let jitter = self.rng.below(self.config.election_timeout_ns / 2 + 1);
-                self.deadline_ns = now.saturating_add(jitter);
+                // Random delay, staggered by rank among members with an equal log: members
+                // that detect a dead leader at the same heartbeat would otherwise often
+                // nominate together and veto each other. The lowest id with the best log goes
+                // first; the next waits at least half an election timeout more.
+                let half = self.config.election_timeout_ns / 2;
+                let mine = self.my_log();
+                let me = self.config.member_id;
+                let rank = self
+                    .others()
+                    .filter(|&m| {
+                        let p = &self.peers[m as usize];
+                        m < me && p.canvassed && (p.log_term, p.log_position) == mine
+                    })
+                    .count() as u64;
+                let jitter = self.rng.below(half + 1);
+                self.deadline_ns = now.saturating_add(jitter + rank * half);
             }
             State::CandidateBallot | State::FollowerBallot => {
                 self.deadline_ns = now.saturating_add(self.config.election_timeout_ns);
