@@ -48,6 +48,9 @@ pub struct Args {
     /// Write the JSON summary to this path, or - for stdout.
     #[arg(long)]
     pub json: Option<String>,
+    /// Keep the nodes' directories (logs and counters, for `raftline stat`).
+    #[arg(long)]
+    pub keep: bool,
 }
 
 impl Args {
@@ -62,6 +65,7 @@ impl Args {
             idle: "block".into(),
             dir: "bench-out/cluster".into(),
             json: None,
+            keep: false,
         }
     }
 }
@@ -313,7 +317,9 @@ pub fn run(args: Args) -> Result<bool, String> {
     for n in nodes {
         n.stop();
     }
-    let _ = std::fs::remove_dir_all(&args.dir);
+    if !args.keep {
+        let _ = std::fs::remove_dir_all(&args.dir);
+    }
 
     let l = Latency::of(&h);
     let ok = missing == 0 && achieved_rate >= 0.95 * args.rate as f64 && backpressure == 0;

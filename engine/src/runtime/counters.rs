@@ -47,9 +47,11 @@ pub enum Counter {
     StallCycles,
     AppliedMessages,
     LogRounds,
+    ReplicatedAppendsRefused,
+    ReplicationResends,
 }
 
-pub const ALL: [Counter; 24] = [
+pub const ALL: [Counter; 26] = [
     Counter::Role,
     Counter::Term,
     Counter::Leader,
@@ -74,6 +76,8 @@ pub const ALL: [Counter; 24] = [
     Counter::StallCycles,
     Counter::AppliedMessages,
     Counter::LogRounds,
+    Counter::ReplicatedAppendsRefused,
+    Counter::ReplicationResends,
 ];
 
 const _: () = assert!((HEADER_WORDS + ALL.len()) * 8 <= FILE_LEN);
@@ -105,6 +109,8 @@ impl Counter {
             Counter::StallCycles => "duty cycles over 1 ms",
             Counter::AppliedMessages => "client messages applied",
             Counter::LogRounds => "log write rounds",
+            Counter::ReplicatedAppendsRefused => "replicated bytes refused (resent later)",
+            Counter::ReplicationResends => "replication go-back-N resends",
         }
     }
 }
