@@ -135,3 +135,40 @@ fn run_cluster(mode: ThreadingMode) {
         .collect();
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
 }
+
+/// Containers and pods start before their DNS entries exist: a member whose name does not
+/// resolve does not stop the others from starting and forming a quorum.
+#[test]
+fn an_unresolvable_member_does_not_stop_a_quorum_from_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = free_ports(2);
+    members.push("member-2.invalid:20003".to_string());
+    let nodes: Vec<RunningNode<EchoService>> = (0..2)
+        .map(|id| {
+            RunningNode::start(
+                &config(id, &members, dir.path(), ThreadingMode::Shared),
+                EchoService::default(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let addrs = members[..2].iter().map(|m| m.parse().unwrap()).collect();
+    let mut cc = ClientConfig::new(addrs, 42);
+    cc.max_datagram_bytes = 65_000;
+    let mut client = ClusterClient::connect(cc, monotonic_ns).unwrap();
+    client.offer(monotonic_ns(), b"hello").unwrap();
+    let mut applied = false;
+    wait_for("the message to apply", Duration::from_secs(10), || {
+        client.poll(monotonic_ns(), |e| {
+            applied |= matches!(e, ClientEvent::Applied { sequence: 1 })
+        });
+        if applied {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    });
+    for n in nodes {
+        n.stop();
+    }
+}

@@ -11,6 +11,7 @@ mod idle;
 
 pub use idle::{IdleStrategy, Idler};
 
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -120,6 +121,8 @@ pub fn spawn_agent<A: Agent + 'static>(
 /// ahead of need, counters published).
 pub struct NodeAgent<S: Service + Send> {
     name: String,
+    /// Member addresses found (or changed) by the resolver thread.
+    addresses: Option<std::sync::mpsc::Receiver<(u32, SocketAddr)>>,
     node: Node<LinuxDisk, UdpTransport, S>,
     counters: Option<CountersFile>,
     failure: Option<String>,
@@ -185,6 +188,11 @@ impl<S: Service + Send> Agent for NodeAgent<S> {
         };
         if now_ns >= self.next_housekeeping_ns {
             self.next_housekeeping_ns = now_ns + 1_000_000;
+            if let Some(rx) = &self.addresses {
+                while let Ok((member, addr)) = rx.try_recv() {
+                    self.node.net_mut().set_member_address(member, addr);
+                }
+            }
             if let Err(e) = self.node.log_mut().prepare_segments(1) {
                 eprintln!("raftline: {}: stopped: {e}", self.name);
                 self.failure = Some(e.to_string());
@@ -235,6 +243,58 @@ impl Agent for ReceiverAgent {
     }
 }
 
+fn resolve(name: &str) -> Option<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    name.to_socket_addrs().ok().and_then(|mut a| a.next())
+}
+
+/// Resolves member names off the node's thread (a lookup can block for seconds): every second
+/// while some are unknown, every ten seconds after, reporting new and changed addresses.
+fn spawn_resolver(
+    names: Vec<String>,
+    mut known: Vec<Option<SocketAddr>>,
+    own: u32,
+    tx: std::sync::mpsc::Sender<(u32, SocketAddr)>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("raftline-resolve-{own}"))
+        .spawn(move || loop {
+            let pause_ms = if known.iter().any(Option::is_none) {
+                1_000
+            } else {
+                10_000
+            };
+            for _ in 0..pause_ms / 50 {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            for (i, name) in names.iter().enumerate() {
+                if i as u32 == own {
+                    continue;
+                }
+                let Some(addr) = resolve(name) else { continue };
+                if known[i] == Some(addr) {
+                    continue;
+                }
+                match known[i] {
+                    None => {
+                        eprintln!("raftline: node {own}: member {i} ({name}) resolved to {addr}")
+                    }
+                    Some(old) => eprintln!(
+                        "raftline: node {own}: member {i} ({name}) moved from {old} to {addr}"
+                    ),
+                }
+                known[i] = Some(addr);
+                if tx.send((i as u32, addr)).is_err() {
+                    return;
+                }
+            }
+        })
+}
+
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -262,6 +322,7 @@ pub struct RunningNode<S: Service + Send + 'static> {
     thread: Option<JoinHandle<(NodeAgent<S>, CycleStats)>>,
     /// Dedicated threading: the receiver's thread.
     receiver: Option<JoinHandle<(ReceiverAgent, CycleStats)>>,
+    resolver: Option<JoinHandle<()>>,
     pub writer: String,
 }
 
@@ -269,8 +330,26 @@ impl<S: Service + Send + 'static> RunningNode<S> {
     /// Opens the log, binds the socket and starts the node's thread.
     pub fn start(config: &Config, service: S) -> Result<Self, StartError> {
         config.validate()?;
-        let members = config.resolve_members()?;
         let id = config.node.id;
+        // This node's own address must resolve (it binds it); others may not exist yet
+        // (containers and pods start before their DNS entries): a resolver thread keeps trying.
+        let members: Vec<Option<SocketAddr>> =
+            config.cluster.members.iter().map(|m| resolve(m)).collect();
+        let Some(bind) = members[id as usize] else {
+            return Err(StartError::Config(ConfigError::Value {
+                key: format!("cluster.members[{id}]"),
+                value: config.cluster.members[id as usize].clone(),
+                allowed: "this node's own address, resolvable at start".into(),
+            }));
+        };
+        for (i, m) in members.iter().enumerate() {
+            if m.is_none() {
+                eprintln!(
+                    "raftline: node {id}: member {i} ({}) does not resolve yet; retrying in the background",
+                    config.cluster.members[i]
+                );
+            }
+        }
         let dir = config.node.log_dir.clone();
         let options = LinuxDiskOptions {
             io_uring: config.log.io_uring,
@@ -281,10 +360,9 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             source,
         })?;
         let completion_fd = disk.completion_fd();
-        let bind = members[id as usize];
-        let mut transport = UdpTransport::bind(
+        let mut transport = UdpTransport::bind_partial(
             bind,
-            members,
+            members.clone(),
             config.cluster.id,
             config.transport.max_datagram_bytes,
         )
@@ -323,7 +401,18 @@ impl<S: Service + Send + 'static> RunningNode<S> {
                 None
             }
         };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let resolver = spawn_resolver(
+            config.cluster.members.clone(),
+            members,
+            id,
+            tx,
+            stop.clone(),
+        )
+        .map_err(StartError::Thread)?;
         let agent = NodeAgent {
+            addresses: Some(rx),
             name: format!("raftline-node-{id}"),
             node,
             counters,
@@ -331,7 +420,6 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             next_housekeeping_ns: 0,
             stats: CycleStats::default(),
         };
-        let stop = Arc::new(AtomicBool::new(false));
         let strategy = config.idle_strategy()?;
         let core = config.runtime.cores.first().copied();
         let receiver_thread = match receiver {
@@ -355,6 +443,7 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             stop,
             thread: Some(thread),
             receiver: receiver_thread,
+            resolver: Some(resolver),
             writer,
         })
     }
@@ -370,6 +459,9 @@ impl<S: Service + Send + 'static> RunningNode<S> {
         if let Some(r) = self.receiver.take() {
             let _ = r.join();
         }
+        if let Some(r) = self.resolver.take() {
+            let _ = r.join();
+        }
         self.thread.take().and_then(|t| t.join().ok())
     }
 }
@@ -378,6 +470,9 @@ impl<S: Service + Send + 'static> Drop for RunningNode<S> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(r) = self.receiver.take() {
+            let _ = r.join();
+        }
+        if let Some(r) = self.resolver.take() {
             let _ = r.join();
         }
         if let Some(t) = self.thread.take() {

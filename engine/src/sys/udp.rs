@@ -66,8 +66,8 @@ pub struct UdpTransport {
     max_datagram: usize,
     max_clients: usize,
     endpoints: HashMap<SocketAddr, u32>,
-    /// Address of every endpoint: members first, then clients.
-    members: Vec<SocketAddr>,
+    /// Address of every member (None while its name does not resolve).
+    members: Vec<Option<SocketAddr>>,
     clients: Vec<SocketAddr>,
     /// Datagrams being packed, by endpoint, each starting with the header.
     pending: HashMap<u32, Vec<u8>>,
@@ -147,6 +147,22 @@ impl UdpTransport {
         cluster_id: u32,
         max_datagram_bytes: usize,
     ) -> std::io::Result<Self> {
+        Self::bind_partial(
+            bind,
+            members.into_iter().map(Some).collect(),
+            cluster_id,
+            max_datagram_bytes,
+        )
+    }
+
+    /// Like `bind`, with members whose names do not resolve yet (`None`): nothing is sent to
+    /// them until [`UdpTransport::set_member_address`] gives their address.
+    pub fn bind_partial(
+        bind: SocketAddr,
+        members: Vec<Option<SocketAddr>>,
+        cluster_id: u32,
+        max_datagram_bytes: usize,
+    ) -> std::io::Result<Self> {
         let socket = UdpSocket::bind(bind)?;
         socket.set_nonblocking(true)?;
         set_buffer_sizes(&socket, SOCKET_BUFFER_BYTES);
@@ -154,7 +170,7 @@ impl UdpTransport {
         let endpoints = members
             .iter()
             .enumerate()
-            .map(|(i, a)| (*a, i as u32))
+            .filter_map(|(i, a)| a.map(|a| (a, i as u32)))
             .collect();
         Ok(Self {
             socket,
@@ -179,6 +195,18 @@ impl UdpTransport {
         })
     }
 
+    /// A member's address became known or changed (a restarted container, a DNS update).
+    pub fn set_member_address(&mut self, member: u32, addr: SocketAddr) {
+        let Some(slot) = self.members.get_mut(member as usize) else {
+            return;
+        };
+        if let Some(old) = slot.replace(addr) {
+            self.endpoints.remove(&old);
+        }
+        // A client that used this address before is now this member.
+        self.endpoints.insert(addr, member);
+    }
+
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.local_addr()
     }
@@ -198,7 +226,7 @@ impl UdpTransport {
                 .get((endpoint - CLIENT_ENDPOINT_BASE) as usize)
                 .copied()
         } else {
-            self.members.get(endpoint as usize).copied()
+            self.members.get(endpoint as usize).copied().flatten()
         }
     }
 
@@ -611,5 +639,79 @@ impl UdpReceiver {
             unsafe { libc::write(self.eventfd, (&one as *const u64).cast(), 8) };
         }
         n as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_bytes() -> Vec<u8> {
+        let m = crate::codec::Message::TimerEvent(crate::codec::message::TimerEvent {
+            correlation_id: 1,
+        });
+        let mut buf = vec![0u8; m.encoded_len()];
+        m.encode(crate::codec::FrameMeta::default(), &mut buf);
+        buf
+    }
+
+    fn receive_one(t: &mut UdpTransport) -> (u32, usize) {
+        let mut buf = vec![0u8; MAX_UDP_PAYLOAD];
+        for _ in 0..10_000 {
+            if let Some(r) = t.receive(&mut buf) {
+                return r;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        panic!("nothing received");
+    }
+
+    #[test]
+    fn a_member_that_resolves_later_is_recognised_by_its_address() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut a = UdpTransport::bind_partial(any, vec![None, None], 5, 1472).unwrap();
+        let a_addr = a.local_addr().unwrap();
+        let mut b = UdpTransport::bind_partial(any, vec![Some(a_addr), None], 5, 1472).unwrap();
+        let b_addr = b.local_addr().unwrap();
+        assert!(
+            !a.send(1, &frame_bytes()),
+            "nothing is sent to a member without an address"
+        );
+
+        b.send(0, &frame_bytes());
+        b.flush();
+        let (from, _) = receive_one(&mut a);
+        assert!(
+            from >= CLIENT_ENDPOINT_BASE,
+            "unknown until resolved: a client endpoint"
+        );
+
+        a.set_member_address(1, b_addr);
+        b.send(0, &frame_bytes());
+        b.flush();
+        assert_eq!(receive_one(&mut a).0, 1, "now member 1");
+        assert!(a.send(1, &frame_bytes()));
+        a.flush();
+        assert_eq!(receive_one(&mut b).0, 0);
+    }
+
+    #[test]
+    fn foreign_datagrams_are_counted_and_dropped() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut a = UdpTransport::bind(any, vec![any], 5, 1472).unwrap();
+        let a_addr = a.local_addr().unwrap();
+        let raw = UdpSocket::bind(any).unwrap();
+        raw.send_to(b"not raftline at all", a_addr).unwrap();
+        let mut wrong_cluster = b"RLN1".to_vec();
+        wrong_cluster.extend_from_slice(&6u32.to_le_bytes());
+        raw.send_to(&wrong_cluster, a_addr).unwrap();
+        let mut good = b"RLN1".to_vec();
+        good.extend_from_slice(&5u32.to_le_bytes());
+        good.extend_from_slice(&frame_bytes());
+        raw.send_to(&good, a_addr).unwrap();
+        let (from, len) = receive_one(&mut a);
+        assert!(from >= CLIENT_ENDPOINT_BASE);
+        assert_eq!(len, frame_bytes().len());
+        assert_eq!(a.stats().foreign_dropped, 2);
     }
 }
