@@ -122,6 +122,9 @@ pub struct Node<D: Disk, N: Datagrams, S: Service> {
     /// Print every election state transition with its reason (operators want this; the
     /// simulator runs thousands of elections and does not).
     log_transitions: bool,
+    /// Leader: timer events appended and not yet applied, by timer, with their positions
+    /// (so a due timer's event is appended once).
+    timers_appended: HashMap<u64, u64>,
 }
 
 impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
@@ -167,6 +170,7 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
             client_endpoints: HashMap::new(),
             collect_egress: false,
             log_transitions: false,
+            timers_appended: HashMap::new(),
         };
         node.consensus.start(now);
         node.run_actions(now, None)?;
@@ -267,6 +271,7 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
         self.consensus.on_tick(now);
         self.run_actions(now, None)?;
         work += self.apply_committed()?;
+        work += self.fire_due_timers(now);
         self.route_egress(now);
         self.net.flush();
         Ok(work)
@@ -690,6 +695,33 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
             reason: reason as u8,
         });
         self.offer_message(now, session_id, &message)
+    }
+
+    /// Leader: appends a timer event for every service timer that is due. An event is appended
+    /// once per leadership; the applier ignores a second one for the same timer.
+    fn fire_due_timers(&mut self, now: u64) -> usize {
+        if self.consensus.leader_term().is_none() {
+            self.timers_appended.clear();
+            return 0;
+        }
+        // Events already applied (fired, or ignored as stale) no longer hold their timer back.
+        let applied = self.applier.applied_position();
+        self.timers_appended
+            .retain(|_, position| *position >= applied);
+        let due: Vec<u64> = self
+            .applier
+            .due_timers(now)
+            .filter(|id| !self.timers_appended.contains_key(id))
+            .take(64)
+            .collect();
+        let mut fired = 0;
+        for id in due {
+            if let Ok(position) = self.fire_timer(now, id) {
+                self.timers_appended.insert(id, position);
+                fired += 1;
+            }
+        }
+        fired
     }
 
     /// Leader: appends a timer event, so every replica sees the timer fire at the same

@@ -23,6 +23,18 @@ pub struct Context {
     /// The leader's time stamped on the frame.
     pub timestamp_ns: u64,
     egress: Vec<(u64, Vec<u8>)>,
+    timer_commands: Vec<TimerCommand>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TimerCommand {
+    Schedule {
+        correlation_id: u64,
+        deadline_ns: u64,
+    },
+    Cancel {
+        correlation_id: u64,
+    },
 }
 
 impl Context {
@@ -30,6 +42,23 @@ impl Context {
     /// followers it is discarded, so services need not know their role.
     pub fn send(&mut self, session_id: u64, payload: &[u8]) {
         self.egress.push((session_id, payload.to_vec()));
+    }
+
+    /// Asks for `on_timer(correlation_id)` once the leader's clock reaches `deadline_ns`.
+    /// The leader appends the timer event to the log, so every replica fires it at the same
+    /// position, once. Scheduling an id again moves its deadline; a deadline in the past fires
+    /// at the leader's next duty cycle.
+    pub fn schedule_timer(&mut self, correlation_id: u64, deadline_ns: u64) {
+        self.timer_commands.push(TimerCommand::Schedule {
+            correlation_id,
+            deadline_ns,
+        });
+    }
+
+    /// Cancels a scheduled timer; a timer already fired or unknown is ignored.
+    pub fn cancel_timer(&mut self, correlation_id: u64) {
+        self.timer_commands
+            .push(TimerCommand::Cancel { correlation_id });
     }
 }
 
@@ -69,6 +98,9 @@ pub struct Applier<S> {
     applied_messages: u64,
     duplicates_dropped: u64,
     context: Context,
+    /// Scheduled timers, derived from the log: correlation id -> deadline, and by deadline.
+    timers: BTreeMap<u64, u64>,
+    timers_by_deadline: std::collections::BTreeSet<(u64, u64)>,
 }
 
 /// FNV-1a over `bytes`, continuing from `hash`. Deterministic across builds and hosts.
@@ -93,6 +125,8 @@ impl<S: Service> Applier<S> {
             applied_messages: 0,
             duplicates_dropped: 0,
             context: Context::default(),
+            timers: BTreeMap::new(),
+            timers_by_deadline: std::collections::BTreeSet::new(),
         }
     }
 
@@ -111,6 +145,20 @@ impl<S: Service> Applier<S> {
     pub fn duplicates_dropped(&self) -> u64 {
         self.duplicates_dropped
     }
+    /// Timers whose deadline is at or before `now_ns`, earliest first (the leader appends
+    /// their events).
+    pub fn due_timers(&self, now_ns: u64) -> impl Iterator<Item = u64> + '_ {
+        self.timers_by_deadline
+            .iter()
+            .take_while(move |(d, _)| *d <= now_ns)
+            .map(|&(_, id)| id)
+    }
+
+    /// Timers scheduled and not yet fired.
+    pub fn scheduled_timers(&self) -> usize {
+        self.timers.len()
+    }
+
     pub fn is_open(&self, session_id: u64) -> bool {
         self.sessions.contains_key(&session_id)
     }
@@ -167,10 +215,41 @@ impl<S: Service> Applier<S> {
                 self.apply_message(session_id, header, payload, egress);
             }
             (Some(FrameType::TimerEvent), Message::TimerEvent(timer)) => {
-                self.service
-                    .on_timer(&mut self.context, timer.correlation_id);
+                // Fires once: a second event for the same timer (two leaders both saw it due)
+                // finds it gone and is ignored, on every replica alike.
+                // An event stamped before the timer's deadline is stale (the timer was moved
+                // later after the event was appended) and is ignored.
+                let id = timer.correlation_id;
+                if let Some(&deadline) = self
+                    .timers
+                    .get(&id)
+                    .filter(|&&d| frame.meta.timestamp_ns >= d)
+                {
+                    self.timers.remove(&id);
+                    self.timers_by_deadline.remove(&(deadline, id));
+                    self.service.on_timer(&mut self.context, id);
+                }
             }
             _ => {}
+        }
+        for command in std::mem::take(&mut self.context.timer_commands) {
+            match command {
+                TimerCommand::Schedule {
+                    correlation_id,
+                    deadline_ns,
+                } => {
+                    if let Some(old) = self.timers.insert(correlation_id, deadline_ns) {
+                        self.timers_by_deadline.remove(&(old, correlation_id));
+                    }
+                    self.timers_by_deadline
+                        .insert((deadline_ns, correlation_id));
+                }
+                TimerCommand::Cancel { correlation_id } => {
+                    if let Some(old) = self.timers.remove(&correlation_id) {
+                        self.timers_by_deadline.remove(&(old, correlation_id));
+                    }
+                }
+            }
         }
         for (session_id, payload) in self.context.egress.drain(..) {
             egress.push(Egress::Message {
@@ -223,7 +302,6 @@ mod tests {
     struct Echo {
         seen: Vec<(u64, Vec<u8>)>,
         closed: Vec<(u64, CloseReason)>,
-        timers: Vec<(u64, u64)>,
     }
 
     impl Service for Echo {
@@ -233,9 +311,6 @@ mod tests {
         }
         fn on_session_close(&mut self, _ctx: &mut Context, session_id: u64, reason: CloseReason) {
             self.closed.push((session_id, reason));
-        }
-        fn on_timer(&mut self, ctx: &mut Context, correlation_id: u64) {
-            self.timers.push((correlation_id, ctx.timestamp_ns));
         }
         fn digest(&self) -> u64 {
             self.seen.len() as u64
@@ -328,11 +403,6 @@ mod tests {
         );
         apply(
             &mut a,
-            0,
-            Message::TimerEvent(TimerEvent { correlation_id: 42 }),
-        );
-        apply(
-            &mut a,
             7,
             Message::SessionClose(SessionClose {
                 reason: CloseReason::Timeout as u8,
@@ -345,13 +415,105 @@ mod tests {
                 reason: CloseReason::Timeout as u8,
             }),
         );
-        assert_eq!(a.service().timers, vec![(42, 77)]);
         assert_eq!(
             a.service().closed,
             vec![(7, CloseReason::Timeout)],
             "a second close is a no-op"
         );
         assert!(!a.is_open(7));
+    }
+
+    /// Schedules timers from inside the service, as a service would.
+    #[derive(Default)]
+    struct Timers {
+        fired: Vec<(u64, u64)>,
+    }
+
+    impl Service for Timers {
+        fn on_message(&mut self, ctx: &mut Context, _session_id: u64, payload: &[u8]) {
+            let id = payload[0] as u64;
+            match payload[1] {
+                b's' => ctx.schedule_timer(id, payload[2] as u64),
+                _ => ctx.cancel_timer(id),
+            }
+        }
+        fn on_timer(&mut self, ctx: &mut Context, correlation_id: u64) {
+            self.fired.push((correlation_id, ctx.timestamp_ns));
+        }
+        fn digest(&self) -> u64 {
+            self.fired.len() as u64
+        }
+    }
+
+    fn apply_t(a: &mut Applier<Timers>, message: Message<'_>, timestamp_ns: u64) {
+        let mut buf = vec![0u8; message.encoded_len()];
+        message.encode(
+            FrameMeta {
+                session_id: 7,
+                timestamp_ns,
+                ..FrameMeta::default()
+            },
+            &mut buf,
+        );
+        let Ok(Decoded::Frame(frame, _)) = crate::codec::decode(&buf) else {
+            panic!()
+        };
+        a.apply(a.applied_position(), &buf, &frame, &mut Vec::new());
+    }
+
+    #[test]
+    fn timers_fire_once_from_the_log_and_stale_or_cancelled_events_are_ignored() {
+        let mut a = Applier::new(Timers::default());
+        let mut seq = 0;
+        let mut send = |a: &mut Applier<Timers>, bytes: &[u8]| {
+            seq += 1;
+            apply_t(a, msg(seq, bytes), 10);
+        };
+        apply_t(
+            &mut a,
+            Message::SessionOpen(SessionOpen {
+                correlation_id: 0,
+                client_id: 7,
+            }),
+            0,
+        );
+        send(&mut a, &[1, b's', 50]);
+        send(&mut a, &[2, b's', 60]);
+        send(&mut a, &[3, b's', 70]);
+        assert_eq!(a.due_timers(55).collect::<Vec<_>>(), vec![1]);
+        assert_eq!(a.due_timers(100).collect::<Vec<_>>(), vec![1, 2, 3]);
+        // Timer 1 fires at the event's (leader's) time; a second event for it is ignored.
+        apply_t(
+            &mut a,
+            Message::TimerEvent(TimerEvent { correlation_id: 1 }),
+            55,
+        );
+        apply_t(
+            &mut a,
+            Message::TimerEvent(TimerEvent { correlation_id: 1 }),
+            56,
+        );
+        // Timer 2 moved later: an event stamped before the new deadline is stale.
+        send(&mut a, &[2, b's', 90]);
+        apply_t(
+            &mut a,
+            Message::TimerEvent(TimerEvent { correlation_id: 2 }),
+            65,
+        );
+        // Timer 3 cancelled: its event is ignored.
+        send(&mut a, &[3, b'c', 0]);
+        apply_t(
+            &mut a,
+            Message::TimerEvent(TimerEvent { correlation_id: 3 }),
+            75,
+        );
+        apply_t(
+            &mut a,
+            Message::TimerEvent(TimerEvent { correlation_id: 2 }),
+            95,
+        );
+        assert_eq!(a.service().fired, vec![(1, 55), (2, 95)]);
+        assert_eq!(a.scheduled_timers(), 0);
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct RecordingService {
     /// (session, sequence) of every message applied, in order.
     pub applied: Vec<(u64, u64)>,
     pub timers: u64,
+    /// Correlation ids of the timers fired, in order.
+    pub fired_timers: Vec<u64>,
     last_timestamp_ns: u64,
     /// The first time the log's timestamps went back: (before, after).
     pub time_went_back: Option<(u64, u64)>,
@@ -47,6 +49,7 @@ impl Default for RecordingService {
             digest: FNV_OFFSET,
             applied: Vec::new(),
             timers: 0,
+            fired_timers: Vec::new(),
             last_timestamp_ns: 0,
             time_went_back: None,
         }
@@ -77,11 +80,20 @@ impl Service for RecordingService {
             .get(..8)
             .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
         self.applied.push((session_id, sequence));
+        // Every fifth message schedules a timer 30 ms of leader time later: timers are
+        // scheduled by the service and fired through the log, once, on every replica.
+        if sequence % 5 == 0 {
+            ctx.schedule_timer(
+                session_id * 1_000_000 + sequence,
+                ctx.timestamp_ns + 30 * MS,
+            );
+        }
     }
 
     fn on_timer(&mut self, ctx: &mut Context, correlation_id: u64) {
         self.observe_time(ctx);
         self.timers += 1;
+        self.fired_timers.push(correlation_id);
         self.digest = fnv1a(fnv1a(self.digest, b"timer"), &correlation_id.to_le_bytes());
         self.digest = fnv1a(self.digest, &ctx.timestamp_ns.to_le_bytes());
     }
@@ -605,9 +617,6 @@ impl Cluster {
             self.tick_member(id, faulty)?;
         }
         self.step_clients();
-        if self.step % 100 == 0 {
-            self.fire_leader_timers();
-        }
         self.check_step()?;
         if self.step % 500 == 0 {
             self.check_logs_match()?;
@@ -810,19 +819,6 @@ impl Cluster {
         }
     }
 
-    /// Whoever leads fires a timer: a log frame stamped with the leader's time.
-    fn fire_leader_timers(&mut self) {
-        for id in 0..self.members.len() {
-            let now = self.local_now(id);
-            let step = self.step;
-            if let Some(node) = self.members[id].node.as_mut() {
-                if node.consensus().leader_term().is_some() {
-                    let _ = node.fire_timer(now, step);
-                }
-            }
-        }
-    }
-
     fn converged(&self) -> bool {
         if !self
             .clients
@@ -842,9 +838,9 @@ impl Cluster {
         let leader = nodes.iter().find(|n| n.consensus().role() == Role::Leader);
         let Some(leader) = leader else { return false };
         let target = leader.log().appended_position();
-        nodes
-            .iter()
-            .all(|n| n.applier().applied_position() == target)
+        nodes.iter().all(|n| {
+            n.applier().applied_position() == target && n.applier().scheduled_timers() == 0
+        })
     }
 
     /// Checks run after every step.
@@ -1012,6 +1008,24 @@ impl Cluster {
         for (id, m) in self.members.iter().enumerate() {
             let node = m.node.as_ref().expect("all members are up after healing");
             let applied = &node.applier().service().applied;
+            let fired = &node.applier().service().fired_timers;
+            let unique_timers: BTreeSet<&u64> = fired.iter().collect();
+            if unique_timers.len() != fired.len() {
+                return Err(self.violation(
+                    "timers fire once",
+                    format!("member {id} fired a timer twice"),
+                ));
+            }
+            let expected = applied.iter().filter(|(_, seq)| seq % 5 == 0).count();
+            if fired.len() != expected {
+                return Err(self.violation(
+                    "timers fire once",
+                    format!(
+                        "member {id} fired {} timers, {expected} were scheduled",
+                        fired.len()
+                    ),
+                ));
+            }
             let unique: BTreeSet<&(u64, u64)> = applied.iter().collect();
             if unique.len() != applied.len() {
                 return Err(self.violation(
