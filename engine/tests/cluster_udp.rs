@@ -129,10 +129,27 @@ fn run_cluster(mode: ThreadingMode) {
             Err(format!("{state:?}"))
         }
     });
-    let digests: Vec<u64> = nodes
+    let services: Vec<(u64, Option<raftline::consensus::Role>, bool)> = nodes
         .into_iter()
-        .map(|n| n.stop().unwrap().0.node().applier().service().digest())
+        .map(|n| {
+            let (agent, _) = n.stop().unwrap();
+            let s = agent.node().applier().service();
+            (s.digest(), s.role(), s.terminated())
+        })
         .collect();
+    let digests: Vec<u64> = services.iter().map(|s| s.0).collect();
+    assert!(
+        services.iter().all(|s| s.2),
+        "every service was told it terminates"
+    );
+    let leaders = services
+        .iter()
+        .filter(|s| s.1 == Some(raftline::consensus::Role::Leader))
+        .count();
+    assert_eq!(
+        leaders, 1,
+        "exactly one service was told it leads: {services:?}"
+    );
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
 }
 

@@ -217,6 +217,11 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
     pub fn failure(&self) -> Option<&NodeError> {
         self.failed.as_ref()
     }
+    /// Tells the service the node is stopping.
+    pub fn terminate(&mut self) {
+        self.applier.service_mut().on_terminate();
+    }
+
     /// Gives back the disk (after a crash in the simulator).
     pub fn into_disk(self) -> D {
         self.log.into_disk()
@@ -494,6 +499,9 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
                 reason,
                 term,
             } => {
+                if from.role() != to.role() {
+                    self.applier.service_mut().on_role_change(to.role());
+                }
                 if self.log_transitions {
                     eprintln!(
                         "raftline: member {}: {from:?} -> {to:?} ({reason:?}), term {term}, log {} durable {} commit {}",

@@ -223,6 +223,7 @@ impl<S: Service + Send> Agent for NodeAgent<S> {
         if let Err(e) = self.node.log_mut().flush_to(end) {
             eprintln!("raftline: {}: final flush failed: {e}", self.name);
         }
+        self.node.terminate();
         self.publish_counters();
     }
 }

@@ -8,6 +8,8 @@ use super::{fnv1a, Context, Service, FNV_OFFSET};
 pub struct EchoService {
     digest: u64,
     messages: u64,
+    role: Option<crate::consensus::Role>,
+    terminated: bool,
 }
 
 impl Default for EchoService {
@@ -15,6 +17,8 @@ impl Default for EchoService {
         Self {
             digest: FNV_OFFSET,
             messages: 0,
+            role: None,
+            terminated: false,
         }
     }
 }
@@ -22,6 +26,13 @@ impl Default for EchoService {
 impl EchoService {
     pub fn messages(&self) -> u64 {
         self.messages
+    }
+    /// The last role this replica was told about.
+    pub fn role(&self) -> Option<crate::consensus::Role> {
+        self.role
+    }
+    pub fn terminated(&self) -> bool {
+        self.terminated
     }
 }
 
@@ -31,6 +42,14 @@ impl Service for EchoService {
         self.digest = fnv1a(fnv1a(self.digest, &session_id.to_le_bytes()), payload);
         self.digest = fnv1a(self.digest, &ctx.timestamp_ns.to_le_bytes());
         ctx.send(session_id, payload);
+    }
+
+    fn on_role_change(&mut self, role: crate::consensus::Role) {
+        self.role = Some(role);
+    }
+
+    fn on_terminate(&mut self) {
+        self.terminated = true;
     }
 
     fn digest(&self) -> u64 {

@@ -63,11 +63,52 @@ impl Context {
 }
 
 /// A deterministic, single-threaded state machine fed from the committed log.
+///
+/// Every callback but `on_role_change` and `on_terminate` comes from a committed log frame, in
+/// log order, with the leader's timestamp in `ctx.timestamp_ns`: the same log gives the same
+/// calls, and so the same state, on every replica. Use `ctx.timestamp_ns` as the clock, never
+/// the machine's. What `ctx.send` sends leaves the node only on the leader; a follower's
+/// egress is dropped, so a service need not know its role to be correct.
+///
+/// ```no_run
+/// use raftline::config::Config;
+/// use raftline::runtime::RunningNode;
+/// use raftline::service::{fnv1a, Context, Service, FNV_OFFSET};
+///
+/// /// Counts orders per session and expires an order book entry after one second.
+/// struct Orders { count: u64, digest: u64 }
+///
+/// impl Service for Orders {
+///     fn on_message(&mut self, ctx: &mut Context, session_id: u64, payload: &[u8]) {
+///         self.count += 1;
+///         self.digest = fnv1a(self.digest, payload);
+///         ctx.schedule_timer(self.count, ctx.timestamp_ns + 1_000_000_000);
+///         ctx.send(session_id, b"accepted");
+///     }
+///     fn on_timer(&mut self, _ctx: &mut Context, order: u64) {
+///         self.digest = fnv1a(self.digest, &order.to_le_bytes()); // expire it
+///     }
+///     fn digest(&self) -> u64 {
+///         self.digest
+///     }
+/// }
+///
+/// let config = Config::load("node.toml".as_ref()).unwrap();
+/// let node = RunningNode::start(&config, Orders { count: 0, digest: FNV_OFFSET }).unwrap();
+/// // ... serve clients (raftline::client::ClusterClient) until shutdown ...
+/// node.stop();
+/// ```
 pub trait Service {
     fn on_session_open(&mut self, _ctx: &mut Context, _session_id: u64) {}
     fn on_session_close(&mut self, _ctx: &mut Context, _session_id: u64, _reason: CloseReason) {}
     fn on_message(&mut self, ctx: &mut Context, session_id: u64, payload: &[u8]);
+    /// A timer scheduled with `Context::schedule_timer` fired (once, on every replica).
     fn on_timer(&mut self, _ctx: &mut Context, _correlation_id: u64) {}
+    /// This replica became leader, follower or candidate. Not from the log: replicas see
+    /// different roles; the service state must not depend on it.
+    fn on_role_change(&mut self, _role: crate::consensus::Role) {}
+    /// The node is stopping cleanly (after its last write is durable).
+    fn on_terminate(&mut self) {}
     /// A digest of the service's state; replicas compare it at equal log positions.
     fn digest(&self) -> u64;
 }
@@ -132,6 +173,10 @@ impl<S: Service> Applier<S> {
 
     pub fn service(&self) -> &S {
         &self.service
+    }
+    /// For callbacks that do not come from the log (role change, terminate).
+    pub fn service_mut(&mut self) -> &mut S {
+        &mut self.service
     }
     pub fn applied_position(&self) -> u64 {
         self.applied_position
