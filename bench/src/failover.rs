@@ -5,7 +5,6 @@
 //! a goodbye (its socket closes, it sends nothing more), which is what its peers see of a
 //! SIGKILL. The killed node is restarted from its log and must catch up before the next kill.
 
-use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
 use raftline::service::echo::EchoService;
 use serde::Serialize;
 
-use crate::report::{histogram, Latency, Machine};
+use crate::report::{histogram, loopback_ports, write_json, Latency, Machine};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -59,16 +58,6 @@ struct Summary {
     machine: Machine,
 }
 
-fn free_ports(n: usize) -> std::io::Result<Vec<String>> {
-    let sockets: Vec<UdpSocket> = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    sockets
-        .iter()
-        .map(|s| s.local_addr().map(|a| a.to_string()))
-        .collect()
-}
-
 struct Cluster {
     configs: Vec<Config>,
     nodes: Vec<Option<RunningNode<EchoService>>>,
@@ -98,7 +87,7 @@ pub fn run(args: Args) -> Result<bool, String> {
     let machine = Machine::detect();
     let _ = std::fs::remove_dir_all(&args.dir);
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
-    let members = free_ports(3).map_err(|e| e.to_string())?;
+    let members = loopback_ports(3).map_err(|e| e.to_string())?;
     let configs: Vec<Config> = (0..3u32)
         .map(|id| {
             Config::builder(id, members.clone(), args.dir.join(format!("node-{id}")))
@@ -265,12 +254,7 @@ pub fn run(args: Args) -> Result<bool, String> {
             idle_strategy: "block",
             machine,
         };
-        let text = serde_json::to_string_pretty(&summary).expect("serializable");
-        if path == "-" {
-            println!("{text}");
-        } else {
-            std::fs::write(path, text + "\n").map_err(|e| format!("{path}: {e}"))?;
-        }
+        write_json(path, &summary)?;
     }
     Ok(true)
 }

@@ -17,7 +17,7 @@ use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
 use raftline::service::echo::EchoService;
 use serde::Serialize;
 
-use crate::report::{histogram, Latency, Machine};
+use crate::report::{histogram, loopback_ports, write_json, Latency, Machine};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -176,16 +176,6 @@ fn disk_floor(dir: &std::path::Path, samples: usize) -> std::io::Result<Latency>
     Ok(Latency::of(&h))
 }
 
-fn free_ports(n: usize) -> std::io::Result<Vec<String>> {
-    let sockets: Vec<UdpSocket> = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    sockets
-        .iter()
-        .map(|s| s.local_addr().map(|a| a.to_string()))
-        .collect()
-}
-
 pub fn run(args: Args) -> Result<bool, String> {
     if args.size < 16 {
         return Err(format!(
@@ -221,7 +211,7 @@ pub fn run(args: Args) -> Result<bool, String> {
         "[2/3] starting 3 nodes on loopback (durability {durability}, threading {}, idle {}) ...",
         args.threading, args.idle
     );
-    let members = free_ports(3).map_err(|e| e.to_string())?;
+    let members = loopback_ports(3).map_err(|e| e.to_string())?;
     let mut nodes = Vec::new();
     let mut writer = String::new();
     for id in 0..3u32 {
@@ -350,12 +340,7 @@ pub fn run(args: Args) -> Result<bool, String> {
     };
     print_report(&summary);
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&summary).expect("serializable");
-        if path == "-" {
-            println!("{text}");
-        } else {
-            std::fs::write(path, text + "\n").map_err(|e| format!("{path}: {e}"))?;
-        }
+        write_json(path, &summary)?;
     }
     if !ok {
         eprintln!(

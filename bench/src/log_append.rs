@@ -18,7 +18,7 @@ use raftline::log::{Durability, Log, LogConfig, LogError};
 use raftline::sys::{LinuxDisk, LinuxDiskOptions};
 use serde::Serialize;
 
-use crate::report::{histogram, Latency, Machine};
+use crate::report::{histogram, write_json, Latency, Machine};
 
 const MIB: u64 = 1 << 20;
 const FLOOR_FILE_BYTES: u64 = 64 * MIB;
@@ -319,12 +319,7 @@ pub fn run(args: Args) -> Result<bool, String> {
     };
     print_table(&summary);
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&summary).expect("serializable");
-        if path == "-" {
-            println!("{text}");
-        } else {
-            std::fs::write(path, text + "\n").map_err(|e| format!("{path}: {e}"))?;
-        }
+        write_json(path, &summary)?;
     }
     Ok(true)
 }

@@ -85,3 +85,25 @@ impl std::fmt::Display for Machine {
         )
     }
 }
+
+/// `n` free UDP ports on loopback, as "127.0.0.1:port" (bound, read, released).
+pub fn loopback_ports(n: usize) -> std::io::Result<Vec<String>> {
+    let sockets: Vec<std::net::UdpSocket> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    sockets
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.to_string()))
+        .collect()
+}
+
+/// Writes a JSON summary to `path`, or to stdout for "-".
+pub fn write_json(path: &str, value: &impl Serialize) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).expect("serializable");
+    if path == "-" {
+        println!("{text}");
+        Ok(())
+    } else {
+        std::fs::write(path, text + "\n").map_err(|e| format!("{path}: {e}"))
+    }
+}

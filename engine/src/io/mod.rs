@@ -115,9 +115,16 @@ pub trait Disk {
     /// Allocates a zeroed, block-aligned IO buffer of `len` bytes (a multiple of BLOCK_LEN).
     /// Done at start-up; buffers live as long as the disk.
     fn alloc_buffer(&mut self, len: usize) -> BufId;
-    fn buffer(&self, buf: BufId) -> &[u8];
+    /// The disk's buffers.
+    fn buffers(&self) -> &BufferTable;
+    fn buffers_mut(&mut self) -> &mut BufferTable;
+    fn buffer(&self, buf: BufId) -> &[u8] {
+        self.buffers().get(buf)
+    }
     /// Panics if an operation reading this buffer is in flight.
-    fn buffer_mut(&mut self, buf: BufId) -> &mut [u8];
+    fn buffer_mut(&mut self, buf: BufId) -> &mut [u8] {
+        self.buffers_mut().get_mut(buf)
+    }
     /// Copies `len` bytes from `src` at `src_offset` to `dst` at `dst_offset`. `src` may be in
     /// flight (it is only read); `dst` must not be. Panics if `src == dst`.
     fn copy_buffer(
@@ -127,7 +134,10 @@ pub trait Disk {
         dst: BufId,
         dst_offset: usize,
         len: usize,
-    );
+    ) {
+        self.buffers_mut()
+            .copy(src, src_offset, dst, dst_offset, len);
+    }
 
     /// Queues an operation. Errors are returned here only when the operation could not be
     /// queued at all; IO errors arrive as completions.
@@ -140,27 +150,82 @@ pub trait Disk {
     fn wait(&mut self) -> Result<(), DiskError>;
 }
 
-/// Shared body of [`Disk::copy_buffer`] for implementations that keep buffers in a Vec.
-pub fn copy_between(
-    buffers: &mut [AlignedBuf],
-    in_flight: &[u32],
-    src: BufId,
-    src_offset: usize,
-    dst: BufId,
-    dst_offset: usize,
-    len: usize,
-) {
-    assert_ne!(src, dst, "copy_buffer within one buffer");
-    assert_eq!(in_flight[dst as usize], 0, "buffer {dst} is in flight");
-    let (src, dst) = (src as usize, dst as usize);
-    let (from, to) = if src < dst {
-        let (a, b) = buffers.split_at_mut(dst);
-        (&a[src], &mut b[0])
-    } else {
-        let (a, b) = buffers.split_at_mut(src);
-        (&b[0], &mut a[dst])
-    };
-    to[dst_offset..dst_offset + len].copy_from_slice(&from[src_offset..src_offset + len]);
+/// The IO buffers a [`Disk`] owns, with the number of operations reading each, so that a
+/// buffer is never changed while the kernel (or the simulator) reads it.
+#[derive(Debug, Default)]
+pub struct BufferTable {
+    buffers: Vec<AlignedBuf>,
+    /// Invariant: `in_flight[i]` counts submitted, not yet completed operations reading buffer i.
+    in_flight: Vec<u32>,
+}
+
+impl BufferTable {
+    pub fn alloc(&mut self, len: usize) -> BufId {
+        self.buffers.push(AlignedBuf::new(len));
+        self.in_flight.push(0);
+        self.buffers.len() as BufId - 1
+    }
+
+    pub fn len(&self) -> usize {
+        self.buffers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buffers.is_empty()
+    }
+
+    pub fn get(&self, buf: BufId) -> &AlignedBuf {
+        &self.buffers[buf as usize]
+    }
+
+    /// Panics if an operation reading this buffer is in flight.
+    pub fn get_mut(&mut self, buf: BufId) -> &mut [u8] {
+        assert_eq!(self.in_flight[buf as usize], 0, "buffer {buf} is in flight");
+        &mut self.buffers[buf as usize]
+    }
+
+    /// All buffers, for registering them with the kernel.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut AlignedBuf> {
+        self.buffers.iter_mut()
+    }
+
+    /// An operation reading `buf` was submitted.
+    pub fn begin_read(&mut self, buf: BufId) {
+        self.in_flight[buf as usize] += 1;
+    }
+
+    /// An operation reading `buf` completed.
+    pub fn end_read(&mut self, buf: BufId) {
+        self.in_flight[buf as usize] -= 1;
+    }
+
+    /// Drops every buffer (a crashed process's memory).
+    pub fn clear(&mut self) {
+        self.buffers.clear();
+        self.in_flight.clear();
+    }
+
+    /// The body of [`Disk::copy_buffer`]: `src` may be in flight, `dst` must not be.
+    pub fn copy(
+        &mut self,
+        src: BufId,
+        src_offset: usize,
+        dst: BufId,
+        dst_offset: usize,
+        len: usize,
+    ) {
+        assert_ne!(src, dst, "copy_buffer within one buffer");
+        assert_eq!(self.in_flight[dst as usize], 0, "buffer {dst} is in flight");
+        let (src, dst) = (src as usize, dst as usize);
+        let (from, to) = if src < dst {
+            let (a, b) = self.buffers.split_at_mut(dst);
+            (&a[src], &mut b[0])
+        } else {
+            let (a, b) = self.buffers.split_at_mut(src);
+            (&b[0], &mut a[dst])
+        };
+        to[dst_offset..dst_offset + len].copy_from_slice(&from[src_offset..src_offset + len]);
+    }
 }
 
 /// Datagrams between members, shaped like sendmmsg/recvmmsg: queue sends, drain receives.

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::io::{AlignedBuf, BufId, Completion, Disk, DiskError, DiskOp, FileId, BLOCK_LEN};
+use crate::io::{BufId, BufferTable, Completion, Disk, DiskError, DiskOp, FileId, BLOCK_LEN};
 use crate::rng::Rng;
 
 const SECTOR_LEN: usize = 512;
@@ -61,8 +61,7 @@ pub struct SimDisk {
     now_ns: u64,
     files: BTreeMap<String, SimFile>,
     open: Vec<Option<String>>,
-    buffers: Vec<AlignedBuf>,
-    in_flight_per_buffer: Vec<u32>,
+    buffers: BufferTable,
     queued: Vec<(DiskOp, u64)>,
     pending: Vec<Pending>,
     done: VecDeque<Completion>,
@@ -79,8 +78,7 @@ impl SimDisk {
             now_ns: 0,
             files: BTreeMap::new(),
             open: Vec::new(),
-            buffers: Vec::new(),
-            in_flight_per_buffer: Vec::new(),
+            buffers: BufferTable::default(),
             queued: Vec::new(),
             pending: Vec::new(),
             done: VecDeque::new(),
@@ -136,7 +134,6 @@ impl SimDisk {
         }
         self.open.clear();
         self.buffers.clear();
-        self.in_flight_per_buffer.clear();
         self.done.clear();
     }
 
@@ -191,7 +188,6 @@ impl SimDisk {
         }
         self.open.clear();
         self.buffers.clear();
-        self.in_flight_per_buffer.clear();
         self.done.clear();
     }
 
@@ -220,7 +216,7 @@ impl SimDisk {
             return;
         };
         let name = self.name(file).to_string();
-        let data = &self.buffers[buf as usize][buf_offset..buf_offset + len];
+        let data = &self.buffers.get(buf)[buf_offset..buf_offset + len];
         let f = self.files.get_mut(&name).expect("open file exists");
         let (start, end) = (offset as usize, offset as usize + len);
         if f.current.len() < end {
@@ -337,40 +333,15 @@ impl Disk for SimDisk {
     }
 
     fn alloc_buffer(&mut self, len: usize) -> BufId {
-        self.buffers.push(AlignedBuf::new(len));
-        self.in_flight_per_buffer.push(0);
-        self.buffers.len() as BufId - 1
+        self.buffers.alloc(len)
     }
 
-    fn buffer(&self, buf: BufId) -> &[u8] {
-        &self.buffers[buf as usize]
+    fn buffers(&self) -> &BufferTable {
+        &self.buffers
     }
 
-    fn buffer_mut(&mut self, buf: BufId) -> &mut [u8] {
-        assert_eq!(
-            self.in_flight_per_buffer[buf as usize], 0,
-            "buffer {buf} is in flight"
-        );
-        &mut self.buffers[buf as usize]
-    }
-
-    fn copy_buffer(
-        &mut self,
-        src: BufId,
-        src_offset: usize,
-        dst: BufId,
-        dst_offset: usize,
-        len: usize,
-    ) {
-        crate::io::copy_between(
-            &mut self.buffers,
-            &self.in_flight_per_buffer,
-            src,
-            src_offset,
-            dst,
-            dst_offset,
-            len,
-        );
+    fn buffers_mut(&mut self) -> &mut BufferTable {
+        &mut self.buffers
     }
 
     fn submit(&mut self, op: DiskOp, user_data: u64) -> Result<(), DiskError> {
@@ -387,8 +358,8 @@ impl Disk for SimDisk {
                     && buf_offset % BLOCK_LEN == 0
                     && len % BLOCK_LEN == 0
             );
-            assert!(buf_offset + len <= self.buffers[buf as usize].len());
-            self.in_flight_per_buffer[buf as usize] += 1;
+            assert!(buf_offset + len <= self.buffers.get(buf).len());
+            self.buffers.begin_read(buf);
         }
         self.queued.push((op, user_data));
         Ok(())
@@ -426,7 +397,7 @@ impl Disk for SimDisk {
             let mut result = Ok(());
             match p.op {
                 DiskOp::Write { buf, .. } => {
-                    self.in_flight_per_buffer[buf as usize] -= 1;
+                    self.buffers.end_read(buf);
                     if let Some(errno) = self.fail_writes_errno {
                         result = Err(DiskError::new("write", errno));
                     } else {

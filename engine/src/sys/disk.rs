@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use io_uring::{opcode, types, IoUring};
 
 use crate::io::{
-    copy_between, AlignedBuf, BufId, Completion, Disk, DiskError, DiskOp, FileId, BLOCK_LEN,
+    AlignedBuf, BufId, BufferTable, Completion, Disk, DiskError, DiskOp, FileId, BLOCK_LEN,
 };
 
 const RING_ENTRIES: u32 = 64;
@@ -70,8 +70,7 @@ pub struct LinuxDisk {
     mode: WriterMode,
     ring: Option<IoUring>,
     files: Vec<Option<OpenFileEntry>>,
-    buffers: Vec<AlignedBuf>,
-    in_flight_per_buffer: Vec<u32>,
+    buffers: BufferTable,
     registered_count: usize,
     /// Fixed table of operations in flight; the io_uring user_data is the index.
     table: Vec<Option<InFlight>>,
@@ -147,8 +146,7 @@ impl LinuxDisk {
             mode,
             ring,
             files: Vec::new(),
-            buffers: Vec::new(),
-            in_flight_per_buffer: Vec::new(),
+            buffers: BufferTable::default(),
             registered_count: 0,
             table: (0..RING_ENTRIES as usize * 2).map(|_| None).collect(),
             free: (0..RING_ENTRIES as usize * 2).rev().collect(),
@@ -252,7 +250,7 @@ impl LinuxDisk {
         self.free.push(slot);
         self.in_flight -= 1;
         if let Some(buf) = entry.buf {
-            self.in_flight_per_buffer[buf as usize] -= 1;
+            self.buffers.end_read(buf);
         }
         let result = if res < 0 {
             Err(DiskError::new(entry.op, -res))
@@ -278,7 +276,7 @@ impl LinuxDisk {
                 len,
                 dsync,
             } => {
-                let data = &self.buffers[buf as usize][buf_offset..buf_offset + len];
+                let data = &self.buffers.get(buf)[buf_offset..buf_offset + len];
                 let fd = self.entry(file).writer.as_raw_fd();
                 let flags = if dsync { libc::RWF_DSYNC } else { 0 };
                 let iov = libc::iovec {
@@ -472,42 +470,18 @@ impl Disk for LinuxDisk {
     }
 
     fn alloc_buffer(&mut self, len: usize) -> BufId {
-        self.buffers.push(AlignedBuf::new(len));
-        self.in_flight_per_buffer.push(0);
+        let id = self.buffers.alloc(len);
         // Buffers are allocated at start-up, before any IO: register them now.
         self.register_buffers();
-        self.buffers.len() as BufId - 1
+        id
     }
 
-    fn buffer(&self, buf: BufId) -> &[u8] {
-        &self.buffers[buf as usize]
+    fn buffers(&self) -> &BufferTable {
+        &self.buffers
     }
 
-    fn buffer_mut(&mut self, buf: BufId) -> &mut [u8] {
-        assert_eq!(
-            self.in_flight_per_buffer[buf as usize], 0,
-            "buffer {buf} is in flight"
-        );
-        &mut self.buffers[buf as usize]
-    }
-
-    fn copy_buffer(
-        &mut self,
-        src: BufId,
-        src_offset: usize,
-        dst: BufId,
-        dst_offset: usize,
-        len: usize,
-    ) {
-        copy_between(
-            &mut self.buffers,
-            &self.in_flight_per_buffer,
-            src,
-            src_offset,
-            dst,
-            dst_offset,
-            len,
-        );
+    fn buffers_mut(&mut self) -> &mut BufferTable {
+        &mut self.buffers
     }
 
     fn submit(&mut self, op: DiskOp, user_data: u64) -> Result<(), DiskError> {
@@ -525,7 +499,7 @@ impl Disk for LinuxDisk {
                     && len % BLOCK_LEN == 0,
                 "misaligned write: offset {offset}, buffer offset {buf_offset}, length {len}"
             );
-            assert!(buf_offset + len <= self.buffers[buf as usize].len());
+            assert!(buf_offset + len <= self.buffers.get(buf).len());
         }
         if self.ring.is_none() {
             return self.run_blocking(op, user_data);
@@ -540,7 +514,7 @@ impl Disk for LinuxDisk {
                 dsync,
             } => {
                 let fd = types::Fd(self.entry(file).writer.as_raw_fd());
-                let ptr = self.buffers[buf as usize][buf_offset..].as_ptr();
+                let ptr = self.buffers.get(buf)[buf_offset..].as_ptr();
                 let flags = if dsync { libc::RWF_DSYNC } else { 0 };
                 let sqe = if self.mode.registered_buffers {
                     opcode::WriteFixed::new(fd, ptr, len as u32, buf as u16)
@@ -588,7 +562,7 @@ impl Disk for LinuxDisk {
             self.drain_ring();
         };
         if let Some(buf) = entry.buf {
-            self.in_flight_per_buffer[buf as usize] += 1;
+            self.buffers.begin_read(buf);
         }
         let sqe = sqe.user_data(slot as u64);
         let ring = self.ring.as_mut().expect("ring checked above");

@@ -75,7 +75,6 @@ pub struct UdpTransport {
     outgoing: Vec<(SocketAddr, Vec<u8>)>,
     spare: Vec<Vec<u8>>,
     recv_buf: Vec<u8>,
-    recv_addrs: Vec<libc::sockaddr_storage>,
     /// Source of each datagram of the current batch.
     recv_from: Vec<Option<SocketAddr>>,
     /// Dedicated threading: datagrams arrive from the receiver thread through this ring.
@@ -139,6 +138,53 @@ fn to_storage(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len as libc::socklen_t)
 }
 
+/// Drains up to `BATCH` datagrams with one `recvmmsg` into `buf` (one `MAX_UDP_PAYLOAD`
+/// slice each), recording each one's length and source. Returns how many arrived.
+fn recv_batch(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    lens: &mut [usize],
+    from: &mut [Option<SocketAddr>],
+) -> usize {
+    // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
+    let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
+    let mut iovecs: Vec<libc::iovec> = buf
+        .chunks_mut(MAX_UDP_PAYLOAD)
+        .take(BATCH)
+        .map(|c| libc::iovec {
+            iov_base: c.as_mut_ptr().cast(),
+            iov_len: c.len(),
+        })
+        .collect();
+    // SAFETY: mmsghdr is plain data; zeroed is valid.
+    let mut headers: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    for (i, h) in headers.iter_mut().enumerate().take(iovecs.len()) {
+        h.msg_hdr.msg_iov = &mut iovecs[i];
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
+        h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    }
+    // SAFETY: every header points to a live iovec over `buf` and to a live sockaddr_storage,
+    // all of which outlive the call; the fd is an open socket.
+    let n = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            headers.as_mut_ptr(),
+            iovecs.len() as u32,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n <= 0 {
+        return 0;
+    }
+    for (i, h) in headers.iter().take(n as usize).enumerate() {
+        lens[i] = h.msg_len as usize;
+        from[i] = to_socket_addr(&addrs[i]);
+    }
+    n as usize
+}
+
 impl UdpTransport {
     /// Binds `bind`; `members[i]` is member i's address (this node's own included).
     pub fn bind(
@@ -184,8 +230,6 @@ impl UdpTransport {
             outgoing: Vec::new(),
             spare: Vec::new(),
             recv_buf: vec![0u8; BATCH * MAX_UDP_PAYLOAD],
-            // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
-            recv_addrs: vec![unsafe { std::mem::zeroed() }; BATCH],
             recv_lens: vec![0; BATCH],
             recv_from: vec![None; BATCH],
             input: None,
@@ -262,45 +306,13 @@ impl UdpTransport {
     }
 
     fn recv_batch(&mut self) {
-        self.recv_count = 0;
         self.recv_next = 0;
-        let mut iovecs: Vec<libc::iovec> = self
-            .recv_buf
-            .chunks_mut(MAX_UDP_PAYLOAD)
-            .map(|c| libc::iovec {
-                iov_base: c.as_mut_ptr().cast(),
-                iov_len: c.len(),
-            })
-            .collect();
-        // SAFETY: mmsghdr is plain data; zeroed is valid.
-        let mut headers: Vec<libc::mmsghdr> =
-            (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-        for (i, h) in headers.iter_mut().enumerate() {
-            h.msg_hdr.msg_iov = &mut iovecs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_name = (&mut self.recv_addrs[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen =
-                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        }
-        // SAFETY: every header points to a live iovec over recv_buf and to a live
-        // sockaddr_storage, all of which outlive the call; the fd is our open socket.
-        let n = unsafe {
-            libc::recvmmsg(
-                self.socket.as_raw_fd(),
-                headers.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n <= 0 {
-            return;
-        }
-        for (i, h) in headers.iter().take(n as usize).enumerate() {
-            self.recv_lens[i] = h.msg_len as usize;
-            self.recv_from[i] = to_socket_addr(&self.recv_addrs[i]);
-        }
-        self.recv_count = n as usize;
+        self.recv_count = recv_batch(
+            &self.socket,
+            &mut self.recv_buf,
+            &mut self.recv_lens,
+            &mut self.recv_from,
+        );
     }
 
     /// Dedicated threading: a receiver thread takes over the socket's receive side and hands
@@ -578,47 +590,12 @@ impl UdpReceiver {
 impl UdpReceiver {
     /// Moves up to one batch of datagrams from the socket to the ring; returns how many.
     pub fn receive_batch(&mut self) -> usize {
-        let mut storage: Vec<libc::sockaddr_storage> =
-            // SAFETY: sockaddr_storage is plain data; all zeroes is a valid value.
-            (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-        let mut iovecs: Vec<libc::iovec> = self
-            .buf
-            .chunks_mut(MAX_UDP_PAYLOAD)
-            .map(|c| libc::iovec {
-                iov_base: c.as_mut_ptr().cast(),
-                iov_len: c.len(),
-            })
-            .collect();
-        // SAFETY: mmsghdr is plain data; zeroed is valid.
-        let mut headers: Vec<libc::mmsghdr> =
-            (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
-        for (i, h) in headers.iter_mut().enumerate() {
-            h.msg_hdr.msg_iov = &mut iovecs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_name = (&mut storage[i] as *mut libc::sockaddr_storage).cast();
-            h.msg_hdr.msg_namelen =
-                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        }
-        // SAFETY: every header points to a live iovec over self.buf and a live
-        // sockaddr_storage, all outliving the call; the fd is our open socket.
-        let n = unsafe {
-            libc::recvmmsg(
-                self.socket.as_raw_fd(),
-                headers.as_mut_ptr(),
-                BATCH as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n <= 0 {
+        let n = recv_batch(&self.socket, &mut self.buf, &mut self.lens, &mut self.addrs);
+        if n == 0 {
             return 0;
         }
-        for (i, h) in headers.iter().take(n as usize).enumerate() {
-            self.lens[i] = h.msg_len as usize;
-            self.addrs[i] = to_socket_addr(&storage[i]);
-        }
         let mut staged = 0;
-        for i in 0..n as usize {
+        for i in 0..n {
             let Some(addr) = self.addrs[i] else { continue };
             self.record.clear();
             encode_addr(&addr, &mut self.record);
@@ -638,7 +615,7 @@ impl UdpReceiver {
             // SAFETY: writes 8 bytes from a u64 to an eventfd the node side keeps open.
             unsafe { libc::write(self.eventfd, (&one as *const u64).cast(), 8) };
         }
-        n as usize
+        n
     }
 }
 
