@@ -1093,6 +1093,51 @@ impl<D: Disk> Log<D> {
         Ok(made)
     }
 
+    /// How many of the segments `prepare_segments(ahead)` needs would have to be created from
+    /// nothing, because no spare file is waiting.
+    pub fn missing_segments(&self, ahead: u64) -> usize {
+        let first = self.segment_base(self.appended);
+        let missing = (0..=ahead)
+            .filter(|i| {
+                !self
+                    .segments
+                    .contains_key(&(first + i * self.config.segment_bytes))
+            })
+            .count();
+        missing.saturating_sub(self.spares.len())
+    }
+
+    /// The length of a segment file (data area and tail slots).
+    pub fn segment_file_len(&self) -> u64 {
+        self.config.segment_bytes + 2 * SLOT_LEN as u64
+    }
+
+    /// Adopts a zero-filled file of `segment_file_len()` bytes in the log directory, made by
+    /// another thread, as a spare: the next segment is then a rename, not a file creation.
+    /// Spare names start with `spare-` and end with `.seg`.
+    pub fn add_spare(&mut self, name: String) {
+        assert!(
+            name.starts_with(SPARE_PREFIX) && name.ends_with(SEGMENT_SUFFIX),
+            "bad spare name {name}"
+        );
+        self.spares.push(name);
+    }
+
+    /// Like [`Log::prepare_segments`], but only by renaming spares: never creates a file on
+    /// the calling thread. Returns how many segments it made.
+    pub fn prepare_segments_from_spares(&mut self, ahead: u64) -> Result<usize, LogError> {
+        let first = self.segment_base(self.appended);
+        let mut made = 0;
+        for i in 0..=ahead {
+            let base = first + i * self.config.segment_bytes;
+            if !self.segments.contains_key(&base) && !self.spares.is_empty() {
+                self.create_segment(base)?;
+                made += 1;
+            }
+        }
+        Ok(made)
+    }
+
     /// Waits for the round in flight, if any, to finish.
     fn drain(&mut self) -> Result<(), LogError> {
         while self.round.is_some() {

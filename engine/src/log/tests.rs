@@ -579,3 +579,44 @@ proptest! {
         prop_assert_eq!(frames_of(&mut log), model);
     }
 }
+
+#[test]
+fn spares_made_elsewhere_become_segments_without_creating_files() {
+    let config = small_config(Durability::Fdatasync);
+    let (mut log, _) =
+        Log::open(SimDisk::new(12, SimDiskConfig::default()), config.clone()).unwrap();
+    assert_eq!(
+        log.missing_segments(1),
+        1,
+        "the next segment does not exist yet"
+    );
+    assert_eq!(
+        log.prepare_segments_from_spares(1).unwrap(),
+        0,
+        "nothing to rename: nothing made"
+    );
+    // Another thread made a zero-filled file of the right length.
+    let len = log.segment_file_len();
+    let f = log.disk_mut().open("spare-x1.seg", Some(len)).unwrap();
+    log.disk_mut().close(f);
+    log.add_spare("spare-x1.seg".into());
+    assert_eq!(log.missing_segments(1), 0);
+    assert_eq!(log.prepare_segments_from_spares(1).unwrap(), 1);
+    let mut model = Vec::new();
+    for i in 0..300u64 {
+        let position = append_retrying(&mut log, i, 400);
+        model.push(Entry {
+            position,
+            session_id: i,
+            payload: payload(i, 400),
+        });
+    }
+    flush_all(&mut log);
+    assert!(
+        log.appended_position() > SEGMENT,
+        "rolled into the prepared segment"
+    );
+    assert_eq!(log.stats().segments_recycled, 1);
+    let (mut log, _) = reopen(log, &config);
+    assert_eq!(frames_of(&mut log), model);
+}

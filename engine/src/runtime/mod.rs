@@ -123,6 +123,8 @@ pub struct NodeAgent<S: Service + Send> {
     name: String,
     /// Member addresses found (or changed) by the resolver thread.
     addresses: Option<std::sync::mpsc::Receiver<(u32, SocketAddr)>>,
+    /// Zero-fills spare segment files off this thread.
+    preparer: Option<SegmentPreparer>,
     node: Node<LinuxDisk, UdpTransport, S>,
     counters: Option<CountersFile>,
     failure: Option<String>,
@@ -193,7 +195,11 @@ impl<S: Service + Send> Agent for NodeAgent<S> {
                     self.node.net_mut().set_member_address(member, addr);
                 }
             }
-            if let Err(e) = self.node.log_mut().prepare_segments(1) {
+            let prepared = match &mut self.preparer {
+                Some(p) => p.keep_ahead(self.node.log_mut()),
+                None => self.node.log_mut().prepare_segments(1).map(|_| ()),
+            };
+            if let Err(e) = prepared {
                 eprintln!("raftline: {}: stopped: {e}", self.name);
                 self.failure = Some(e.to_string());
             }
@@ -294,6 +300,102 @@ fn spawn_resolver(
                 }
             }
         })
+}
+
+/// Makes zero-filled spare segment files on its own thread, so the node's thread never
+/// stalls creating one (zero-filling costs as much as writing the segment: tens of ms).
+struct SegmentPreparer {
+    requests: std::sync::mpsc::Sender<()>,
+    done: std::sync::mpsc::Receiver<Result<String, String>>,
+    pending: usize,
+}
+
+impl SegmentPreparer {
+    fn start(dir: std::path::PathBuf, len: u64, id: u32) -> std::io::Result<Self> {
+        let (requests, rx) = std::sync::mpsc::channel::<()>();
+        let (tx, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("raftline-prep-{id}"))
+            .spawn(move || {
+                let mut k = 0u64;
+                while rx.recv().is_ok() {
+                    k += 1;
+                    let name = format!("spare-p{}x{k}.seg", std::process::id());
+                    let result = zero_filled_file(&dir, &name, len)
+                        .map(|()| name)
+                        .map_err(|e| e.to_string());
+                    if tx.send(result).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self {
+            requests,
+            done,
+            pending: 0,
+        })
+    }
+
+    /// Adopts finished spares and asks for more when the next segment would need one.
+    fn keep_ahead<D: crate::io::Disk>(
+        &mut self,
+        log: &mut crate::log::Log<D>,
+    ) -> Result<(), crate::log::LogError> {
+        while let Ok(result) = self.done.try_recv() {
+            self.pending -= 1;
+            match result {
+                Ok(name) => log.add_spare(name),
+                // The roll falls back to creating the file itself, and reports an error then.
+                Err(e) => eprintln!("raftline: preparing a spare segment failed: {e}"),
+            }
+        }
+        // Zero-filling competes with the log for the disk: make the next segment only once the
+        // current one is half full (a start-up with an empty log makes none).
+        let segment = log.config().segment_bytes;
+        let ahead = if log.appended_position() % segment >= segment / 2 {
+            1
+        } else {
+            0
+        };
+        let missing = log.missing_segments(ahead);
+        while self.pending < missing {
+            if self.requests.send(()).is_err() {
+                break;
+            }
+            self.pending += 1;
+        }
+        log.prepare_segments_from_spares(ahead).map(|_| ())
+    }
+}
+
+/// Creates `dir/name` zero-filled to `len` bytes, durably (temporary name, O_DIRECT writes,
+/// fsync, rename, fsync of the directory).
+fn zero_filled_file(dir: &std::path::Path, name: &str, len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    let tmp = dir.join(format!("{name}.creating"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&tmp)
+        .or_else(|_| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(&tmp)
+        })?;
+    let zeros = crate::io::AlignedBuf::new(1 << 20);
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Why a node could not start.
@@ -412,7 +514,10 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             stop.clone(),
         )
         .map_err(StartError::Thread)?;
+        let preparer = SegmentPreparer::start(dir.clone(), node.log().segment_file_len(), id)
+            .map_err(StartError::Thread)?;
         let agent = NodeAgent {
+            preparer: Some(preparer),
             addresses: Some(rx),
             name: format!("raftline-node-{id}"),
             node,
