@@ -73,6 +73,53 @@ pub fn plan(host: &Host) -> Vec<Change> {
             }
         }
     }
+    // Device interrupts off the isolated cores (only when cores are isolated).
+    let isolated = host
+        .cmdline_param("isolcpus")
+        .map(|s| parse_cpu_list(&s))
+        .unwrap_or_default();
+    let online = host
+        .read("/sys/devices/system/cpu/online")
+        .map(|s| parse_cpu_list(&s))
+        .unwrap_or_default();
+    let housekeeping: Vec<String> = online
+        .iter()
+        .filter(|c| !isolated.contains(c))
+        .map(|c| c.to_string())
+        .collect();
+    if !isolated.is_empty() && !housekeeping.is_empty() {
+        let table = host.read("/proc/interrupts").unwrap_or_default();
+        for line in table.lines().skip(1) {
+            let lower = line.to_lowercase();
+            if !["virtio", "nvme", "eth", "mlx", "ixgbe", "ena", "i40e"]
+                .iter()
+                .any(|d| lower.contains(d))
+            {
+                continue;
+            }
+            let Some(irq) = line
+                .split(':')
+                .next()
+                .map(str::trim)
+                .filter(|i| i.chars().all(|c| c.is_ascii_digit()))
+            else {
+                continue;
+            };
+            let path = format!("/proc/irq/{irq}/smp_affinity_list");
+            if let Some(current) = host.read(&path) {
+                if parse_cpu_list(&current)
+                    .iter()
+                    .any(|c| isolated.contains(c))
+                {
+                    changes.push(Change {
+                        path,
+                        from: current,
+                        to: housekeeping.join(","),
+                    });
+                }
+            }
+        }
+    }
     changes
 }
 

@@ -632,6 +632,22 @@ fn network(c: &mut Checks) {
         }
     }
     for (name, path) in [
+        ("rmem_default", "/proc/sys/net/core/rmem_default"),
+        ("wmem_default", "/proc/sys/net/core/wmem_default"),
+    ] {
+        match host.read_u64(path) {
+            Some(v) => c.add(
+                "network",
+                name,
+                Status::Ok,
+                format!("{v}"),
+                "raftline asks for 8 MiB socket buffers itself (up to the *_max limits, or past them as root)",
+                "",
+            ),
+            None => c.unknown("network", name, "default socket buffers", ""),
+        }
+    }
+    for (name, path) in [
         ("busy_poll", "/proc/sys/net/core/busy_poll"),
         ("busy_read", "/proc/sys/net/core/busy_read"),
     ] {

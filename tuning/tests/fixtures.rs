@@ -129,6 +129,10 @@ fn apply_changes_what_is_safe_and_says_how_to_undo() {
     assert!(apply::boot_advice(&host)
         .iter()
         .any(|b| b.starts_with("isolcpus")));
+    assert!(
+        !plan.iter().any(|c| c.path.contains("/proc/irq/")),
+        "no isolated cores: IRQs stay"
+    );
     assert!(apply::apply(&host, &plan).is_empty());
     assert!(
         apply::plan(&host).is_empty(),
@@ -150,6 +154,25 @@ fn copy_tree(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
+}
+
+#[test]
+fn apply_moves_device_interrupts_off_isolated_cores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("host");
+    copy_tree(&fixture("tuned"), &root);
+    std::fs::write(root.join("proc/irq/50/smp_affinity_list"), "0-7\n").unwrap();
+    let host = Host::new(&root);
+    let plan = apply::plan(&host);
+    assert_eq!(plan.len(), 1, "{plan:?}");
+    assert_eq!(plan[0].path, "/proc/irq/50/smp_affinity_list");
+    assert_eq!(plan[0].to, "0,1");
+    assert!(apply::apply(&host, &plan).is_empty());
+    assert!(apply::plan(&host).is_empty());
+    assert_eq!(
+        status(&checks::run(&host, None, 3), "interrupts", "affinity"),
+        Status::Ok
+    );
 }
 
 #[test]
