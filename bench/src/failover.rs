@@ -16,7 +16,7 @@ use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
 use raftline::service::echo::EchoService;
 use serde::Serialize;
 
-use crate::report::{histogram, loopback_ports, write_json, Latency, Machine};
+use crate::report::{histogram, loopback_ports, remove_run_dir, write_json, Latency, Machine};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -212,7 +212,7 @@ pub fn run(args: Args) -> Result<bool, String> {
     for n in cluster.nodes.into_iter().flatten() {
         n.stop();
     }
-    let _ = std::fs::remove_dir_all(&args.dir);
+    remove_run_dir(&args.dir);
     let l = Latency::of(&h);
     let target_p99_ms = 150.0;
     let ok = l.p99_us / 1000.0 < target_p99_ms;

@@ -17,7 +17,7 @@ use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
 use raftline::service::echo::EchoService;
 use serde::Serialize;
 
-use crate::report::{histogram, loopback_ports, write_json, Latency, Machine};
+use crate::report::{histogram, loopback_ports, remove_run_dir, write_json, Latency, Machine};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {
@@ -308,7 +308,7 @@ pub fn run(args: Args) -> Result<bool, String> {
         n.stop();
     }
     if !args.keep {
-        let _ = std::fs::remove_dir_all(&args.dir);
+        remove_run_dir(&args.dir);
     }
 
     let l = Latency::of(&h);

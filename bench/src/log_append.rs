@@ -18,7 +18,7 @@ use raftline::log::{Durability, Log, LogConfig, LogError};
 use raftline::sys::{LinuxDisk, LinuxDiskOptions};
 use serde::Serialize;
 
-use crate::report::{histogram, write_json, Latency, Machine};
+use crate::report::{histogram, remove_run_dir, write_json, Latency, Machine};
 
 const MIB: u64 = 1 << 20;
 const FLOOR_FILE_BYTES: u64 = 64 * MIB;
@@ -287,7 +287,7 @@ pub fn run(args: Args) -> Result<bool, String> {
     let small_bytes = (args.mib * MIB / 4).max(16 * MIB);
     let (_, frames_per_s, rounds_per_s) =
         group_commit(&args.dir.join("log"), &config, args.payload, small_bytes)?;
-    let _ = std::fs::remove_dir_all(&args.dir);
+    remove_run_dir(&args.dir);
 
     let ratio_p50 = append.p50_us / raw.p50_us;
     let ratio_p99 = append.p99_us / raw.p99_us;

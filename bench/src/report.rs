@@ -107,3 +107,11 @@ pub fn write_json(path: &str, value: &impl Serialize) -> Result<(), String> {
         std::fs::write(path, text + "\n").map_err(|e| format!("{path}: {e}"))
     }
 }
+
+/// Removes a run's directory, and its parent if that is left empty (`bench-out/`).
+pub fn remove_run_dir(dir: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(dir);
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let _ = std::fs::remove_dir(parent);
+    }
+}
