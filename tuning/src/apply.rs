@@ -2,7 +2,7 @@
 //! change is printed with the command that undoes it; nothing is written without `--yes`.
 //! Boot parameters are printed, never written.
 
-use crate::host::{parse_cpu_list, Host};
+use crate::host::{device_irqs, parse_cpu_list, Host};
 
 /// One setting to change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,22 +89,7 @@ pub fn plan(host: &Host) -> Vec<Change> {
         .collect();
     if !isolated.is_empty() && !housekeeping.is_empty() {
         let table = host.read("/proc/interrupts").unwrap_or_default();
-        for line in table.lines().skip(1) {
-            let lower = line.to_lowercase();
-            if !["virtio", "nvme", "eth", "mlx", "ixgbe", "ena", "i40e"]
-                .iter()
-                .any(|d| lower.contains(d))
-            {
-                continue;
-            }
-            let Some(irq) = line
-                .split(':')
-                .next()
-                .map(str::trim)
-                .filter(|i| i.chars().all(|c| c.is_ascii_digit()))
-            else {
-                continue;
-            };
+        for irq in device_irqs(&table) {
             let path = format!("/proc/irq/{irq}/smp_affinity_list");
             if let Some(current) = host.read(&path) {
                 if parse_cpu_list(&current)

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::host::{parse_cpu_list, Host};
+use crate::host::{device_irqs, parse_cpu_list, Host};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -549,22 +549,7 @@ fn interrupts(c: &mut Checks) {
     let isolated = isolated_cpus(host);
     let mut on_isolated = Vec::new();
     let mut devices = 0;
-    for line in table.lines().skip(1) {
-        let lower = line.to_lowercase();
-        if !["virtio", "nvme", "eth", "mlx", "ixgbe", "ena", "i40e"]
-            .iter()
-            .any(|d| lower.contains(d))
-        {
-            continue;
-        }
-        let Some(irq) = line
-            .split(':')
-            .next()
-            .map(str::trim)
-            .filter(|i| i.chars().all(|ch| ch.is_ascii_digit()))
-        else {
-            continue;
-        };
+    for irq in device_irqs(&table) {
         devices += 1;
         if let Some(list) = host.read(&format!("/proc/irq/{irq}/smp_affinity_list")) {
             if parse_cpu_list(&list)

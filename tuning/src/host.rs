@@ -61,6 +61,25 @@ impl Host {
     }
 }
 
+/// The IRQ numbers of network and storage devices in a /proc/interrupts table.
+pub fn device_irqs(table: &str) -> Vec<String> {
+    const DEVICES: [&str; 7] = ["virtio", "nvme", "eth", "mlx", "ixgbe", "ena", "i40e"];
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let lower = line.to_lowercase();
+            DEVICES.iter().any(|d| lower.contains(d))
+        })
+        .filter_map(|line| {
+            let irq = line.split(':').next()?.trim();
+            irq.chars()
+                .all(|ch| ch.is_ascii_digit())
+                .then(|| irq.to_string())
+        })
+        .collect()
+}
+
 /// Expands a CPU list like "0-3,8" into [0, 1, 2, 3, 8].
 pub fn parse_cpu_list(list: &str) -> Vec<usize> {
     let mut cpus = Vec::new();
