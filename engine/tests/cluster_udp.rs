@@ -1,7 +1,9 @@
 //! A real 3-node cluster on loopback UDP, in one process: nodes on their own threads, the
 //! log on disk, a client that offers messages and gets every one applied and echoed.
 
-use std::net::UdpSocket;
+mod common;
+use common::free_ports;
+
 use std::time::{Duration, Instant};
 
 use raftline::client::{ClientConfig, ClientEvent, ClusterClient};
@@ -10,16 +12,6 @@ use raftline::runtime::counters::{Counter, CountersReader};
 use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
 use raftline::service::echo::EchoService;
 use raftline::service::Service;
-
-fn free_ports(n: usize) -> Vec<String> {
-    let sockets: Vec<UdpSocket> = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    sockets
-        .iter()
-        .map(|s| s.local_addr().unwrap().to_string())
-        .collect()
-}
 
 fn config(id: u32, members: &[String], dir: &std::path::Path, mode: ThreadingMode) -> Config {
     Config::builder(id, members.to_vec(), dir.join(format!("node-{id}")))

@@ -2,8 +2,10 @@
 //! killed with SIGKILL mid-stream and restarted. No acknowledged message is lost or applied
 //! twice, a new leader takes over, and every replica ends with the same service digest.
 
+mod common;
+use common::free_ports;
+
 use std::collections::BTreeSet;
-use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,16 +13,6 @@ use std::time::{Duration, Instant};
 use raftline::client::{ClientConfig, ClientEvent, ClusterClient};
 use raftline::runtime::counters::{Counter, CountersReader};
 use raftline::runtime::monotonic_ns;
-
-fn free_ports(n: usize) -> Vec<String> {
-    let sockets: Vec<UdpSocket> = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
-        .collect();
-    sockets
-        .iter()
-        .map(|s| s.local_addr().unwrap().to_string())
-        .collect()
-}
 
 struct Member {
     config: PathBuf,

@@ -97,6 +97,24 @@ pub struct ClusterClient {
     resend_interval_ns: u64,
 }
 
+/// Encodes one frame of the session and queues it for member `to`.
+fn send_frame(
+    transport: &mut UdpTransport,
+    buf: &mut [u8],
+    to: u32,
+    session_id: u64,
+    message: &Message<'_>,
+) {
+    let len = message.encode(
+        FrameMeta {
+            session_id,
+            ..FrameMeta::default()
+        },
+        buf,
+    );
+    transport.send(to, &buf[..len]);
+}
+
 fn random_session_id() -> u64 {
     let mut x = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -185,15 +203,13 @@ impl ClusterClient {
             correlation_id: self.session_id,
             session_id: self.session_id,
         });
-        let len = m.encode(
-            FrameMeta {
-                session_id: self.session_id,
-                ..FrameMeta::default()
-            },
+        send_frame(
+            &mut self.transport,
             &mut self.send_buf,
+            self.target,
+            self.session_id,
+            &m,
         );
-        let target = self.target;
-        self.transport.send(target, &self.send_buf[..len]);
         self.transport.flush();
     }
 
@@ -205,15 +221,13 @@ impl ClusterClient {
             header: SessionMessageHeader { sequence },
             payload: &p.payload,
         };
-        let len = m.encode(
-            FrameMeta {
-                session_id: self.session_id,
-                ..FrameMeta::default()
-            },
+        send_frame(
+            &mut self.transport,
             &mut self.send_buf,
+            self.target,
+            self.session_id,
+            &m,
         );
-        let target = self.target;
-        self.transport.send(target, &self.send_buf[..len]);
     }
 
     /// The largest payload `offer` accepts.

@@ -664,14 +664,22 @@ impl Consensus {
         self.count_votes(now);
     }
 
-    fn on_new_leadership_term(&mut self, now: u64, from: MemberId, m: NewLeadershipTerm) {
-        let term = m.leadership_term_id;
+    /// Every message only a leader sends starts here: from a stale term it is answered with
+    /// our term (so the stale leader steps down) and dropped; a higher term is adopted.
+    fn accept_leader_term(&mut self, now: u64, from: MemberId, term: u64) -> bool {
         if term < self.vote.term {
-            // A stale leader: tell it the current term.
             self.send_canvass_to(from);
-            return;
+            return false;
         }
         self.observe_term(now, term);
+        true
+    }
+
+    fn on_new_leadership_term(&mut self, now: u64, from: MemberId, m: NewLeadershipTerm) {
+        let term = m.leadership_term_id;
+        if !self.accept_leader_term(now, from, term) {
+            return;
+        }
         assert!(
             self.state != State::LeaderLive,
             "member {} leads term {term} and received NewLeadershipTerm from {from}",
@@ -773,11 +781,9 @@ impl Consensus {
 
     fn on_commit_position(&mut self, now: u64, from: MemberId, m: CommitPosition) {
         let term = m.leadership_term_id;
-        if term < self.vote.term {
-            self.send_canvass_to(from);
+        if !self.accept_leader_term(now, from, term) {
             return;
         }
-        self.observe_term(now, term);
         self.leader_contact_ns = now;
         match self.state {
             State::FollowerLive => self.follow_commit(m.log_position),
@@ -793,11 +799,9 @@ impl Consensus {
     }
 
     fn on_append_data(&mut self, now: u64, from: MemberId, term: u64, position: u64, len: usize) {
-        if term < self.vote.term {
-            self.send_canvass_to(from);
+        if !self.accept_leader_term(now, from, term) {
             return;
         }
-        self.observe_term(now, term);
         self.leader_contact_ns = now;
         if self.state != State::FollowerLive {
             if self.state != State::FollowerReconcile {

@@ -341,17 +341,16 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
     /// A frame from a client: requests go into the log on the leader; others redirect.
     fn on_client_frame(&mut self, now: u64, from: u32, frame: &codec::Frame<'_>) {
         self.stats.client_requests += 1;
-        let session_id = frame.meta.session_id;
-        let result = match Message::decode(frame) {
+        let (session, result) = match Message::decode(frame) {
             Ok(Message::ClientConnect(connect)) => {
                 self.client_endpoints.insert(connect.session_id, from);
-                self.open_session(now, connect.session_id, connect.correlation_id)
-                    .map(|_| ())
+                let opened = self.open_session(now, connect.session_id, connect.correlation_id);
+                (connect.session_id, opened)
             }
             Ok(Message::SessionMessage { header, payload }) => {
-                self.client_endpoints.insert(session_id, from);
-                self.offer(now, session_id, header.sequence, payload)
-                    .map(|_| ())
+                let session = frame.meta.session_id;
+                self.client_endpoints.insert(session, from);
+                (session, self.offer(now, session, header.sequence, payload))
             }
             _ => {
                 self.stats.frames_malformed += 1;
@@ -359,13 +358,9 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
             }
         };
         match result {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(OfferError::NotLeader { leader }) => {
                 self.stats.client_redirects += 1;
-                let session = match Message::decode(frame) {
-                    Ok(Message::ClientConnect(c)) => c.session_id,
-                    _ => session_id,
-                };
                 let event = Message::ClientEvent(ClientEvent {
                     session_id: session,
                     value: leader.map_or(u64::MAX, u64::from),
