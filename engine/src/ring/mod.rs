@@ -4,12 +4,16 @@
 //! - [`spsc`]: fixed-size `Copy` messages (rtrb's design: cached opposite index, padded
 //!   counters, one publishing store per batch).
 //! - [`records`]: variable-length records with a type, padding at the wrap (Agrona's
-//!   `OneToOneRingBuffer`), for frames.
+//!   `OneToOneRingBuffer`), for frames; one reader, or several each at its own position
+//!   (the log buffer).
+//! - [`mapped`]: record-ring memory in a shared file, for the IPC transport.
 //!
 //! Both are bounded: full means back-pressure to the caller, never loss. They are checked
 //! with loom (`RUSTFLAGS="--cfg loom" cargo test -p raftline --lib --release ring::loom`) and
 //! with multi-threaded stress tests.
 
+#[cfg(not(loom))]
+pub mod mapped;
 pub mod records;
 pub mod spsc;
 mod sync;

@@ -1,7 +1,9 @@
 //! Multi-threaded stress tests: every message arrives once, in order, intact.
 
-use super::records::record_channel;
+use super::mapped::MappedMemory;
+use super::records::{record_broadcast, record_channel, RecordConsumer, RecordProducer};
 use super::spsc::channel;
+use std::sync::Arc;
 
 #[test]
 fn spsc_single_thread_fills_and_drains() {
@@ -111,4 +113,162 @@ fn records_stress_two_threads_in_order_without_loss() {
         }
     }
     producer.join().unwrap();
+}
+
+#[test]
+fn broadcast_every_reader_sees_every_record_and_the_slowest_holds_the_producer() {
+    let (mut p, mut readers) = record_broadcast(256, 3);
+    // Fill the ring while reader 2 reads nothing: the producer must stop, not overwrite.
+    let mut written = 0u32;
+    while p.try_write(written, &[written as u8; 24]) {
+        written += 1;
+    }
+    assert!(written > 0);
+    for r in &mut readers[..2] {
+        assert_eq!(r.read(usize::MAX, |_, _| {}), written as usize);
+    }
+    assert!(
+        !p.try_write(99, &[0; 24]),
+        "reader 2 has not passed those bytes"
+    );
+    let mut got = Vec::new();
+    readers[2].read(1, |kind, bytes| got.push((kind, bytes.to_vec())));
+    assert_eq!(got, vec![(0, vec![0u8; 24])]);
+    assert!(
+        p.try_write(99, &[0; 24]),
+        "room once the slowest reader moved"
+    );
+}
+
+#[test]
+fn broadcast_stress_three_readers_in_order_without_loss() {
+    const N: u64 = 200_000;
+    let (mut p, readers) = record_broadcast(16 * 1024, 3);
+    let producer = std::thread::spawn(move || {
+        let mut i = 0;
+        while i < N {
+            if p.try_write(i as u32, &record(i)) {
+                i += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    });
+    let handles: Vec<_> = readers
+        .into_iter()
+        .map(|mut c| {
+            std::thread::spawn(move || {
+                let mut expected = 0u64;
+                while expected < N {
+                    let n = c.read(64, |kind, bytes| {
+                        assert_eq!(kind, expected as u32, "out of order or lost");
+                        assert_eq!(bytes, &record(expected)[..], "torn record");
+                        expected += 1;
+                    });
+                    if n == 0 {
+                        std::thread::yield_now();
+                    }
+                }
+                assert!(c.is_drained());
+            })
+        })
+        .collect();
+    producer.join().unwrap();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+#[test]
+fn wake_is_needed_exactly_when_the_reader_had_caught_up() {
+    let (mut p, mut c) = record_channel(1024);
+    assert!(c.is_drained());
+    p.stage(1, b"a");
+    assert!(
+        p.publish_needs_wake(),
+        "reader had read everything: it may sleep"
+    );
+    p.stage(2, b"b");
+    assert!(
+        !p.publish_needs_wake(),
+        "reader is behind: it will see this without a bell"
+    );
+    assert!(!c.is_drained());
+    assert_eq!(c.read(usize::MAX, |_, _| {}), 2);
+    assert!(c.is_drained());
+    assert!(
+        !p.publish_needs_wake(),
+        "nothing staged, nothing to wake for"
+    );
+}
+
+fn ring_path(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join("0-1.ring")
+}
+
+#[test]
+fn mapped_ring_carries_records_between_two_mappings_and_survives_reattach() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ring_path(&dir);
+    // Two mappings of one file, as two processes would have.
+    let a = Arc::new(MappedMemory::open_or_create(&path, 4096, 1).unwrap());
+    let b = Arc::new(MappedMemory::open_or_create(&path, 4096, 1).unwrap());
+    let mut p = RecordProducer::attach(a);
+    let mut c = RecordConsumer::attach(b.clone(), 0);
+    const N: u64 = 50_000;
+    let producer = std::thread::spawn(move || {
+        let mut i = 0;
+        while i < N {
+            if p.try_write(i as u32, &record(i)) {
+                i += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    });
+    let mut expected = 0u64;
+    while expected < N / 2 {
+        c.read(16, |kind, bytes| {
+            assert_eq!(kind, expected as u32);
+            assert_eq!(bytes, &record(expected)[..]);
+            expected += 1;
+        });
+    }
+    // The reader "restarts": a new mapping continues at the head it published.
+    drop(c);
+    let again = Arc::new(MappedMemory::open_or_create(&path, 4096, 1).unwrap());
+    let mut c = RecordConsumer::attach(again, 0);
+    while expected < N {
+        c.read(16, |kind, bytes| {
+            assert_eq!(
+                kind, expected as u32,
+                "a reattached reader resumes in order"
+            );
+            assert_eq!(bytes, &record(expected)[..]);
+            expected += 1;
+        });
+    }
+    producer.join().unwrap();
+    // A producer that reattaches continues after the last published record.
+    let mut p = RecordProducer::attach(b);
+    assert!(p.try_write(7, b"after"));
+    let mut got = Vec::new();
+    c.read(usize::MAX, |kind, bytes| got.push((kind, bytes.to_vec())));
+    assert_eq!(got, vec![(7, b"after".to_vec())]);
+}
+
+#[test]
+fn mapped_ring_of_another_shape_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ring_path(&dir);
+    MappedMemory::open_or_create(&path, 4096, 1).unwrap();
+    let e = MappedMemory::open_or_create(&path, 8192, 1).err().unwrap();
+    let text = e.to_string();
+    assert!(
+        text.contains("4096 bytes") && text.contains("8192 bytes"),
+        "{text}"
+    );
+    std::fs::write(&path, vec![0u8; 8192]).unwrap();
+    let e = MappedMemory::open_or_create(&path, 4096, 1).err().unwrap();
+    assert!(e.to_string().contains("bad magic"), "{e}");
 }
