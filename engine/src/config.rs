@@ -21,6 +21,9 @@
 //! idle = "block"                # busy-spin, yield, backoff, sleep, block
 //! [transport]
 //! max_datagram_bytes = 1472     # safe for a 1500-byte MTU; loopback takes up to 65507
+//! members = "udp"               # or "ipc": shared-memory rings, all members on one host
+//! ipc_dir = "/dev/shm/raftline-1"   # default /dev/shm/raftline-<cluster id>
+//! ipc_ring_kib = 4096
 //! ```
 //!
 //! The cluster section (`cluster.*`, `log.segment_mib`, the consensus timeouts) must be the
@@ -138,14 +141,32 @@ impl Default for RuntimeSection {
 #[serde(deny_unknown_fields, default)]
 pub struct TransportSection {
     pub max_datagram_bytes: usize,
+    /// How members reach each other: "udp", or "ipc" (shared memory, members on one host;
+    /// clients still use UDP).
+    pub members: String,
+    /// Directory of the IPC ring files (default `/dev/shm/raftline-<cluster id>`).
+    pub ipc_dir: Option<PathBuf>,
+    /// Bytes of each member-to-member IPC ring, in KiB.
+    pub ipc_ring_kib: usize,
 }
 
 impl Default for TransportSection {
     fn default() -> Self {
         Self {
             max_datagram_bytes: crate::io::SAFE_MTU_DATAGRAM,
+            members: "udp".into(),
+            ipc_dir: None,
+            ipc_ring_kib: 4096,
         }
     }
+}
+
+/// How members reach each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberTransport {
+    Udp,
+    /// Shared-memory rings between processes on one host.
+    Ipc,
 }
 
 /// How a thread idles. Parsed from configuration as `busy-spin`, `yield`, `backoff`,
@@ -297,6 +318,16 @@ impl Config {
                 "512..=65507",
             ));
         }
+        self.member_transport()?;
+        if !(64..=1 << 20).contains(&self.transport.ipc_ring_kib)
+            || !self.transport.ipc_ring_kib.is_power_of_two()
+        {
+            return Err(bad(
+                "transport.ipc_ring_kib",
+                self.transport.ipc_ring_kib,
+                "a power of two from 64 to 1048576",
+            ));
+        }
         self.log_config().validate().map_err(|e| match e {
             crate::log::LogError::Config {
                 key,
@@ -317,6 +348,22 @@ impl Config {
             "none" => Ok(Durability::None),
             other => Err(bad("log.durability", other, "\"fdatasync\" or \"none\"")),
         }
+    }
+
+    pub fn member_transport(&self) -> Result<MemberTransport, ConfigError> {
+        match self.transport.members.as_str() {
+            "udp" => Ok(MemberTransport::Udp),
+            "ipc" => Ok(MemberTransport::Ipc),
+            other => Err(bad("transport.members", other, "\"udp\" or \"ipc\"")),
+        }
+    }
+
+    /// Where the IPC ring files live.
+    pub fn ipc_dir(&self) -> PathBuf {
+        self.transport
+            .ipc_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("/dev/shm/raftline-{}", self.cluster.id)))
     }
 
     pub fn threading(&self) -> Result<ThreadingMode, ConfigError> {
@@ -445,6 +492,12 @@ impl ConfigBuilder {
         self.config.transport.max_datagram_bytes = bytes;
         self
     }
+    /// Members reach each other over shared-memory rings in `dir` (all on one host).
+    pub fn ipc(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.transport.members = "ipc".into();
+        self.config.transport.ipc_dir = Some(dir.into());
+        self
+    }
     pub fn build(self) -> Result<Config, ConfigError> {
         self.config.validate()?;
         Ok(self.config)
@@ -512,6 +565,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cluster.members[2]"), "{err}");
+
+        let bad_transport = GOOD.replace("[runtime]", "[transport]\nmembers = \"tcp\"\n[runtime]");
+        let err = Config::from_toml(&bad_transport, "node.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("transport.members = tcp") && err.contains("ipc"),
+            "{err}"
+        );
+        let bad_ring = GOOD.replace("[runtime]", "[transport]\nipc_ring_kib = 100\n[runtime]");
+        let err = Config::from_toml(&bad_ring, "node.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("transport.ipc_ring_kib = 100"), "{err}");
     }
 
     #[test]

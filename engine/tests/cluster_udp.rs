@@ -1,5 +1,6 @@
-//! A real 3-node cluster on loopback UDP, in one process: nodes on their own threads, the
-//! log on disk, a client that offers messages and gets every one applied and echoed.
+//! A real 3-node cluster in one process: nodes on their own threads, the log on disk, a
+//! client (over loopback UDP) that offers messages and gets every one applied and echoed.
+//! Members talk over UDP, over in-process rings, or over the IPC rings in shared files.
 
 mod common;
 use common::free_ports;
@@ -13,8 +14,28 @@ use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
 use raftline::service::echo::EchoService;
 use raftline::service::Service;
 
-fn config(id: u32, members: &[String], dir: &std::path::Path, mode: ThreadingMode) -> Config {
-    Config::builder(id, members.to_vec(), dir.join(format!("node-{id}")))
+/// What members talk over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Members {
+    Udp,
+    InProcess,
+    Ipc,
+}
+
+fn config(
+    id: u32,
+    members: &[String],
+    dir: &std::path::Path,
+    mode: ThreadingMode,
+    over: Members,
+) -> Config {
+    let builder = Config::builder(id, members.to_vec(), dir.join(format!("node-{id}")));
+    let builder = if over == Members::Ipc {
+        builder.ipc(dir.join("ipc"))
+    } else {
+        builder
+    };
+    builder
         .cluster_id(42)
         .threading(mode)
         .segment_mib(1)
@@ -41,23 +62,48 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> Result<(), 
 
 #[test]
 fn three_nodes_on_loopback_apply_every_message_once_and_agree() {
-    run_cluster(ThreadingMode::Shared);
+    run_cluster(ThreadingMode::Shared, Members::Udp);
 }
 
 #[test]
 fn dedicated_threading_receiver_thread_feeds_the_node_through_a_ring() {
-    run_cluster(ThreadingMode::Dedicated);
+    run_cluster(ThreadingMode::Dedicated, Members::Udp);
 }
 
-fn run_cluster(mode: ThreadingMode) {
+#[test]
+fn members_over_in_process_rings() {
+    run_cluster(ThreadingMode::Shared, Members::InProcess);
+}
+
+#[test]
+fn members_over_ipc_rings_in_shared_files() {
+    run_cluster(ThreadingMode::Shared, Members::Ipc);
+}
+
+#[test]
+fn members_over_ipc_rings_with_dedicated_threading() {
+    run_cluster(ThreadingMode::Dedicated, Members::Ipc);
+}
+
+fn run_cluster(mode: ThreadingMode, over: Members) {
     let dir = tempfile::tempdir().unwrap();
     let members = free_ports(3);
+    let mut links = match over {
+        Members::InProcess => raftline::sys::in_process_links(3, 1 << 20)
+            .unwrap()
+            .into_iter()
+            .map(|l| Some(Box::new(l) as Box<dyn raftline::sys::Links>))
+            .collect(),
+        _ => vec![None, None, None],
+    };
     let nodes: Vec<RunningNode<EchoService>> = (0..3)
         .map(|id| {
-            RunningNode::start(
-                &config(id, &members, dir.path(), mode),
-                EchoService::default(),
-            )
+            let config = config(id, &members, dir.path(), mode, over);
+            let service = EchoService::default();
+            match links[id as usize].take() {
+                Some(l) => RunningNode::start_with_links(&config, service, Some(l)),
+                None => RunningNode::start(&config, service),
+            }
             .unwrap()
         })
         .collect();
@@ -102,20 +148,23 @@ fn run_cluster(mode: ThreadingMode) {
             .iter()
             .map(|d| CountersReader::open(d).unwrap())
             .collect();
-        let state: Vec<(u64, u64, u64)> = readers
+        let state: Vec<(u64, u64, u64, u64)> = readers
             .iter()
             .map(|r| {
                 (
                     r.get(Counter::AppliedPosition),
                     r.get(Counter::ServiceDigest),
                     r.get(Counter::AppliedMessages),
+                    r.get(Counter::RingRecordsReceived),
                 )
             })
             .collect();
         let all_equal = state
             .windows(2)
             .all(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1);
-        if all_equal && state[0].2 == N {
+        // Member traffic went where it was configured to go.
+        let rings_used = state.iter().all(|s| s.3 > 0);
+        if all_equal && state[0].2 == N && rings_used == (over != Members::Udp) {
             Ok(())
         } else {
             Err(format!("{state:?}"))
@@ -155,7 +204,13 @@ fn an_unresolvable_member_does_not_stop_a_quorum_from_serving() {
     let nodes: Vec<RunningNode<EchoService>> = (0..2)
         .map(|id| {
             RunningNode::start(
-                &config(id, &members, dir.path(), ThreadingMode::Shared),
+                &config(
+                    id,
+                    &members,
+                    dir.path(),
+                    ThreadingMode::Shared,
+                    Members::Udp,
+                ),
                 EchoService::default(),
             )
             .unwrap()

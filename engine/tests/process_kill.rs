@@ -53,7 +53,7 @@ impl Drop for Member {
     }
 }
 
-fn write_config(path: &Path, id: u32, members: &[String], dir: &Path) {
+fn write_config(path: &Path, id: u32, members: &[String], dir: &Path, ipc: Option<&Path>) {
     let list = members
         .iter()
         .map(|m| format!("\"{m}\""))
@@ -63,8 +63,12 @@ fn write_config(path: &Path, id: u32, members: &[String], dir: &Path) {
         "[cluster]\nid = 9\nmembers = [{list}]\n[node]\nid = {id}\nlog_dir = \"{}\"\n[log]\nsegment_mib = 1\n\
          [consensus]\nleader_heartbeat_interval_ms = 20\nleader_heartbeat_timeout_ms = 300\n\
          election_timeout_ms = 100\nstartup_canvass_timeout_ms = 300\n[runtime]\nidle = \"block\"\n\
-         [transport]\nmax_datagram_bytes = 65000\n",
-        dir.display()
+         [transport]\nmax_datagram_bytes = 65000\n{}",
+        dir.display(),
+        ipc.map_or(String::new(), |d| format!(
+            "members = \"ipc\"\nipc_dir = \"{}\"\n",
+            d.display()
+        ))
     );
     std::fs::write(path, text).unwrap();
 }
@@ -101,13 +105,25 @@ fn leader(members: &[Member]) -> Option<usize> {
 
 #[test]
 fn sigkill_of_the_leader_mid_stream_loses_no_acknowledged_message() {
+    kill_the_leader_mid_stream(false);
+}
+
+/// The same over the shared-memory rings: the killed process re-attaches to its ring files
+/// (reading what was sent to it while it was down) and its peers' doorbells.
+#[test]
+fn sigkill_of_the_leader_with_members_over_ipc_rings() {
+    kill_the_leader_mid_stream(true);
+}
+
+fn kill_the_leader_mid_stream(ipc: bool) {
     let tmp = tempfile::tempdir().unwrap();
+    let ipc_dir = ipc.then(|| tmp.path().join("ipc"));
     let addrs = free_ports(3);
     let mut members: Vec<Member> = (0..3u32)
         .map(|id| {
             let dir = tmp.path().join(format!("node-{id}"));
             let config = tmp.path().join(format!("node-{id}.toml"));
-            write_config(&config, id, &addrs, &dir);
+            write_config(&config, id, &addrs, &dir, ipc_dir.as_deref());
             Member {
                 config,
                 dir,
@@ -185,6 +201,11 @@ fn sigkill_of_the_leader_mid_stream_loses_no_acknowledged_message() {
             "replicas did not converge: {state:?}"
         );
         std::thread::sleep(Duration::from_millis(10));
+    }
+    // Member traffic went where it was configured to go.
+    for m in &members {
+        let rings = m.counters().unwrap().get(Counter::RingRecordsReceived);
+        assert_eq!(rings > 0, ipc, "ring records received: {rings}");
     }
     // A clean stop on SIGTERM.
     for m in &mut members {

@@ -49,9 +49,12 @@ pub enum Counter {
     LogRounds,
     ReplicatedAppendsRefused,
     ReplicationResends,
+    RingRecordsSent,
+    RingRecordsReceived,
+    RingFullDropped,
 }
 
-pub const ALL: [Counter; 26] = [
+pub const ALL: [Counter; 29] = [
     Counter::Role,
     Counter::Term,
     Counter::Leader,
@@ -78,6 +81,9 @@ pub const ALL: [Counter; 26] = [
     Counter::LogRounds,
     Counter::ReplicatedAppendsRefused,
     Counter::ReplicationResends,
+    Counter::RingRecordsSent,
+    Counter::RingRecordsReceived,
+    Counter::RingFullDropped,
 ];
 
 const _: () = assert!((HEADER_WORDS + ALL.len()) * 8 <= FILE_LEN);
@@ -111,6 +117,9 @@ impl Counter {
             Counter::LogRounds => "log write rounds",
             Counter::ReplicatedAppendsRefused => "replicated bytes refused (resent later)",
             Counter::ReplicationResends => "replication go-back-N resends",
+            Counter::RingRecordsSent => "member ring records sent (ipc)",
+            Counter::RingRecordsReceived => "member ring records received (ipc)",
+            Counter::RingFullDropped => "member ring sends dropped (ring full)",
         }
     }
 }

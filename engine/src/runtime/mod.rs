@@ -18,12 +18,12 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use crate::config::{Config, ConfigError, ThreadingMode};
+use crate::config::{Config, ConfigError, MemberTransport, ThreadingMode};
 use crate::consensus::Role;
 use crate::io::Disk;
 use crate::node::{Node, NodeConfig, NodeError};
 use crate::service::Service;
-use crate::sys::{LinuxDisk, LinuxDiskOptions, UdpTransport};
+use crate::sys::{ipc_links, Links, LinuxDisk, LinuxDiskOptions, NodeNet, UdpTransport};
 use counters::{Counter, CountersFile};
 
 /// Nanoseconds on the monotonic clock since the first call in this process.
@@ -125,7 +125,7 @@ pub struct NodeAgent<S: Service + Send> {
     addresses: Option<std::sync::mpsc::Receiver<(u32, SocketAddr)>>,
     /// Zero-fills spare segment files off this thread.
     preparer: Option<SegmentPreparer>,
-    node: Node<LinuxDisk, UdpTransport, S>,
+    node: Node<LinuxDisk, NodeNet, S>,
     counters: Option<CountersFile>,
     failure: Option<String>,
     next_housekeeping_ns: u64,
@@ -133,7 +133,7 @@ pub struct NodeAgent<S: Service + Send> {
 }
 
 impl<S: Service + Send> NodeAgent<S> {
-    pub fn node(&self) -> &Node<LinuxDisk, UdpTransport, S> {
+    pub fn node(&self) -> &Node<LinuxDisk, NodeNet, S> {
         &self.node
     }
 
@@ -165,10 +165,14 @@ impl<S: Service + Send> NodeAgent<S> {
         c.set(Counter::ClientRequests, s.client_requests);
         c.set(Counter::ClientRedirects, s.client_redirects);
         c.set(Counter::ClientBackPressure, s.client_backpressure);
-        let u = n.transport().stats();
+        let u = n.transport().udp().stats();
+        let l = n.transport().links().map(|l| l.stats()).unwrap_or_default();
         c.set(Counter::DatagramsReceived, u.datagrams_received);
         c.set(Counter::DatagramsSent, u.datagrams_sent);
         c.set(Counter::ForeignDatagramsDropped, u.foreign_dropped);
+        c.set(Counter::RingRecordsSent, l.records_sent);
+        c.set(Counter::RingRecordsReceived, l.records_received);
+        c.set(Counter::RingFullDropped, l.full_dropped);
         c.set(Counter::DutyCycles, self.stats.cycles);
         c.set(Counter::MaxCycleNs, self.stats.max_cycle_ns);
         c.set(Counter::StallCycles, self.stats.stalls);
@@ -192,7 +196,10 @@ impl<S: Service + Send> Agent for NodeAgent<S> {
             self.next_housekeeping_ns = now_ns + 1_000_000;
             if let Some(rx) = &self.addresses {
                 while let Ok((member, addr)) = rx.try_recv() {
-                    self.node.net_mut().set_member_address(member, addr);
+                    self.node
+                        .net_mut()
+                        .udp_mut()
+                        .set_member_address(member, addr);
                 }
             }
             let prepared = match &mut self.preparer {
@@ -413,6 +420,8 @@ pub enum StartError {
         addr: String,
         source: std::io::Error,
     },
+    #[error("IPC rings in {dir}: {source}")]
+    Ipc { dir: String, source: std::io::Error },
     #[error(transparent)]
     Node(#[from] NodeError),
     #[error("{0}")]
@@ -430,8 +439,38 @@ pub struct RunningNode<S: Service + Send + 'static> {
 }
 
 impl<S: Service + Send + 'static> RunningNode<S> {
-    /// Opens the log, binds the socket and starts the node's thread.
+    /// Opens the log, binds the socket (and opens the IPC rings when members use them) and
+    /// starts the node's thread(s).
     pub fn start(config: &Config, service: S) -> Result<Self, StartError> {
+        config.validate()?;
+        let links: Option<Box<dyn Links>> = match config.member_transport()? {
+            MemberTransport::Udp => None,
+            MemberTransport::Ipc => {
+                let dir = config.ipc_dir();
+                let links = ipc_links(
+                    &dir,
+                    config.node.id,
+                    config.cluster.members.len() as u32,
+                    config.transport.ipc_ring_kib << 10,
+                )
+                .map_err(|source| StartError::Ipc {
+                    dir: dir.display().to_string(),
+                    source,
+                })?;
+                Some(Box::new(links))
+            }
+        };
+        Self::start_with_links(config, service, links)
+    }
+
+    /// Like [`RunningNode::start`], with member traffic over `links` (for example one of
+    /// [`crate::sys::in_process_links`], for a cluster in one process) instead of what the
+    /// configuration says.
+    pub fn start_with_links(
+        config: &Config,
+        service: S,
+        links: Option<Box<dyn Links>>,
+    ) -> Result<Self, StartError> {
         config.validate()?;
         let id = config.node.id;
         // This node's own address must resolve (it binds it); others may not exist yet
@@ -487,6 +526,8 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             wait_fds.push(transport.raw_fd());
         }
         wait_fds.extend(completion_fd);
+        wait_fds.extend(links.as_ref().map(|l| l.wake_fd()));
+        let transport = NodeNet::new(transport, links);
         let node_config = NodeConfig {
             consensus: config.consensus_config(),
             log: config.log_config(),
