@@ -227,7 +227,9 @@ impl IdleStrategy {
 pub enum ThreadingMode {
     /// One thread runs every agent of the node (small hosts, tests, CI).
     Shared,
-    /// The receiver runs on its own thread, joined to the node's thread by a ring.
+    /// Three threads joined by rings: the receiver (socket → ring), the node (consensus,
+    /// replication, the log's io_uring writes and completions) and the service (applies
+    /// committed frames, sends egress back).
     Dedicated,
 }
 

@@ -173,8 +173,8 @@ fn run_cluster(mode: ThreadingMode, over: Members) {
     let services: Vec<(u64, Option<raftline::consensus::Role>, bool)> = nodes
         .into_iter()
         .map(|n| {
-            let (agent, _) = n.stop().unwrap();
-            let s = agent.node().applier().service();
+            let stopped = n.stop().unwrap();
+            let s = &stopped.service;
             (s.digest(), s.role(), s.terminated())
         })
         .collect();

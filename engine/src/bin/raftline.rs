@@ -83,12 +83,11 @@ fn run_node(path: PathBuf) -> i32 {
             eprintln!("raftline: node {} stopped cleanly", config.node.id);
             0
         }
-        (_, Some((agent, _))) => {
-            use raftline::runtime::Agent;
+        (_, Some(stopped)) => {
             eprintln!(
                 "raftline: node {} stopped: {}",
                 config.node.id,
-                agent.failure().unwrap_or_default()
+                stopped.failure.unwrap_or_default()
             );
             1
         }

@@ -23,6 +23,76 @@ use crate::consensus::{
 use crate::io::{Datagrams, Disk, DiskError, CLIENT_ENDPOINT_BASE};
 use crate::log::{Log, LogConfig, LogError};
 use crate::service::{Applier, Egress, Service};
+
+/// How a node hands committed frames to its service: applied right here on the node's thread
+/// ([`Applier`], shared threading and the simulator), or fed over a ring to a service thread
+/// (dedicated threading, `runtime`). Everything the service sees still comes from the log in
+/// order; only where it runs differs.
+pub trait ApplyStage {
+    /// End of the frames handed over (and, for a local applier, applied).
+    fn fed_position(&self) -> u64;
+    /// End of the frames the service has applied.
+    fn applied_position(&self) -> u64;
+    /// Whether a frame of `len` bytes can be handed over now (a full ring says no).
+    fn can_take(&mut self, _len: usize) -> bool {
+        true
+    }
+    /// Hands over the frame at `position`, which occupies `encoded` bytes of the log; egress
+    /// produced right away goes to `egress`.
+    fn apply(
+        &mut self,
+        position: u64,
+        encoded: &[u8],
+        frame: &codec::Frame<'_>,
+        egress: &mut Vec<Egress>,
+    );
+    /// Makes what `apply` handed over visible (one store per duty cycle).
+    fn flush(&mut self) {}
+    /// Egress produced since the last call by a service on another thread; returns how many.
+    fn poll_egress(&mut self, _egress: &mut Vec<Egress>) -> usize {
+        0
+    }
+    /// Up to `max` timers due at `now_ns`, earliest first (the leader appends their events).
+    fn due_timers(&self, now_ns: u64, max: usize, out: &mut Vec<u64>);
+    fn on_role_change(&mut self, role: Role);
+    fn terminate(&mut self);
+    /// The service's state digest and the client messages applied (for counters).
+    fn digest(&self) -> u64;
+    fn applied_messages(&self) -> u64;
+}
+
+impl<S: Service> ApplyStage for Applier<S> {
+    fn fed_position(&self) -> u64 {
+        Applier::applied_position(self)
+    }
+    fn applied_position(&self) -> u64 {
+        Applier::applied_position(self)
+    }
+    fn apply(
+        &mut self,
+        position: u64,
+        encoded: &[u8],
+        frame: &codec::Frame<'_>,
+        egress: &mut Vec<Egress>,
+    ) {
+        Applier::apply(self, position, encoded, frame, egress)
+    }
+    fn due_timers(&self, now_ns: u64, max: usize, out: &mut Vec<u64>) {
+        out.extend(Applier::due_timers(self, now_ns).take(max));
+    }
+    fn on_role_change(&mut self, role: Role) {
+        self.service_mut().on_role_change(role);
+    }
+    fn terminate(&mut self) {
+        self.service_mut().on_terminate();
+    }
+    fn digest(&self) -> u64 {
+        self.service().digest()
+    }
+    fn applied_messages(&self) -> u64 {
+        Applier::applied_messages(self)
+    }
+}
 use std::collections::HashMap;
 
 /// The file holding the persisted term and vote.
@@ -99,12 +169,13 @@ fn decode_vote(bytes: &[u8]) -> Option<VoteState> {
 }
 
 /// See the module docs.
-pub struct Node<D: Disk, N: Datagrams, S: Service> {
+pub struct Node<D: Disk, N: Datagrams, A: ApplyStage> {
     id: MemberId,
     log: Log<D>,
     consensus: Consensus,
     net: N,
-    applier: Applier<S>,
+    applier: A,
+    due: Vec<u64>,
     actions: Vec<Action>,
     send_buf: Vec<u8>,
     recv_buf: Vec<u8>,
@@ -127,13 +198,13 @@ pub struct Node<D: Disk, N: Datagrams, S: Service> {
     timers_appended: HashMap<u64, u64>,
 }
 
-impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
+impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
     /// Opens the log (recovering it), loads the vote, and starts the first election.
     pub fn open(
         config: NodeConfig,
         disk: D,
         net: N,
-        service: S,
+        applier: A,
         now: u64,
     ) -> Result<Self, NodeError> {
         let (mut log, _report) = Log::open(disk, config.log.clone())?;
@@ -157,7 +228,8 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
             log,
             consensus,
             net,
-            applier: Applier::new(service),
+            applier,
+            due: Vec::new(),
             actions: Vec::new(),
             send_buf: vec![0u8; frame_max.max(APPEND_CHUNK_BYTES) + 4096],
             recv_buf: vec![0u8; frame_max.max(APPEND_CHUNK_BYTES) + 4096],
@@ -189,7 +261,7 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
     pub fn log_mut(&mut self) -> &mut Log<D> {
         &mut self.log
     }
-    pub fn applier(&self) -> &Applier<S> {
+    pub fn applier(&self) -> &A {
         &self.applier
     }
     pub fn transport(&self) -> &N {
@@ -219,7 +291,12 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
     }
     /// Tells the service the node is stopping.
     pub fn terminate(&mut self) {
-        self.applier.service_mut().on_terminate();
+        self.applier.terminate();
+    }
+
+    /// Gives back the apply stage (and with it the service), after the node stopped.
+    pub fn into_applier(self) -> A {
+        self.applier
     }
 
     /// Gives back the disk (after a crash in the simulator).
@@ -276,6 +353,7 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
         self.consensus.on_tick(now);
         self.run_actions(now, None)?;
         work += self.apply_committed()?;
+        work += self.applier.poll_egress(&mut self.egress);
         work += self.fire_due_timers(now);
         self.route_egress(now);
         self.net.flush();
@@ -478,7 +556,7 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
                 last_term_kept,
             } => {
                 assert!(
-                    position >= self.applier.applied_position(),
+                    position >= self.applier.fed_position(),
                     "truncating applied bytes"
                 );
                 self.log.truncate(position)?;
@@ -495,7 +573,7 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
                 term,
             } => {
                 if from.role() != to.role() {
-                    self.applier.service_mut().on_role_change(to.role());
+                    self.applier.on_role_change(to.role());
                 }
                 if self.log_transitions {
                     eprintln!(
@@ -711,19 +789,20 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
         let applied = self.applier.applied_position();
         self.timers_appended
             .retain(|_, position| *position >= applied);
-        let due: Vec<u64> = self
-            .applier
-            .due_timers(now)
-            .filter(|id| !self.timers_appended.contains_key(id))
-            .take(64)
-            .collect();
+        let mut due = std::mem::take(&mut self.due);
+        due.clear();
+        self.applier
+            .due_timers(now, 64 + self.timers_appended.len(), &mut due);
+        due.retain(|id| !self.timers_appended.contains_key(id));
+        due.truncate(64);
         let mut fired = 0;
-        for id in due {
+        for &id in &due {
             if let Ok(position) = self.fire_timer(now, id) {
                 self.timers_appended.insert(id, position);
                 fired += 1;
             }
         }
+        self.due = due;
         fired
     }
 
@@ -744,8 +823,8 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
         let target = self.commit.min(self.log.appended_position());
         let mut applied = 0;
         let mut read_buf = std::mem::take(&mut self.read_buf);
-        while self.applier.applied_position() < target {
-            let at = self.applier.applied_position();
+        'chunks: while self.applier.fed_position() < target {
+            let at = self.applier.fed_position();
             let want = ((target - at) as usize)
                 .min(APPEND_CHUNK_BYTES.max(self.log.config().frame_len_max()));
             read_buf.resize(want, 0);
@@ -755,6 +834,10 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
                 let len = frame.encoded_len();
                 if offset + len > n {
                     break;
+                }
+                if !self.applier.can_take(len) {
+                    // The service thread is behind: the rest waits for a later cycle.
+                    break 'chunks;
                 }
                 self.applier.apply(
                     at + offset as u64,
@@ -772,6 +855,7 @@ impl<D: Disk, N: Datagrams, S: Service> Node<D, N, S> {
             );
         }
         self.read_buf = read_buf;
+        self.applier.flush();
         Ok(applied)
     }
 }

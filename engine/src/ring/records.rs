@@ -177,6 +177,19 @@ impl<M: RingMemory> RecordProducer<M> {
         written
     }
 
+    /// Whether a record with a payload of `payload_len` bytes fits now.
+    pub fn has_room(&mut self, payload_len: usize) -> bool {
+        let capacity = self.capacity;
+        let aligned = align8(HEADER + payload_len);
+        let to_end = capacity - (self.staged & (capacity - 1));
+        let required = aligned + if aligned > to_end { to_end } else { 0 };
+        if capacity - self.staged.wrapping_sub(self.cached_head) >= required {
+            return true;
+        }
+        self.cached_head = self.slowest_head();
+        capacity - self.staged.wrapping_sub(self.cached_head) >= required
+    }
+
     /// Writes one record without making it visible; [`RecordProducer::publish`] makes every
     /// staged record visible with one store. Returns false when there is no room yet.
     pub fn stage(&mut self, kind: u32, payload: &[u8]) -> bool {

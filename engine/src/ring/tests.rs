@@ -272,3 +272,21 @@ fn mapped_ring_of_another_shape_is_refused_with_the_reason() {
     let e = MappedMemory::open_or_create(&path, 4096, 1).err().unwrap();
     assert!(e.to_string().contains("bad magic"), "{e}");
 }
+
+#[test]
+fn has_room_agrees_with_stage_including_the_wrap() {
+    let (mut p, mut c) = record_channel(256);
+    for i in 0..500u64 {
+        let len = (i * 13 % 100) as usize;
+        let room = p.has_room(len);
+        assert_eq!(
+            room,
+            p.stage(i as u32, &vec![1u8; len]),
+            "record {i} of {len} bytes"
+        );
+        p.publish();
+        if !room || i % 3 == 0 {
+            c.read(2, |_, _| {});
+        }
+    }
+}

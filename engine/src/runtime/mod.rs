@@ -5,9 +5,20 @@
 //! capped per cycle inside the node), then idles according to the strategy if there was no
 //! work. The runner tracks the longest cycle and counts cycles over 1 ms (stalls): that is
 //! where tail latency comes from.
+//!
+//! Threading modes:
+//! - shared: one thread runs the whole node (receive, consensus, log, apply) — small hosts,
+//!   tests and CI, with the `block` idle strategy waking on the socket, the io_uring
+//!   completion fd and the ring doorbells;
+//! - dedicated: a receiver thread (socket → ring), the node thread (consensus, replication,
+//!   the log) and a service thread ([`service_agent`]), pinned to `runtime.cores` in that
+//!   order. The log's writes are io_uring submissions reaped on the node thread: the kernel
+//!   is the archive agent, so a disk write, replication and the commit calculation overlap
+//!   without a fourth thread and its extra ring hop.
 
 pub mod counters;
 mod idle;
+pub mod service_agent;
 
 pub use idle::{IdleStrategy, Idler};
 
@@ -21,10 +32,11 @@ use std::time::Instant;
 use crate::config::{Config, ConfigError, MemberTransport, ThreadingMode};
 use crate::consensus::Role;
 use crate::io::Disk;
-use crate::node::{Node, NodeConfig, NodeError};
-use crate::service::Service;
+use crate::node::{ApplyStage, Node, NodeConfig, NodeError};
+use crate::service::{Applier, Service};
 use crate::sys::{ipc_links, Links, LinuxDisk, LinuxDiskOptions, NodeNet, UdpTransport};
 use counters::{Counter, CountersFile};
+use service_agent::{RemoteApplier, ServiceAgent};
 
 /// Nanoseconds on the monotonic clock since the first call in this process.
 pub fn monotonic_ns() -> u64 {
@@ -119,21 +131,21 @@ pub fn spawn_agent<A: Agent + 'static>(
 
 /// A node as an agent: one duty cycle is one `Node::tick`, plus housekeeping (segments made
 /// ahead of need, counters published).
-pub struct NodeAgent<S: Service + Send> {
+pub struct NodeAgent<A: ApplyStage + Send> {
     name: String,
     /// Member addresses found (or changed) by the resolver thread.
     addresses: Option<std::sync::mpsc::Receiver<(u32, SocketAddr)>>,
     /// Zero-fills spare segment files off this thread.
     preparer: Option<SegmentPreparer>,
-    node: Node<LinuxDisk, NodeNet, S>,
+    node: Node<LinuxDisk, NodeNet, A>,
     counters: Option<CountersFile>,
     failure: Option<String>,
     next_housekeeping_ns: u64,
     stats: CycleStats,
 }
 
-impl<S: Service + Send> NodeAgent<S> {
-    pub fn node(&self) -> &Node<LinuxDisk, NodeNet, S> {
+impl<A: ApplyStage + Send> NodeAgent<A> {
+    pub fn node(&self) -> &Node<LinuxDisk, NodeNet, A> {
         &self.node
     }
 
@@ -153,7 +165,7 @@ impl<S: Service + Send> NodeAgent<S> {
         c.set(Counter::DurablePosition, n.log().durable_position());
         c.set(Counter::CommitPosition, n.commit_position());
         c.set(Counter::AppliedPosition, n.applier().applied_position());
-        c.set(Counter::ServiceDigest, n.applier().service().digest());
+        c.set(Counter::ServiceDigest, n.applier().digest());
         c.set(Counter::AppliedMessages, n.applier().applied_messages());
         let k = cons.counters();
         c.set(Counter::ElectionsStarted, k.elections_started);
@@ -182,7 +194,7 @@ impl<S: Service + Send> NodeAgent<S> {
     }
 }
 
-impl<S: Service + Send> Agent for NodeAgent<S> {
+impl<A: ApplyStage + Send> Agent for NodeAgent<A> {
     fn do_work(&mut self, now_ns: u64) -> usize {
         let work = match self.node.tick(now_ns) {
             Ok(w) => w,
@@ -431,7 +443,7 @@ pub enum StartError {
 /// A node running on its own thread(s).
 pub struct RunningNode<S: Service + Send + 'static> {
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<(NodeAgent<S>, CycleStats)>>,
+    threads: Option<Threads<S>>,
     /// Dedicated threading: the receiver's thread.
     receiver: Option<JoinHandle<(ReceiverAgent, CycleStats)>>,
     resolver: Option<JoinHandle<()>>,
@@ -532,19 +544,6 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             consensus: config.consensus_config(),
             log: config.log_config(),
         };
-        let mut node = Node::open(node_config, disk, transport, service, monotonic_ns())?;
-        node.set_log_transitions(true);
-        let writer = node.log().disk().describe();
-        let counters = match CountersFile::create(&dir) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!(
-                    "raftline: node {id}: no counters file in {} ({e})",
-                    dir.display()
-                );
-                None
-            }
-        };
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
         let resolver = spawn_resolver(
@@ -555,20 +554,8 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             stop.clone(),
         )
         .map_err(StartError::Thread)?;
-        let preparer = SegmentPreparer::start(dir.clone(), node.log().segment_file_len(), id)
-            .map_err(StartError::Thread)?;
-        let agent = NodeAgent {
-            preparer: Some(preparer),
-            addresses: Some(rx),
-            name: format!("raftline-node-{id}"),
-            node,
-            counters,
-            failure: None,
-            next_housekeeping_ns: 0,
-            stats: CycleStats::default(),
-        };
         let strategy = config.idle_strategy()?;
-        let core = config.runtime.cores.first().copied();
+        let cores = &config.runtime.cores;
         let receiver_thread = match receiver {
             Some(receiver) => {
                 let fd = receiver.raw_fd();
@@ -576,19 +563,62 @@ impl<S: Service + Send + 'static> RunningNode<S> {
                     name: format!("raftline-recv-{id}"),
                     receiver,
                 };
-                let core = config.runtime.cores.get(1).copied();
                 Some(
-                    spawn_agent(agent, strategy, vec![fd], core, stop.clone())
-                        .map_err(StartError::Thread)?,
+                    spawn_agent(
+                        agent,
+                        strategy,
+                        vec![fd],
+                        cores.get(1).copied(),
+                        stop.clone(),
+                    )
+                    .map_err(StartError::Thread)?,
                 )
             }
             None => None,
         };
-        let thread = spawn_agent(agent, strategy, wait_fds, core, stop.clone())
+        let mut parts = NodeParts {
+            config: node_config,
+            disk,
+            transport,
+            wait_fds,
+            addresses: rx,
+            dir,
+            id,
+            strategy,
+            core: cores.first().copied(),
+            stop: stop.clone(),
+        };
+        let (threads, writer) = if config.threading()? == ThreadingMode::Dedicated {
+            let (remote, agent) =
+                service_agent::split(service, 16 << 20, format!("raftline-svc-{id}"))
+                    .map_err(StartError::Thread)?;
+            parts.wait_fds.push(remote.wake_fd());
+            let service_stop = Arc::new(AtomicBool::new(false));
+            let fd = agent.wake_fd();
+            let service = spawn_agent(
+                agent,
+                strategy,
+                vec![fd],
+                cores.get(2).copied(),
+                service_stop.clone(),
+            )
             .map_err(StartError::Thread)?;
+            let (node, writer) = parts.spawn(remote)?;
+            (
+                Threads::Dedicated {
+                    node,
+                    service,
+                    service_stop,
+                },
+                writer,
+            )
+        } else {
+            let (node, writer) = parts.spawn(Applier::new(service))?;
+            (Threads::Shared(node), writer)
+        };
         Ok(Self {
             stop,
-            thread: Some(thread),
+            threads: Some(threads),
             receiver: receiver_thread,
             resolver: Some(resolver),
             writer,
@@ -597,11 +627,22 @@ impl<S: Service + Send + 'static> RunningNode<S> {
 
     /// Whether the node's thread has stopped on its own (an error it logged).
     pub fn has_stopped(&self) -> bool {
-        self.thread.as_ref().is_none_or(|t| t.is_finished())
+        match &self.threads {
+            None => true,
+            Some(Threads::Shared(t)) => t.is_finished(),
+            Some(Threads::Dedicated { node, service, .. }) => {
+                node.is_finished() || service.is_finished()
+            }
+        }
     }
 
-    /// Stops the node cleanly (finishing the write in flight) and returns its agent.
-    pub fn stop(mut self) -> Option<(NodeAgent<S>, CycleStats)> {
+    /// Stops the node cleanly (the node thread finishes its write in flight, then the service
+    /// thread applies everything it was fed) and gives back the service.
+    pub fn stop(mut self) -> Option<StoppedNode<S>> {
+        self.stop_threads()
+    }
+
+    fn stop_threads(&mut self) -> Option<StoppedNode<S>> {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(r) = self.receiver.take() {
             let _ = r.join();
@@ -609,21 +650,122 @@ impl<S: Service + Send + 'static> RunningNode<S> {
         if let Some(r) = self.resolver.take() {
             let _ = r.join();
         }
-        self.thread.take().and_then(|t| t.join().ok())
+        match self.threads.take()? {
+            Threads::Shared(node) => {
+                let (agent, cycles) = node.join().ok()?;
+                let failure = agent.failure();
+                Some(StoppedNode {
+                    service: agent.node.into_applier().into_service(),
+                    failure,
+                    cycles,
+                    service_cycles: None,
+                })
+            }
+            Threads::Dedicated {
+                node,
+                service,
+                service_stop,
+            } => {
+                let joined = node.join().ok();
+                service_stop.store(true, Ordering::Relaxed);
+                let (agent, service_cycles) = service.join().ok()?;
+                let (node, cycles) = joined?;
+                Some(StoppedNode {
+                    service: agent.into_service(),
+                    failure: node.failure(),
+                    cycles,
+                    service_cycles: Some(service_cycles),
+                })
+            }
+        }
+    }
+}
+
+/// What is left of a node after it stopped.
+pub struct StoppedNode<S> {
+    pub service: S,
+    /// Why the node stopped on its own, if it did.
+    pub failure: Option<String>,
+    /// Duty cycles of the node's thread.
+    pub cycles: CycleStats,
+    /// Duty cycles of the service thread (dedicated threading).
+    pub service_cycles: Option<CycleStats>,
+}
+
+enum Threads<S: Service + Send + 'static> {
+    /// One thread runs the node and applies to the service.
+    Shared(JoinHandle<(NodeAgent<Applier<S>>, CycleStats)>),
+    /// The node's thread feeds a service thread (and a receiver thread feeds the node).
+    Dedicated {
+        node: JoinHandle<(NodeAgent<RemoteApplier>, CycleStats)>,
+        service: JoinHandle<(ServiceAgent<S>, CycleStats)>,
+        /// Set after the node's thread has stopped, so the service applies all it was fed.
+        service_stop: Arc<AtomicBool>,
+    },
+}
+
+/// Everything a node's thread needs, whatever applies its log.
+struct NodeParts {
+    config: NodeConfig,
+    disk: LinuxDisk,
+    transport: NodeNet,
+    wait_fds: Vec<RawFd>,
+    addresses: std::sync::mpsc::Receiver<(u32, SocketAddr)>,
+    dir: std::path::PathBuf,
+    id: u32,
+    strategy: IdleStrategy,
+    core: Option<usize>,
+    stop: Arc<AtomicBool>,
+}
+
+type NodeThread<A> = JoinHandle<(NodeAgent<A>, CycleStats)>;
+
+impl NodeParts {
+    /// Opens the node (recovering its log) and starts its thread.
+    fn spawn<A: ApplyStage + Send + 'static>(
+        self,
+        applier: A,
+    ) -> Result<(NodeThread<A>, String), StartError> {
+        let id = self.id;
+        let mut node = Node::open(
+            self.config,
+            self.disk,
+            self.transport,
+            applier,
+            monotonic_ns(),
+        )?;
+        node.set_log_transitions(true);
+        let writer = node.log().disk().describe();
+        let counters = match CountersFile::create(&self.dir) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!(
+                    "raftline: node {id}: no counters file in {} ({e})",
+                    self.dir.display()
+                );
+                None
+            }
+        };
+        let preparer = SegmentPreparer::start(self.dir, node.log().segment_file_len(), id)
+            .map_err(StartError::Thread)?;
+        let agent = NodeAgent {
+            preparer: Some(preparer),
+            addresses: Some(self.addresses),
+            name: format!("raftline-node-{id}"),
+            node,
+            counters,
+            failure: None,
+            next_housekeeping_ns: 0,
+            stats: CycleStats::default(),
+        };
+        let thread = spawn_agent(agent, self.strategy, self.wait_fds, self.core, self.stop)
+            .map_err(StartError::Thread)?;
+        Ok((thread, writer))
     }
 }
 
 impl<S: Service + Send + 'static> Drop for RunningNode<S> {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(r) = self.receiver.take() {
-            let _ = r.join();
-        }
-        if let Some(r) = self.resolver.take() {
-            let _ = r.join();
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.stop_threads();
     }
 }

@@ -142,6 +142,20 @@ pub struct Applier<S> {
     /// Scheduled timers, derived from the log: correlation id -> deadline, and by deadline.
     timers: BTreeMap<u64, u64>,
     timers_by_deadline: std::collections::BTreeSet<(u64, u64)>,
+    /// Changes to the timer table, kept only when a node on another thread mirrors the table
+    /// to know when to fire (dedicated threading).
+    timer_changes: Option<Vec<TimerChange>>,
+}
+
+/// A change to the applier's timer table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerChange {
+    Scheduled {
+        correlation_id: u64,
+        deadline_ns: u64,
+    },
+    /// Fired or cancelled.
+    Removed { correlation_id: u64 },
 }
 
 /// FNV-1a over `bytes`, continuing from `hash`. Deterministic across builds and hosts.
@@ -168,7 +182,30 @@ impl<S: Service> Applier<S> {
             context: Context::default(),
             timers: BTreeMap::new(),
             timers_by_deadline: std::collections::BTreeSet::new(),
+            timer_changes: None,
         }
+    }
+
+    /// Keeps every change to the timer table for [`Applier::take_timer_changes`].
+    pub fn record_timer_changes(&mut self) {
+        self.timer_changes.get_or_insert_with(Vec::new);
+    }
+
+    /// Hands the recorded timer changes to `f`, oldest first.
+    pub fn take_timer_changes(&mut self, f: impl FnMut(TimerChange)) {
+        if let Some(changes) = &mut self.timer_changes {
+            changes.drain(..).for_each(f);
+        }
+    }
+
+    fn timer_changed(&mut self, change: TimerChange) {
+        if let Some(changes) = &mut self.timer_changes {
+            changes.push(change);
+        }
+    }
+
+    pub fn into_service(self) -> S {
+        self.service
     }
 
     pub fn service(&self) -> &S {
@@ -272,6 +309,7 @@ impl<S: Service> Applier<S> {
                 {
                     self.timers.remove(&id);
                     self.timers_by_deadline.remove(&(deadline, id));
+                    self.timer_changed(TimerChange::Removed { correlation_id: id });
                     self.service.on_timer(&mut self.context, id);
                 }
             }
@@ -288,10 +326,15 @@ impl<S: Service> Applier<S> {
                     }
                     self.timers_by_deadline
                         .insert((deadline_ns, correlation_id));
+                    self.timer_changed(TimerChange::Scheduled {
+                        correlation_id,
+                        deadline_ns,
+                    });
                 }
                 TimerCommand::Cancel { correlation_id } => {
                     if let Some(old) = self.timers.remove(&correlation_id) {
                         self.timers_by_deadline.remove(&(old, correlation_id));
+                        self.timer_changed(TimerChange::Removed { correlation_id });
                     }
                 }
             }

@@ -25,7 +25,7 @@ use crate::consensus::{ConsensusConfig, MemberId, Role};
 use crate::log::{Durability, LogConfig};
 use crate::node::{Node, NodeConfig, OfferError};
 use crate::rng::Rng;
-use crate::service::{fnv1a, Context, Egress, Service, FNV_OFFSET};
+use crate::service::{fnv1a, Applier, Context, Egress, Service, FNV_OFFSET};
 
 const MS: u64 = 1_000_000;
 
@@ -103,7 +103,7 @@ impl Service for RecordingService {
     }
 }
 
-type SimNode = Node<SimDisk, SimEndpoint, RecordingService>;
+type SimNode = Node<SimDisk, SimEndpoint, Applier<RecordingService>>;
 /// A log's frames by end position: (frame term, chained hash of the log up to the end).
 type FramesByEnd = HashMap<u64, (u64, u64)>;
 
@@ -501,7 +501,7 @@ impl Cluster {
             config,
             disk,
             SimEndpoint::default(),
-            RecordingService::default(),
+            Applier::new(RecordingService::default()),
             now,
         )
         .map_err(|e| self.violation("node start", e.to_string()))?;

@@ -54,7 +54,8 @@ pub struct MemberLinks<M: RingMemory> {
     stats: LinkStats,
 }
 
-fn eventfd() -> std::io::Result<OwnedFd> {
+/// A new non-blocking eventfd: a doorbell between threads of one process.
+pub fn eventfd() -> std::io::Result<OwnedFd> {
     // SAFETY: plain syscall; the result is checked.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if fd < 0 {
@@ -92,14 +93,15 @@ fn fifo(path: &Path) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn ring_bell(fd: &OwnedFd) {
+fn ring_bell_fd(fd: &OwnedFd) {
     let one = 1u64.to_ne_bytes();
     // SAFETY: writes 8 bytes from a live buffer to an open fd. A full FIFO (EAGAIN) already
     // holds a wake-up, so the result needs no handling.
     unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
 }
 
-fn drain_bell(fd: &OwnedFd) {
+/// Empties a doorbell (eventfd or FIFO), so a blocked reader can block again.
+pub fn drain_bell(fd: &OwnedFd) {
     let mut buf = [0u8; 256];
     loop {
         // SAFETY: reads into a live buffer of the given length from an open, non-blocking fd.
@@ -108,6 +110,29 @@ fn drain_bell(fd: &OwnedFd) {
             return;
         }
     }
+}
+
+/// Publishes what `ring` staged and, if its reader had read everything before (it may be
+/// asleep) and its bell word is not already set, rings `bell`: the doorbell byte first, then
+/// the word, which the reader clears with [`clear_bell`]. Returns whether it rang.
+pub fn publish_and_wake<M: RingMemory>(ring: &mut RecordProducer<M>, bell: &OwnedFd) -> bool {
+    if ring.publish_needs_wake() && ring.bell().load(Ordering::Acquire) == 0 {
+        ring_bell_fd(bell);
+        ring.bell().store(1, Ordering::Release);
+        return true;
+    }
+    false
+}
+
+/// The reader's side of [`publish_and_wake`], when it found nothing to read: clears the
+/// ring's bell word and returns whether it was set (then drain the doorbell once, and check
+/// [`RecordConsumer::is_drained`] before sleeping).
+pub fn clear_bell<M: RingMemory>(ring: &RecordConsumer<M>) -> bool {
+    if ring.bell().load(Ordering::Acquire) == 1 {
+        ring.bell().store(0, Ordering::Release);
+        return true;
+    }
+    false
 }
 
 /// Links between `members` nodes of one process, on the heap (the in-process transport):
@@ -263,10 +288,7 @@ impl<M: RingMemory> Datagrams for MemberLinks<M> {
         // seen now or rings the bell again.
         let mut rung = false;
         for (_, ring) in &self.inbound {
-            if ring.bell().load(Ordering::Acquire) == 1 {
-                ring.bell().store(0, Ordering::Release);
-                rung = true;
-            }
+            rung |= clear_bell(ring);
         }
         if rung {
             drain_bell(&self.bell);
@@ -291,11 +313,7 @@ impl<M: RingMemory> Datagrams for MemberLinks<M> {
                 continue;
             }
             out.staged = false;
-            // The bell word is written by this producer when it rings and cleared by the
-            // reader: ring (the FIFO byte first, then the word) only if it is not set.
-            if out.ring.publish_needs_wake() && out.ring.bell().load(Ordering::Acquire) == 0 {
-                ring_bell(&out.bell);
-                out.ring.bell().store(1, Ordering::Release);
+            if publish_and_wake(&mut out.ring, &out.bell) {
                 self.stats.bells_rung += 1;
             }
         }
