@@ -42,6 +42,10 @@ pub struct Args {
     /// busy-spin, yield, backoff, sleep, or block.
     #[arg(long, default_value = "block")]
     pub idle: String,
+    /// What members talk over: udp (loopback) or ipc (shared-memory rings in /dev/shm).
+    /// The client reaches the cluster over UDP either way.
+    #[arg(long, default_value = "udp")]
+    pub transport: String,
     /// Directory for the nodes' logs (removed afterwards).
     #[arg(long, default_value = "bench-out/cluster")]
     pub dir: PathBuf,
@@ -63,6 +67,7 @@ impl Args {
             durability: "fdatasync".into(),
             threading: "shared".into(),
             idle: "block".into(),
+            transport: "udp".into(),
             dir: "bench-out/cluster".into(),
             json: None,
             keep: false,
@@ -73,7 +78,7 @@ impl Args {
 #[derive(Serialize)]
 struct Settings {
     topology: &'static str,
-    transport: &'static str,
+    transport: String,
     durability: String,
     threading_mode: String,
     idle_strategy: String,
@@ -195,6 +200,15 @@ pub fn run(args: Args) -> Result<bool, String> {
     };
     let idle = IdleStrategy::parse(&args.idle)
         .ok_or_else(|| format!("--idle {}: unknown strategy", args.idle))?;
+    // Ring files on tmpfs, named for this run, removed at the end.
+    let ipc_dir = match args.transport.as_str() {
+        "udp" => None,
+        "ipc" => Some(PathBuf::from(format!(
+            "/dev/shm/raftline-bench-{}",
+            std::process::id()
+        ))),
+        other => return Err(format!("--transport {other}: use udp or ipc")),
+    };
     let machine = Machine::detect();
     let _ = std::fs::remove_dir_all(&args.dir);
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
@@ -208,14 +222,19 @@ pub fn run(args: Args) -> Result<bool, String> {
     };
 
     eprintln!(
-        "[2/3] starting 3 nodes on loopback (durability {durability}, threading {}, idle {}) ...",
-        args.threading, args.idle
+        "[2/3] starting 3 nodes on loopback (members over {}, durability {durability}, threading {}, idle {}) ...",
+        args.transport, args.threading, args.idle
     );
     let members = loopback_ports(3).map_err(|e| e.to_string())?;
     let mut nodes = Vec::new();
     let mut writer = String::new();
     for id in 0..3u32 {
-        let config = Config::builder(id, members.clone(), args.dir.join(format!("node-{id}")))
+        let builder = Config::builder(id, members.clone(), args.dir.join(format!("node-{id}")));
+        let builder = match &ipc_dir {
+            Some(dir) => builder.ipc(dir),
+            None => builder,
+        };
+        let config = builder
             .cluster_id(1)
             .durability(durability)
             .segment_mib(64)
@@ -307,6 +326,9 @@ pub fn run(args: Args) -> Result<bool, String> {
     for n in nodes {
         n.stop();
     }
+    if let Some(dir) = &ipc_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     if !args.keep {
         remove_run_dir(&args.dir);
     }
@@ -329,7 +351,10 @@ pub fn run(args: Args) -> Result<bool, String> {
         reference_disk_floor: floor,
         settings: Settings {
             topology: "in-process (3 nodes, one process, own threads)",
-            transport: "udp loopback",
+            transport: match ipc_dir {
+                Some(_) => "ipc rings (/dev/shm), client over udp loopback".into(),
+                None => "udp loopback".into(),
+            },
             durability: durability.to_string(),
             threading_mode: args.threading.clone(),
             idle_strategy: args.idle.clone(),
@@ -358,7 +383,8 @@ fn print_report(s: &Summary) {
         s.settings.size_bytes, s.target_rate
     );
     println!(
-        "durability {}, threading {}, idle {}, writer {}",
+        "members over {}; durability {}, threading {}, idle {}, writer {}",
+        s.settings.transport,
         s.settings.durability,
         s.settings.threading_mode,
         s.settings.idle_strategy,

@@ -19,9 +19,10 @@ use std::mem::MaybeUninit;
 use super::sync::{Arc, AtomicUsize, Cell, Ordering};
 use super::CachePadded;
 
+#[repr(C)]
 struct Shared<T> {
-    tail: CachePadded<AtomicUsize>,
     head: CachePadded<AtomicUsize>,
+    tail: CachePadded<AtomicUsize>,
     slots: Box<[Cell<MaybeUninit<T>>]>,
 }
 
@@ -34,7 +35,6 @@ unsafe impl<T: Send> Sync for Shared<T> {}
 unsafe impl<T: Send> Send for Shared<T> {}
 
 /// The sending side. Not `Clone`: there is one producer.
-#[repr(align(128))]
 pub struct Producer<T> {
     shared: Arc<Shared<T>>,
     tail: usize,
@@ -50,7 +50,6 @@ pub struct Producer<T> {
 unsafe impl<T: Send> Send for Producer<T> {}
 
 /// The receiving side. Not `Clone`: there is one consumer.
-#[repr(align(128))]
 pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
     head: usize,

@@ -19,11 +19,30 @@ pub struct Idler {
     epoll: Option<Epoll>,
 }
 
+/// What a thread blocks on with [`IdleStrategy::Block`].
+#[derive(Clone, Debug, Default)]
+pub struct WaitSet {
+    /// Event sources that the agent itself consumes (sockets, the io_uring fd).
+    pub sources: Vec<RawFd>,
+    /// Doorbells (eventfds, FIFOs) that only say "look at your rings": drained by the idler
+    /// when it wakes on them, so a rung bell never turns the next sleep into a spin.
+    pub doorbells: Vec<RawFd>,
+}
+
+impl WaitSet {
+    pub fn sources(sources: Vec<RawFd>) -> Self {
+        Self {
+            sources,
+            doorbells: Vec::new(),
+        }
+    }
+}
+
 impl Idler {
-    /// `fds` are the event sources `Block` waits on (ignored by the other strategies).
-    pub fn new(strategy: IdleStrategy, fds: &[RawFd]) -> std::io::Result<Self> {
+    /// `wait` is what `Block` waits on (ignored by the other strategies).
+    pub fn new(strategy: IdleStrategy, wait: &WaitSet) -> std::io::Result<Self> {
         let epoll = match strategy {
-            IdleStrategy::Block { .. } => Some(Epoll::new(fds)?),
+            IdleStrategy::Block { .. } => Some(Epoll::new(wait)?),
             _ => None,
         };
         Ok(Self {
@@ -89,18 +108,23 @@ struct Epoll {
     fd: RawFd,
 }
 
+/// Marks a doorbell in an epoll event's data (the low 32 bits hold the fd).
+const DOORBELL: u64 = 1 << 32;
+
 impl Epoll {
-    fn new(fds: &[RawFd]) -> std::io::Result<Self> {
+    fn new(wait: &WaitSet) -> std::io::Result<Self> {
         // SAFETY: plain syscall; the result is checked.
         let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
         let epoll = Self { fd };
-        for &source in fds {
+        let sources = wait.sources.iter().map(|&fd| (fd, 0));
+        let doorbells = wait.doorbells.iter().map(|&fd| (fd, DOORBELL));
+        for (source, flag) in sources.chain(doorbells) {
             let mut event = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
-                u64: source as u64,
+                u64: source as u32 as u64 | flag,
             };
             // SAFETY: both fds are open; `event` is a valid epoll_event for the call.
             let rc = unsafe { libc::epoll_ctl(fd, libc::EPOLL_CTL_ADD, source, &mut event) };
@@ -128,9 +152,10 @@ impl Epoll {
                 std::ptr::null(),
             )
         };
+        let mut ready = rc;
         if rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
             // SAFETY: as above, with a millisecond timeout on older kernels.
-            unsafe {
+            ready = unsafe {
                 libc::epoll_wait(
                     self.fd,
                     events.as_mut_ptr(),
@@ -139,6 +164,12 @@ impl Epoll {
                 )
             };
         }
+        for event in events.iter().take(ready.max(0) as usize) {
+            let data = event.u64;
+            if data & DOORBELL != 0 {
+                crate::sys::links::drain_bell(data as u32 as RawFd);
+            }
+        }
     }
 }
 
@@ -146,5 +177,49 @@ impl Drop for Epoll {
     fn drop(&mut self) {
         // SAFETY: we own this fd and close it once.
         unsafe { libc::close(self.fd) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn readable(fd: RawFd) -> bool {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the call; zero timeout.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    fn ring(fd: RawFd) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer to an open eventfd.
+        assert_eq!(unsafe { libc::write(fd, one.as_ptr().cast(), 8) }, 8);
+    }
+
+    /// A doorbell left readable would make every later sleep return at once: a spin that
+    /// starves the other threads of a small host. Waking on one drains it; a source (which
+    /// its agent consumes) is left alone.
+    #[test]
+    fn block_drains_the_doorbell_it_woke_on_and_leaves_sources_alone() {
+        let bell = crate::sys::links::eventfd().unwrap();
+        let source = crate::sys::links::eventfd().unwrap();
+        let wait = WaitSet {
+            sources: vec![source.as_raw_fd()],
+            doorbells: vec![bell.as_raw_fd()],
+        };
+        let mut idler = Idler::new(IdleStrategy::Block { max_ns: 1_000_000 }, &wait).unwrap();
+        ring(bell.as_raw_fd());
+        ring(source.as_raw_fd());
+        idler.idle(0);
+        assert!(!readable(bell.as_raw_fd()), "the doorbell was drained");
+        assert!(
+            readable(source.as_raw_fd()),
+            "the source is its agent's to read"
+        );
     }
 }

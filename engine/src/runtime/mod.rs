@@ -20,10 +20,9 @@ pub mod counters;
 mod idle;
 pub mod service_agent;
 
-pub use idle::{IdleStrategy, Idler};
+pub use idle::{IdleStrategy, Idler, WaitSet};
 
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -86,7 +85,7 @@ fn pin_current(core: usize, name: &str) {
 pub fn spawn_agent<A: Agent + 'static>(
     mut agent: A,
     strategy: IdleStrategy,
-    wait_fds: Vec<RawFd>,
+    wait: WaitSet,
     core: Option<usize>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<JoinHandle<(A, CycleStats)>> {
@@ -98,15 +97,15 @@ pub fn spawn_agent<A: Agent + 'static>(
             if let Some(core) = core {
                 pin_current(core, &name);
             }
-            let mut idler = match Idler::new(strategy, &wait_fds) {
+            let mut idler = match Idler::new(strategy, &wait) {
                 Ok(i) => i,
                 Err(e) => {
                     eprintln!(
                         "raftline: {name}: idle strategy {} unavailable ({e}); using backoff",
                         strategy.name()
                     );
-                    Idler::new(IdleStrategy::parse("backoff").expect("known strategy"), &[])
-                        .expect("backoff needs no fds")
+                    let backoff = IdleStrategy::parse("backoff").expect("known strategy");
+                    Idler::new(backoff, &WaitSet::default()).expect("backoff needs no fds")
                 }
             };
             let mut stats = CycleStats::default();
@@ -527,18 +526,24 @@ impl<S: Service + Send + 'static> RunningNode<S> {
         // Dedicated threading: a receiver thread drains the socket into a ring and signals an
         // eventfd; the node thread blocks on that and on io_uring completions.
         let mut receiver = None;
-        let mut wait_fds = vec![];
+        let mut wait = WaitSet::default();
         if config.threading()? == ThreadingMode::Dedicated {
             let (r, eventfd) = transport
                 .split_receiver(8 << 20)
                 .map_err(StartError::Thread)?;
-            wait_fds.push(eventfd);
+            wait.sources.push(eventfd);
             receiver = Some(r);
         } else {
-            wait_fds.push(transport.raw_fd());
+            wait.sources.push(transport.raw_fd());
         }
-        wait_fds.extend(completion_fd);
-        wait_fds.extend(links.as_ref().map(|l| l.wake_fd()));
+        wait.sources.extend(completion_fd);
+        let strategy = config.idle_strategy()?;
+        let blocks = matches!(strategy, IdleStrategy::Block { .. });
+        let mut links = links;
+        if let Some(links) = &mut links {
+            links.set_reader_blocks(blocks);
+            wait.doorbells.push(links.wake_fd());
+        }
         let transport = NodeNet::new(transport, links);
         let node_config = NodeConfig {
             consensus: config.consensus_config(),
@@ -554,7 +559,6 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             stop.clone(),
         )
         .map_err(StartError::Thread)?;
-        let strategy = config.idle_strategy()?;
         let cores = &config.runtime.cores;
         let receiver_thread = match receiver {
             Some(receiver) => {
@@ -567,7 +571,7 @@ impl<S: Service + Send + 'static> RunningNode<S> {
                     spawn_agent(
                         agent,
                         strategy,
-                        vec![fd],
+                        WaitSet::sources(vec![fd]),
                         cores.get(1).copied(),
                         stop.clone(),
                     )
@@ -580,7 +584,7 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             config: node_config,
             disk,
             transport,
-            wait_fds,
+            wait,
             addresses: rx,
             dir,
             id,
@@ -589,16 +593,19 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             stop: stop.clone(),
         };
         let (threads, writer) = if config.threading()? == ThreadingMode::Dedicated {
-            let (remote, agent) =
-                service_agent::split(service, 16 << 20, format!("raftline-svc-{id}"))
-                    .map_err(StartError::Thread)?;
-            parts.wait_fds.push(remote.wake_fd());
+            let name = format!("raftline-svc-{id}");
+            let (remote, agent) = service_agent::split(service, 16 << 20, name, blocks)
+                .map_err(StartError::Thread)?;
+            parts.wait.doorbells.push(remote.wake_fd());
             let service_stop = Arc::new(AtomicBool::new(false));
-            let fd = agent.wake_fd();
+            let wait = WaitSet {
+                sources: Vec::new(),
+                doorbells: vec![agent.wake_fd()],
+            };
             let service = spawn_agent(
                 agent,
                 strategy,
-                vec![fd],
+                wait,
                 cores.get(2).copied(),
                 service_stop.clone(),
             )
@@ -709,7 +716,7 @@ struct NodeParts {
     config: NodeConfig,
     disk: LinuxDisk,
     transport: NodeNet,
-    wait_fds: Vec<RawFd>,
+    wait: WaitSet,
     addresses: std::sync::mpsc::Receiver<(u32, SocketAddr)>,
     dir: std::path::PathBuf,
     id: u32,
@@ -758,7 +765,7 @@ impl NodeParts {
             next_housekeeping_ns: 0,
             stats: CycleStats::default(),
         };
-        let thread = spawn_agent(agent, self.strategy, self.wait_fds, self.core, self.stop)
+        let thread = spawn_agent(agent, self.strategy, self.wait, self.core, self.stop)
             .map_err(StartError::Thread)?;
         Ok((thread, writer))
     }

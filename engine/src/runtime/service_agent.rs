@@ -25,7 +25,7 @@ use crate::consensus::Role;
 use crate::node::ApplyStage;
 use crate::ring::records::{record_channel, RecordConsumer, RecordProducer};
 use crate::service::{Applier, Egress, Service, TimerChange};
-use crate::sys::links::{clear_bell, drain_bell, eventfd, publish_and_wake};
+use crate::sys::links::{eventfd, publish_and_wake, set_reader_blocks};
 
 use super::Agent;
 
@@ -66,14 +66,18 @@ fn role_of(code: u8) -> Role {
     }
 }
 
-/// Makes the two ends: the node's apply stage and the service thread's agent.
+/// Makes the two ends: the node's apply stage and the service thread's agent. With `blocks`,
+/// both threads sleep on their doorbells when idle (and each rings the other's).
 pub fn split<S: Service>(
     service: S,
     ring_bytes: usize,
     name: String,
+    blocks: bool,
 ) -> std::io::Result<(RemoteApplier, ServiceAgent<S>)> {
     let (feed_tx, feed_rx) = record_channel(ring_bytes);
     let (back_tx, back_rx) = record_channel(ring_bytes);
+    set_reader_blocks(&feed_rx, blocks);
+    set_reader_blocks(&back_rx, blocks);
     let node_bell = Arc::new(eventfd()?);
     let service_bell = Arc::new(eventfd()?);
     let mut applier = Applier::new(service);
@@ -127,7 +131,8 @@ pub struct RemoteApplier {
 }
 
 impl RemoteApplier {
-    /// The doorbell the service thread rings when it sends something back.
+    /// The doorbell the service thread rings when it sends something back (the idle strategy
+    /// drains it).
     pub fn wake_fd(&self) -> RawFd {
         self.bell.as_raw_fd()
     }
@@ -211,13 +216,8 @@ impl ApplyStage for RemoteApplier {
     fn poll_egress(&mut self, egress: &mut Vec<Egress>) -> usize {
         let mut batch = std::mem::take(&mut self.batch);
         let mut got = batch.read_from(&mut self.back);
-        if got == 0 {
-            if clear_bell(&self.back) {
-                drain_bell(&self.bell);
-            }
-            if !self.back.is_drained() {
-                got = batch.read_from(&mut self.back);
-            }
+        if got == 0 && !self.back.is_drained() {
+            got = batch.read_from(&mut self.back);
         }
         for (kind, bytes) in batch.records() {
             self.on_back(kind, bytes, egress);
@@ -271,7 +271,7 @@ pub struct ServiceAgent<S: Service> {
 }
 
 impl<S: Service> ServiceAgent<S> {
-    /// The doorbell the node rings when it feeds something.
+    /// The doorbell the node rings when it feeds something (the idle strategy drains it).
     pub fn wake_fd(&self) -> RawFd {
         self.bell.as_raw_fd()
     }
@@ -326,9 +326,6 @@ impl<S: Service> ServiceAgent<S> {
         let n = batch.read_from(&mut self.feed);
         if n == 0 {
             self.batch = batch;
-            if clear_bell(&self.feed) {
-                drain_bell(&self.bell);
-            }
             // Published meanwhile: not idle (the next cycle reads it).
             return usize::from(!self.feed.is_drained());
         }
@@ -512,7 +509,8 @@ mod tests {
 
     #[test]
     fn the_service_thread_applies_in_order_and_the_node_mirrors_its_timers() {
-        let (mut remote, mut agent) = split(Timed::default(), 1 << 16, "svc".into()).unwrap();
+        let (mut remote, mut agent) =
+            split(Timed::default(), 1 << 16, "svc".into(), false).unwrap();
         let open = Message::SessionOpen(SessionOpen {
             correlation_id: 5,
             client_id: 1,
@@ -576,7 +574,7 @@ mod tests {
 
     #[test]
     fn a_full_feed_holds_frames_back_until_the_service_thread_catches_up() {
-        let (mut remote, mut agent) = split(Timed::default(), 4096, "svc".into()).unwrap();
+        let (mut remote, mut agent) = split(Timed::default(), 4096, "svc".into(), false).unwrap();
         let open = Message::SessionOpen(SessionOpen {
             correlation_id: 5,
             client_id: 1,

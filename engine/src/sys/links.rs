@@ -4,9 +4,11 @@
 //! Every ordered pair of members has its own single-producer ring (`from` → `to`); a send
 //! stages one record, `flush` publishes each touched ring with one store. A receiver that has
 //! read everything may be asleep in `epoll`, so the sender rings its doorbell (an eventfd in
-//! one process, a FIFO between processes) — only when the ring's handshake says the reader
-//! had caught up (`publish_needs_wake`), and at most once until the reader clears the ring's
-//! bell word. Under load no system call is made at all.
+//! one process, a FIFO between processes) — only when the reader blocks at all (it says so in
+//! the ring's bell word, [`MemberLinks::set_reader_blocks`]) and the ring's handshake says it
+//! had caught up (`publish_needs_wake`). Under load, or with a spinning reader, no system call
+//! is made. The reader's idle strategy drains the doorbell when it wakes on it (a doorbell
+//! that stayed readable would turn the reader's sleep into a spin).
 //!
 //! ```text
 //!  <dir>/0-1.ring  <dir>/1-0.ring  …   one ring file per ordered pair of members
@@ -100,39 +102,39 @@ fn ring_bell_fd(fd: &OwnedFd) {
     unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
 }
 
-/// Empties a doorbell (eventfd or FIFO), so a blocked reader can block again.
-pub fn drain_bell(fd: &OwnedFd) {
+/// Empties a doorbell (a non-blocking eventfd or FIFO), so its reader can block again; the
+/// idle strategy calls it when it wakes on one.
+pub fn drain_bell(fd: RawFd) {
     let mut buf = [0u8; 256];
     loop {
-        // SAFETY: reads into a live buffer of the given length from an open, non-blocking fd.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        // SAFETY: reads into a live buffer of the given length; a closed or blocking fd only
+        // makes the call fail or return short, which ends the loop.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n < buf.len() as isize {
             return;
         }
     }
 }
 
-/// Publishes what `ring` staged and, if its reader had read everything before (it may be
-/// asleep) and its bell word is not already set, rings `bell`: the doorbell byte first, then
-/// the word, which the reader clears with [`clear_bell`]. Returns whether it rang.
+/// Publishes what `ring` staged and, if its reader blocks on `bell` and had read everything
+/// before this publish (so it may be asleep), rings `bell`. Returns whether it rang. The
+/// reader checks [`RecordConsumer::is_drained`] before it sleeps: with the handshake's fences,
+/// either it sees this publish or this sees it caught up and rings.
 pub fn publish_and_wake<M: RingMemory>(ring: &mut RecordProducer<M>, bell: &OwnedFd) -> bool {
-    if ring.publish_needs_wake() && ring.bell().load(Ordering::Acquire) == 0 {
+    if ring.publish_needs_wake() && ring.bell().load(Ordering::Relaxed) == READER_BLOCKS {
         ring_bell_fd(bell);
-        ring.bell().store(1, Ordering::Release);
         return true;
     }
     false
 }
 
-/// The reader's side of [`publish_and_wake`], when it found nothing to read: clears the
-/// ring's bell word and returns whether it was set (then drain the doorbell once, and check
-/// [`RecordConsumer::is_drained`] before sleeping).
-pub fn clear_bell<M: RingMemory>(ring: &RecordConsumer<M>) -> bool {
-    if ring.bell().load(Ordering::Acquire) == 1 {
-        ring.bell().store(0, Ordering::Release);
-        return true;
-    }
-    false
+/// The bell word's value when the ring's reader sleeps on its doorbell.
+const READER_BLOCKS: usize = 1;
+
+/// Tells the ring's producer whether its reader may sleep on a doorbell (and so must be rung).
+pub fn set_reader_blocks<M: RingMemory>(ring: &RecordConsumer<M>, blocks: bool) {
+    ring.bell()
+        .store(if blocks { READER_BLOCKS } else { 0 }, Ordering::Relaxed);
 }
 
 /// Links between `members` nodes of one process, on the heap (the in-process transport):
@@ -219,9 +221,17 @@ impl<M: RingMemory> MemberLinks<M> {
         }
     }
 
-    /// The doorbell, for an idle strategy that blocks until it is rung.
+    /// The doorbell, for an idle strategy that blocks until it is rung (and drains it).
     pub fn wake_fd(&self) -> RawFd {
         self.bell.as_raw_fd()
+    }
+
+    /// Whether this member's thread sleeps on [`MemberLinks::wake_fd`] when idle: then the
+    /// senders ring it when they publish to a caught-up ring. A spinning reader needs no bell.
+    pub fn set_reader_blocks(&mut self, blocks: bool) {
+        for (_, ring) in &self.inbound {
+            set_reader_blocks(ring, blocks);
+        }
     }
 
     pub fn stats(&self) -> LinkStats {
@@ -283,16 +293,8 @@ impl<M: RingMemory> Datagrams for MemberLinks<M> {
         if let Some(got) = self.read_one(buf) {
             return Some(got);
         }
-        // Nothing to read: clear the bells the senders rang (their FIFO bytes with them), then
-        // check again behind the handshake's fence, so a record published meanwhile is either
-        // seen now or rings the bell again.
-        let mut rung = false;
-        for (_, ring) in &self.inbound {
-            rung |= clear_bell(ring);
-        }
-        if rung {
-            drain_bell(&self.bell);
-        }
+        // Nothing to read: check again behind the handshake's fence, so a record published
+        // meanwhile is either seen now or rings the doorbell.
         let mut corrupt = 0;
         let mut pending = false;
         for (_, ring) in &self.inbound {
@@ -344,14 +346,22 @@ mod tests {
     }
 
     #[test]
-    fn the_doorbell_rings_once_for_an_idle_reader_and_is_cleared_when_it_drains() {
+    fn the_doorbell_rings_for_a_blocking_reader_that_had_caught_up() {
         let mut links = in_process_links(2, 4096).unwrap();
         let (a, b) = links.split_at_mut(1);
         let (a, b) = (&mut a[0], &mut b[0]);
         let mut buf = [0u8; 64];
         assert_eq!(b.receive(&mut buf), None);
-        assert!(!readable(b.wake_fd()));
 
+        // A spinning reader is never rung.
+        assert!(a.send(1, b"zero"));
+        a.flush();
+        assert!(!readable(b.wake_fd()));
+        assert_eq!(a.stats().bells_rung, 0);
+        assert_eq!(b.receive(&mut buf), Some((0, 4)));
+
+        b.set_reader_blocks(true);
+        assert_eq!(b.receive(&mut buf), None);
         assert!(a.send(1, b"one"));
         assert!(!readable(b.wake_fd()), "nothing is visible before flush");
         a.flush();
@@ -361,15 +371,16 @@ mod tests {
         assert_eq!(
             a.stats().bells_rung,
             1,
-            "rung once until the reader clears it"
+            "the reader is behind: it needs no bell"
         );
 
+        drain_bell(b.wake_fd());
+        assert!(!readable(b.wake_fd()), "drained by the idle strategy");
         assert_eq!(b.receive(&mut buf), Some((0, 3)));
         assert_eq!(&buf[..3], b"one");
         assert_eq!(b.receive(&mut buf), Some((0, 3)));
         assert_eq!(&buf[..3], b"two");
         assert_eq!(b.receive(&mut buf), None);
-        assert!(!readable(b.wake_fd()), "a drained reader can block again");
 
         assert!(a.send(1, b"three"));
         a.flush();
@@ -404,14 +415,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut a = ipc_links(dir.path(), 0, 2, 64 << 10).unwrap();
         let mut b = ipc_links(dir.path(), 1, 2, 64 << 10).unwrap();
+        b.set_reader_blocks(true);
         assert!(a.send(1, b"hello"));
         a.flush();
         assert!(readable(b.wake_fd()));
+        drain_bell(b.wake_fd());
+        assert!(!readable(b.wake_fd()));
         let mut buf = [0u8; 64];
         assert_eq!(b.receive(&mut buf), Some((0, 5)));
         assert_eq!(&buf[..5], b"hello");
         assert_eq!(b.receive(&mut buf), None);
-        assert!(!readable(b.wake_fd()));
         // A different ring size for the same files is refused, naming the file.
         let e = ipc_links(dir.path(), 0, 2, 128 << 10).err().unwrap();
         assert!(e.to_string().contains("0-1.ring"), "{e}");

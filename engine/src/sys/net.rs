@@ -12,6 +12,7 @@ use crate::sys::udp::UdpTransport;
 /// Member links of either memory, behind one type.
 pub trait Links: Datagrams + Send {
     fn wake_fd(&self) -> RawFd;
+    fn set_reader_blocks(&mut self, blocks: bool);
     fn stats(&self) -> LinkStats;
 }
 
@@ -21,6 +22,9 @@ where
 {
     fn wake_fd(&self) -> RawFd {
         MemberLinks::wake_fd(self)
+    }
+    fn set_reader_blocks(&mut self, blocks: bool) {
+        MemberLinks::set_reader_blocks(self, blocks)
     }
     fn stats(&self) -> LinkStats {
         MemberLinks::stats(self)
