@@ -106,7 +106,7 @@ struct Summary {
 }
 
 /// Blocks until `fd` is readable or `timeout_ns` passes.
-fn wait_readable(fd: RawFd, timeout_ns: u64) {
+pub fn wait_readable(fd: RawFd, timeout_ns: u64) {
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLIN,

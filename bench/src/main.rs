@@ -2,6 +2,7 @@
 //! it ran with, and measures the reference it compares against in the same run.
 
 mod failover;
+mod faults;
 mod latency;
 mod log_append;
 mod report;
@@ -23,6 +24,8 @@ enum Command {
     LogAppend(log_append::Args),
     /// Kill the leader repeatedly under load; the interruption distribution.
     Failover(failover::Args),
+    /// Processes under kills, pauses, partitions and a full disk; checks the history.
+    Faults(faults::Args),
 }
 
 fn main() {
@@ -31,6 +34,7 @@ fn main() {
         Some(Command::Latency(args)) => latency::run(args),
         Some(Command::LogAppend(args)) => log_append::run(args),
         Some(Command::Failover(args)) => failover::run(args),
+        Some(Command::Faults(args)) => faults::run(args),
         None => latency::run(latency::Args::default_main()),
     };
     match result {

@@ -1,7 +1,9 @@
 //! raftline: run a cluster member, or watch one.
 //!
 //! ```text
-//! raftline node --config node.toml     run a member with the built-in echo service
+//! raftline node --config node.toml [--service echo|kv]
+//!                                      run a member with a built-in service: echo (the
+//!                                      default) or kv (registers, for the fault tests)
 //! raftline stat <log-dir> [--once]     print a running member's counters, refreshed each second
 //! ```
 
@@ -13,6 +15,8 @@ use raftline::config::Config;
 use raftline::runtime::counters::{CountersReader, ALL};
 use raftline::runtime::RunningNode;
 use raftline::service::echo::EchoService;
+use raftline::service::kv::KvService;
+use raftline::service::Service;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -21,7 +25,9 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: raftline node --config node.toml | raftline stat <log-dir> [--once]");
+    eprintln!(
+        "usage: raftline node --config node.toml [--service echo|kv] | raftline stat <log-dir> [--once]"
+    );
     std::process::exit(2);
 }
 
@@ -33,7 +39,20 @@ fn main() {
                 usage()
             };
             let Some(path) = args.get(i + 1) else { usage() };
-            std::process::exit(run_node(PathBuf::from(path)));
+            let path = PathBuf::from(path);
+            let service = match args.iter().position(|a| a == "--service") {
+                None => "echo",
+                Some(i) => args.get(i + 1).map_or_else(|| usage(), String::as_str),
+            };
+            let code = match service {
+                "echo" => run_node(path, EchoService::default()),
+                "kv" => run_node(path, KvService::default()),
+                other => {
+                    eprintln!("raftline: --service {other}: use echo or kv");
+                    2
+                }
+            };
+            std::process::exit(code);
         }
         Some("stat") => {
             let Some(dir) = args.get(1) else { usage() };
@@ -43,7 +62,7 @@ fn main() {
     }
 }
 
-fn run_node(path: PathBuf) -> i32 {
+fn run_node<S: Service + Send + 'static>(path: PathBuf, service: S) -> i32 {
     let config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -55,7 +74,7 @@ fn run_node(path: PathBuf) -> i32 {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };
     }
-    let node = match RunningNode::start(&config, EchoService::default()) {
+    let node = match RunningNode::start(&config, service) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("raftline: node {} could not start: {e}", config.node.id);

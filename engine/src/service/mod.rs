@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod echo;
+pub mod kv;
 
 use std::collections::BTreeMap;
 
