@@ -9,7 +9,7 @@
 //! any time after its invocation, or never: it has no completion time, and the search may
 //! leave it out. An unknown read constrains nothing and is dropped.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use raftline::service::kv::KvOp;
 
@@ -96,81 +96,133 @@ fn step(value: u64, op: &Op) -> Option<u64> {
 }
 
 struct Search<'a> {
+    /// Sorted by invocation time.
     ops: &'a [Op],
-    done: Vec<u64>,
-    seen: HashSet<(Vec<u64>, u64)>,
+    done: Vec<bool>,
+    /// Indices of the operations with unknown outcomes, ascending.
+    unknown: Vec<usize>,
+    /// Ordered operations by index: known ones, and unknown ones (kept apart: few).
+    done_known: BTreeSet<u32>,
+    done_unknown: BTreeSet<u32>,
+    /// (first known operation not yet ordered, operations ordered at or after it, unknown
+    /// operations ordered before it, register value): states already explored.
+    seen: HashSet<(usize, Vec<u32>, Vec<u32>, u64)>,
     longest: usize,
     steps: u64,
 }
 
-/// Explored states beyond which a key is reported as unresolved rather than searched forever.
+/// Explored states beyond which a key is reported as undecided rather than searched forever.
 const MAX_STEPS: u64 = 20_000_000;
 
 impl<'a> Search<'a> {
     fn new(ops: &'a [Op]) -> Self {
         Self {
             ops,
-            done: vec![0; ops.len().div_ceil(64)],
+            done: vec![false; ops.len()],
+            unknown: (0..ops.len())
+                .filter(|&i| ops[i].complete_ns.is_none())
+                .collect(),
+            done_known: BTreeSet::new(),
+            done_unknown: BTreeSet::new(),
             seen: HashSet::new(),
             longest: 0,
             steps: 0,
         }
     }
 
-    fn is_done(&self, i: usize) -> bool {
-        self.done[i / 64] & (1 << (i % 64)) != 0
-    }
-
-    fn flip(&mut self, i: usize) {
-        self.done[i / 64] ^= 1 << (i % 64);
-    }
-
     fn run(&mut self) -> bool {
-        self.dfs(0, 0)
+        // The search recurses once per ordered operation: give it a deep stack.
+        let ops = self.ops;
+        let (found, longest, steps) = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .stack_size(2 << 30)
+                .spawn_scoped(scope, || {
+                    let mut inner = Search::new(ops);
+                    let found = inner.dfs(0, 0, 0);
+                    (found, inner.longest, inner.steps)
+                })
+                .expect("checker thread")
+                .join()
+                .expect("checker thread finished")
+        });
+        self.longest = longest;
+        self.steps = steps;
+        found
     }
 
-    fn dfs(&mut self, value: u64, count: usize) -> bool {
+    /// `p`: every known operation before it is ordered. Only operations invoked before the
+    /// earliest completion among those not yet ordered can come next, so the candidates are a
+    /// short window from `p` (plus unknown operations left behind, which may come any time).
+    fn dfs(&mut self, value: u64, mut p: usize, count: usize) -> bool {
         self.longest = self.longest.max(count);
         self.steps += 1;
         if self.steps > MAX_STEPS {
             return false;
         }
-        // The earliest completion among operations not yet ordered: only operations invoked
-        // before it can come next (real-time order).
+        let n = self.ops.len();
+        while p < n && (self.done[p] || self.ops[p].complete_ns.is_none()) {
+            p += 1;
+        }
+        if p == n {
+            return true; // every known operation is ordered; the unknown rest may never have happened
+        }
         let mut frontier = u64::MAX;
-        let mut known_left = false;
-        for (i, op) in self.ops.iter().enumerate() {
-            if !self.is_done(i) {
-                if let Some(c) = op.complete_ns {
+        let mut end = p;
+        while end < n && self.ops[end].invoke_ns <= frontier {
+            if !self.done[end] {
+                if let Some(c) = self.ops[end].complete_ns {
                     frontier = frontier.min(c);
-                    known_left = true;
                 }
             }
+            end += 1;
         }
-        if !known_left {
-            return true; // what is left may never have happened
-        }
-        if !self.seen.insert((self.done.clone(), value)) {
+        // The state: which operations are ordered (all known ones before `p`, these known ones
+        // after it, these unknown ones anywhere) and the value.
+        let after: Vec<u32> = self.done_known.range(p as u32..).copied().collect();
+        let unknown: Vec<u32> = self.done_unknown.iter().copied().collect();
+        if !self.seen.insert((p, after, unknown, value)) {
             return false;
         }
-        for i in 0..self.ops.len() {
+        let behind = self.unknown_before(p);
+        for i in behind.into_iter().chain(p..end) {
             let op = self.ops[i];
-            if op.invoke_ns > frontier {
-                break; // sorted by invocation
-            }
-            if self.is_done(i) {
+            if self.done[i] || op.invoke_ns > frontier {
                 continue;
             }
             if let Some(next) = step(value, &op) {
-                self.flip(i);
-                let found = self.dfs(next, count + 1);
-                self.flip(i);
+                self.mark(i, true);
+                let found = self.dfs(next, p, count + 1);
+                self.mark(i, false);
                 if found {
                     return true;
                 }
             }
         }
         false
+    }
+
+    /// Unknown operations before `p` not yet ordered: they may still come next.
+    fn unknown_before(&self, p: usize) -> Vec<usize> {
+        self.unknown
+            .iter()
+            .copied()
+            .take_while(|&i| i < p)
+            .filter(|&i| !self.done[i])
+            .collect()
+    }
+
+    fn mark(&mut self, i: usize, done: bool) {
+        self.done[i] = done;
+        let set = if self.ops[i].complete_ns.is_some() {
+            &mut self.done_known
+        } else {
+            &mut self.done_unknown
+        };
+        if done {
+            set.insert(i as u32);
+        } else {
+            set.remove(&(i as u32));
+        }
     }
 }
 
@@ -309,5 +361,60 @@ mod tests {
             op(0, r(), 20, Some(30), ok(1)),
         ];
         assert!(check(&h).is_empty());
+    }
+
+    /// A long history of four overlapping clients, generated from a real register: the linear
+    /// order is the order of the effect times, each inside its operation's interval.
+    fn long_history(n: usize) -> Vec<Op> {
+        let mut rng = raftline::rng::Rng::new(7);
+        let mut value = 0u64;
+        let mut next_free = [0u64; 4];
+        let mut history = Vec::new();
+        let mut now = 0u64;
+        for i in 0..n {
+            now += 1 + rng.below(5);
+            let client = rng.below(4) as usize;
+            let invoke = now.max(next_free[client]);
+            let effect = invoke + rng.below(10);
+            let complete = effect + rng.below(10);
+            next_free[client] = complete + 1;
+            now = effect;
+            let op = match rng.below(3) {
+                0 => r(),
+                _ => w(i as u64 + 1),
+            };
+            let outcome = match op {
+                KvOp::Write { value: v, .. } => {
+                    value = v;
+                    ok(v)
+                }
+                _ => ok(value),
+            };
+            history.push(op_at(client, op, invoke, complete, outcome));
+        }
+        history
+    }
+
+    fn op_at(client: usize, op: KvOp, invoke: u64, complete: u64, outcome: Outcome) -> Op {
+        Op {
+            client,
+            id: 0,
+            op,
+            invoke_ns: invoke,
+            complete_ns: Some(complete),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn long_histories_check_quickly_and_one_bad_read_is_found() {
+        let mut h = long_history(200_000);
+        assert!(check(&h).is_empty());
+        // A read, long after everything, of a value overwritten long before.
+        let end = h.iter().map(|o| o.complete_ns.unwrap()).max().unwrap();
+        h.push(op_at(0, r(), end + 10, end + 20, ok(1)));
+        let anomalies = check(&h);
+        assert_eq!(anomalies.len(), 1);
+        assert!(!anomalies[0].gave_up);
     }
 }

@@ -3,6 +3,7 @@
 //! in the sender's namespace cuts one direction), or on loopback when namespaces are not
 //! available (not root, no iproute2), where partitions are skipped.
 
+use std::path::Path;
 use std::process::Command;
 
 /// The nodes' network.
@@ -35,7 +36,8 @@ fn ip(args: &[&str]) -> Result<(), String> {
 impl Network {
     /// Builds namespaces `<prefix><i>` for `nodes` nodes on 10.<subnet>.0.0/24, or says why not.
     pub fn namespaces(nodes: usize, tag: u32) -> Result<Self, String> {
-        let prefix = format!("rlf{}n", tag % 10_000);
+        remove_stale();
+        let prefix = format!("rlf{tag}n");
         let subnet = 100 + (tag % 100) as u8;
         let net = Network::Namespaces {
             prefix: prefix.clone(),
@@ -142,6 +144,27 @@ impl Network {
                 let _ = ip(&["netns", "del", &format!("{prefix}{i}")]);
             }
             let _ = ip(&["link", "del", &format!("{prefix}br")]);
+        }
+    }
+}
+
+/// Removes the namespaces and bridges of earlier runs whose process is gone (a run stopped by
+/// a signal cannot clean up after itself).
+fn remove_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix("rlf") else {
+            continue;
+        };
+        let Some((pid, _)) = rest.split_once('n') else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", name]);
+            let _ = ip(&["link", "del", &format!("rlf{pid}nbr")]);
         }
     }
 }
