@@ -111,6 +111,8 @@ struct FaultRecord {
     /// Longest time without any operation completing, from the fault's start until 1 s after
     /// it healed.
     availability_gap_ms: f64,
+    /// A leader kill: from the kill to the first commit by a leader of a later term.
+    failover_ms: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -564,7 +566,7 @@ fn run_with(
     let t0 = monotonic_ns();
     let ms = |t: u64| (t.saturating_sub(t0)) as f64 / 1e6;
     let mut rng = Rng::new(seed);
-    let mut records: Vec<(Fault, String, u64, u64)> = Vec::new();
+    let mut records: Vec<(Fault, String, u64, u64, Option<u64>)> = Vec::new();
     // Leader kills: when, and when a leader of a later term first committed (if within the hold).
     let mut kills_of_leader: Vec<(u64, Option<u64>)> = Vec::new();
     let end = t0 + (args.duration * 1e9) as u64;
@@ -683,7 +685,12 @@ fn run_with(
         };
         let healed = monotonic_ns();
         println!("  {:>8.0} ms  {what}", ms(started));
-        records.push((fault, what, started, healed));
+        // A leader kill's failover: from the kill to the next leader's first commit.
+        let failover = match (fault, kills_of_leader.last()) {
+            (Fault::KillLeader | Fault::Kill, Some(&(k, Some(c)))) if k >= started => Some(c - k),
+            _ => None,
+        };
+        records.push((fault, what, started, healed, failover));
     }
 
     // Heal everything and let the clients run on a healthy cluster for a while.
@@ -785,7 +792,8 @@ fn run_with(
     };
     let fault_records: Vec<FaultRecord> = records
         .iter()
-        .map(|(fault, what, s, h)| FaultRecord {
+        .map(|(fault, what, s, h, failover)| FaultRecord {
+            failover_ms: failover.map(|f| f as f64 / 1e6),
             fault: *fault,
             what: what.clone(),
             start_ms: ms(*s),

@@ -542,8 +542,12 @@ mod tests {
                     session_id: 9,
                     sequence: 1
                 },
+                Egress::Message {
+                    session_id: 9,
+                    payload: b"order".to_vec()
+                },
             ],
-            "in the applier's order; the duplicate is acknowledged, not applied"
+            "in the applier's order; the duplicate gets its reply again, is not applied"
         );
         assert_eq!(remote.applied_position(), remote.fed_position());
         assert_eq!(remote.applied_messages(), 1);

@@ -146,7 +146,14 @@ pub struct Applier<S> {
     /// Changes to the timer table, kept only when a node on another thread mirrors the table
     /// to know when to fire (dedicated threading).
     timer_changes: Option<Vec<TimerChange>>,
+    /// The service's replies to each session's last few messages, by sequence: a resend of one
+    /// of them (its first reply was lost with a leader) gets them again, not only an
+    /// acknowledgement. Derived from the log like everything else here.
+    replies: BTreeMap<u64, std::collections::VecDeque<(u64, Vec<Vec<u8>>)>>,
 }
+
+/// Messages per session whose replies are kept for resends.
+pub const REPLIES_KEPT: usize = 8;
 
 /// A change to the applier's timer table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,6 +191,7 @@ impl<S: Service> Applier<S> {
             timers: BTreeMap::new(),
             timers_by_deadline: std::collections::BTreeSet::new(),
             timer_changes: None,
+            replies: BTreeMap::new(),
         }
     }
 
@@ -289,6 +297,7 @@ impl<S: Service> Applier<S> {
             (Some(FrameType::SessionClose), Message::SessionClose(close))
                 if self.sessions.remove(&session_id).is_some() =>
             {
+                self.replies.remove(&session_id);
                 let reason =
                     CloseReason::from_u8(close.reason).unwrap_or(CloseReason::ServiceAction);
                 self.service
@@ -359,12 +368,23 @@ impl<S: Service> Applier<S> {
             return; // not open: never applied
         };
         if header.sequence <= *last {
-            // A resend of something already applied: acknowledge again, apply never twice.
+            // A resend of something already applied: acknowledge again, with the replies it
+            // got if they are still kept; apply never twice.
             self.duplicates_dropped += 1;
             egress.push(Egress::Applied {
                 session_id,
                 sequence: header.sequence,
             });
+            let kept = self
+                .replies
+                .get(&session_id)
+                .and_then(|r| r.iter().find(|(sequence, _)| *sequence == header.sequence));
+            for payload in kept.map(|(_, p)| p.as_slice()).unwrap_or_default() {
+                egress.push(Egress::Message {
+                    session_id,
+                    payload: payload.clone(),
+                });
+            }
             return;
         }
         if header.sequence != *last + 1 {
@@ -372,8 +392,19 @@ impl<S: Service> Applier<S> {
         }
         *last = header.sequence;
         self.applied_messages += 1;
+        let before = self.context.egress.len();
         self.service
             .on_message(&mut self.context, session_id, payload);
+        let replies: Vec<Vec<u8>> = self.context.egress[before..]
+            .iter()
+            .filter(|(to, _)| *to == session_id)
+            .map(|(_, p)| p.clone())
+            .collect();
+        let kept = self.replies.entry(session_id).or_default();
+        kept.push_back((header.sequence, replies));
+        if kept.len() > REPLIES_KEPT {
+            kept.pop_front();
+        }
         egress.push(Egress::Applied {
             session_id,
             sequence: header.sequence,
@@ -461,13 +492,20 @@ mod tests {
                 }
             ]
         );
-        // A resend after failover: acknowledged again, never applied twice.
+        // A resend after failover: acknowledged again with the reply it got (the first one
+        // may have been lost with the leader), never applied twice.
         assert_eq!(
             apply(&mut a, 7, msg(1, b"a")),
-            vec![Egress::Applied {
-                session_id: 7,
-                sequence: 1
-            }]
+            vec![
+                Egress::Applied {
+                    session_id: 7,
+                    sequence: 1
+                },
+                Egress::Message {
+                    session_id: 7,
+                    payload: b"a".to_vec()
+                }
+            ]
         );
         // A gap: dropped until the missing one arrives.
         assert!(apply(&mut a, 7, msg(3, b"c")).is_empty());
@@ -477,6 +515,22 @@ mod tests {
         assert_eq!(seen, vec![b"a".as_slice(), b"b", b"c"]);
         assert_eq!(a.duplicates_dropped(), 1);
         assert_eq!(a.last_sequence(7), Some(3));
+        // Replies are kept for the last REPLIES_KEPT messages only: an older resend is
+        // acknowledged without one.
+        for sequence in 4..3 + REPLIES_KEPT as u64 {
+            apply(&mut a, 7, msg(sequence, b"x"));
+        }
+        assert_eq!(
+            apply(&mut a, 7, msg(3, b"c")).len(),
+            1 + 1,
+            "3 is still kept"
+        );
+        apply(&mut a, 7, msg(3 + REPLIES_KEPT as u64, b"x"));
+        assert_eq!(
+            apply(&mut a, 7, msg(3, b"c")).len(),
+            1,
+            "3 is no longer kept"
+        );
     }
 
     #[test]
