@@ -149,8 +149,11 @@ pub struct Applier<S> {
     /// The service's replies to each session's last few messages, by sequence: a resend of one
     /// of them (its first reply was lost with a leader) gets them again, not only an
     /// acknowledgement. Derived from the log like everything else here.
-    replies: BTreeMap<u64, std::collections::VecDeque<(u64, Vec<Vec<u8>>)>>,
+    replies: BTreeMap<u64, std::collections::VecDeque<KeptReplies>>,
 }
+
+/// A message's sequence and the payloads the service sent its session while applying it.
+type KeptReplies = (u64, Vec<Vec<u8>>);
 
 /// Messages per session whose replies are kept for resends.
 pub const REPLIES_KEPT: usize = 8;
