@@ -17,6 +17,10 @@ use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
 use raftline::service::echo::EchoService;
 use serde::Serialize;
 
+use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::Histogram;
+
 use crate::report::{histogram, loopback_ports, remove_run_dir, write_json, Latency, Machine};
 
 #[derive(clap::Args, Clone, Debug)]
@@ -52,6 +56,12 @@ pub struct Args {
     /// Write the JSON summary to this path, or - for stdout.
     #[arg(long)]
     pub json: Option<String>,
+    /// Measured runs (each with a fresh cluster); the summary merges them and lists each.
+    #[arg(long, default_value_t = 1)]
+    pub runs: usize,
+    /// Write `.hgrm` percentile distributions, `.hdr` interval logs and the JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Keep the nodes' directories (logs and counters, for `raftline stat`).
     #[arg(long)]
     pub keep: bool,
@@ -70,6 +80,8 @@ impl Args {
             transport: "udp".into(),
             dir: "bench-out/cluster".into(),
             json: None,
+            runs: 1,
+            out: None,
             keep: false,
         }
     }
@@ -100,6 +112,8 @@ struct Summary {
     achieved_rate: f64,
     missing_replies: u64,
     ok: bool,
+    /// Each run's own percentiles (the top-level figures merge all runs).
+    runs: Vec<Latency>,
     reference_udp_rtt: Latency,
     reference_disk_floor: Option<Latency>,
     settings: Settings,
@@ -181,65 +195,86 @@ fn disk_floor(dir: &std::path::Path, samples: usize) -> std::io::Result<Latency>
     Ok(Latency::of(&h))
 }
 
-pub fn run(args: Args) -> Result<bool, String> {
-    if args.size < 16 {
-        return Err(format!(
-            "--size {} is too small: the payload carries a 16-byte stamp",
-            args.size
-        ));
+/// The settings of a run, parsed from the arguments.
+pub struct Plan {
+    pub durability: Durability,
+    pub threading: ThreadingMode,
+    pub idle: IdleStrategy,
+    pub ipc_dir: Option<PathBuf>,
+}
+
+impl Plan {
+    pub fn of(args: &Args) -> Result<Self, String> {
+        if args.size < 16 {
+            return Err(format!(
+                "--size {} is too small: the payload carries a 16-byte stamp",
+                args.size
+            ));
+        }
+        let durability = match args.durability.as_str() {
+            "fdatasync" => Durability::Fdatasync,
+            "none" => Durability::None,
+            other => return Err(format!("--durability {other}: use fdatasync or none")),
+        };
+        let threading = match args.threading.as_str() {
+            "shared" => ThreadingMode::Shared,
+            "dedicated" => ThreadingMode::Dedicated,
+            other => return Err(format!("--threading {other}: use shared or dedicated")),
+        };
+        let idle = IdleStrategy::parse(&args.idle)
+            .ok_or_else(|| format!("--idle {}: unknown strategy", args.idle))?;
+        // Ring files on tmpfs, named for this run, removed at the end.
+        let ipc_dir = match args.transport.as_str() {
+            "udp" => None,
+            "ipc" => Some(PathBuf::from(format!(
+                "/dev/shm/raftline-bench-{}",
+                std::process::id()
+            ))),
+            other => return Err(format!("--transport {other}: use udp or ipc")),
+        };
+        if args.runs == 0 {
+            return Err("--runs 0: at least one run".into());
+        }
+        Ok(Self {
+            durability,
+            threading,
+            idle,
+            ipc_dir,
+        })
     }
-    let durability = match args.durability.as_str() {
-        "fdatasync" => Durability::Fdatasync,
-        "none" => Durability::None,
-        other => return Err(format!("--durability {other}: use fdatasync or none")),
-    };
-    let threading = match args.threading.as_str() {
-        "shared" => ThreadingMode::Shared,
-        "dedicated" => ThreadingMode::Dedicated,
-        other => return Err(format!("--threading {other}: use shared or dedicated")),
-    };
-    let idle = IdleStrategy::parse(&args.idle)
-        .ok_or_else(|| format!("--idle {}: unknown strategy", args.idle))?;
-    // Ring files on tmpfs, named for this run, removed at the end.
-    let ipc_dir = match args.transport.as_str() {
-        "udp" => None,
-        "ipc" => Some(PathBuf::from(format!(
-            "/dev/shm/raftline-bench-{}",
-            std::process::id()
-        ))),
-        other => return Err(format!("--transport {other}: use udp or ipc")),
-    };
-    let machine = Machine::detect();
+}
+
+/// One measured run: a fresh cluster, warm-up, then the measured load.
+pub struct RunResult {
+    pub histogram: Histogram<u64>,
+    /// One histogram per second of the measured load (for the `.hdr` interval log).
+    pub intervals: Vec<Histogram<u64>>,
+    pub achieved_rate: f64,
+    pub missing: u64,
+    pub backpressure: u64,
+    pub writer: String,
+}
+
+/// Starts 3 nodes, offers `rate` msg/s of `size` bytes open loop, and records every echo's
+/// latency from its intended send time.
+pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunResult, String> {
     let _ = std::fs::remove_dir_all(&args.dir);
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
-
-    eprintln!("latency on {machine}");
-    eprintln!("[1/3] reference: loopback UDP round trip, and the disk floor ...");
-    let rtt = udp_rtt(2000).map_err(|e| e.to_string())?;
-    let floor = match durability {
-        Durability::Fdatasync => Some(disk_floor(&args.dir, 2000).map_err(|e| e.to_string())?),
-        Durability::None => None,
-    };
-
-    eprintln!(
-        "[2/3] starting 3 nodes on loopback (members over {}, durability {durability}, threading {}, idle {}) ...",
-        args.transport, args.threading, args.idle
-    );
     let members = loopback_ports(3).map_err(|e| e.to_string())?;
     let mut nodes = Vec::new();
     let mut writer = String::new();
     for id in 0..3u32 {
         let builder = Config::builder(id, members.clone(), args.dir.join(format!("node-{id}")));
-        let builder = match &ipc_dir {
+        let builder = match &plan.ipc_dir {
             Some(dir) => builder.ipc(dir),
             None => builder,
         };
         let config = builder
             .cluster_id(1)
-            .durability(durability)
+            .durability(plan.durability)
             .segment_mib(64)
-            .threading(threading)
-            .idle(idle)
+            .threading(plan.threading)
+            .idle(plan.idle)
             .timeouts_ms(50, 1000, 300)
             .max_datagram_bytes(65_000)
             .build()
@@ -261,16 +296,14 @@ pub fn run(args: Args) -> Result<bool, String> {
     cc.resend_timeout_ns = 1_000_000_000;
     let mut client = ClusterClient::connect(cc, monotonic_ns).map_err(|e| e.to_string())?;
 
-    eprintln!(
-        "[3/3] {} msg/s of {} B for {:.1} s (+{:.1} s warm-up) ...",
-        args.rate, args.size, args.seconds, args.warmup
-    );
-    let interval_ns = 1_000_000_000 / args.rate.max(1);
-    let warmup = (args.warmup * args.rate as f64) as u64;
-    let total = warmup + (args.seconds * args.rate as f64) as u64;
+    let interval_ns = 1_000_000_000 / rate.max(1);
+    let warmup = (args.warmup * rate as f64) as u64;
+    let total = warmup + (args.seconds * rate as f64) as u64;
     let mut h = histogram();
-    let mut payload = vec![0x5au8; args.size];
+    let mut intervals: Vec<Histogram<u64>> = Vec::new();
+    let mut payload = vec![0x5au8; size];
     let start = monotonic_ns() + 10_000_000;
+    let measured_from = start + warmup * interval_ns;
     let mut sent = 0u64;
     let mut received = 0u64;
     let mut received_measured = 0u64;
@@ -299,8 +332,14 @@ pub fn run(args: Args) -> Result<bool, String> {
                 received += 1;
                 if index >= warmup {
                     received_measured += 1;
-                    h.record(now.saturating_sub(intended).max(1))
-                        .expect("in range");
+                    let latency = now.saturating_sub(intended).max(1);
+                    h.record(latency).expect("in range");
+                    // Interval by intended send time, one per second of the measured load.
+                    let second = (intended.saturating_sub(measured_from) / 1_000_000_000) as usize;
+                    while intervals.len() <= second {
+                        intervals.push(histogram());
+                    }
+                    intervals[second].record(latency).expect("in range");
                 }
             }
         });
@@ -321,20 +360,127 @@ pub fn run(args: Args) -> Result<bool, String> {
     eprintln!();
     let elapsed_s = (monotonic_ns() - start) as f64 / 1e9;
     let measured = total - warmup;
-    let achieved_rate = received as f64 / elapsed_s.max(1e-9);
-    let missing = measured - received_measured;
     for n in nodes {
         n.stop();
     }
-    if let Some(dir) = &ipc_dir {
+    if let Some(dir) = &plan.ipc_dir {
         let _ = std::fs::remove_dir_all(dir);
     }
     if !args.keep {
         remove_run_dir(&args.dir);
     }
+    Ok(RunResult {
+        histogram: h,
+        intervals,
+        achieved_rate: received as f64 / elapsed_s.max(1e-9),
+        missing: measured - received_measured,
+        backpressure,
+        writer,
+    })
+}
 
-    let l = Latency::of(&h);
-    let ok = missing == 0 && achieved_rate >= 0.95 * args.rate as f64 && backpressure == 0;
+/// Writes a run's percentile distribution (`.hgrm`, the format of HdrHistogram's plotter) and
+/// its per-second interval log (`.hdr`).
+pub fn write_outputs(dir: &std::path::Path, name: &str, run: &RunResult) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let hgrm = dir.join(format!("{name}.hgrm"));
+    std::fs::write(&hgrm, percentile_distribution(&run.histogram))
+        .map_err(|e| format!("{}: {e}", hgrm.display()))?;
+    let hdr = dir.join(format!("{name}.hdr"));
+    let mut log = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let mut writer = IntervalLogWriterBuilder::new()
+        .with_max_value_divisor(1000.0)
+        .begin_log_with(&mut log, &mut serializer)
+        .map_err(|e| e.to_string())?;
+    for (second, h) in run.intervals.iter().enumerate() {
+        writer
+            .write_histogram(
+                h,
+                Duration::from_secs(second as u64),
+                Duration::from_secs(1),
+                None,
+            )
+            .map_err(|e| format!("{}: {e:?}", hdr.display()))?;
+    }
+    std::fs::write(&hdr, log).map_err(|e| format!("{}: {e}", hdr.display()))
+}
+
+/// HdrHistogram's percentile distribution text, in microseconds.
+pub fn percentile_distribution(h: &Histogram<u64>) -> String {
+    let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
+    let mut total = 0u64;
+    for v in h.iter_quantiles(5) {
+        let q = v.quantile_iterated_to();
+        total += v.count_since_last_iteration();
+        let inverse = if q < 1.0 {
+            1.0 / (1.0 - q)
+        } else {
+            f64::INFINITY
+        };
+        out.push_str(&format!(
+            "{:12.3} {:14.12} {:10} {:14.2}\n",
+            v.value_iterated_to() as f64 / 1000.0,
+            q,
+            total,
+            inverse
+        ));
+    }
+    out.push_str(&format!(
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]\n#[Max     = {:12.3}, Total count    = {:12}]\n",
+        h.mean() / 1000.0,
+        h.stdev() / 1000.0,
+        h.max() as f64 / 1000.0,
+        h.len()
+    ));
+    out
+}
+
+pub fn run(args: Args) -> Result<bool, String> {
+    let plan = Plan::of(&args)?;
+    let machine = Machine::detect();
+    std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    eprintln!("latency on {machine}");
+    eprintln!("[1/3] reference: loopback UDP round trip, and the disk floor ...");
+    let rtt = udp_rtt(2000).map_err(|e| e.to_string())?;
+    let floor = match plan.durability {
+        Durability::Fdatasync => Some(disk_floor(&args.dir, 2000).map_err(|e| e.to_string())?),
+        Durability::None => None,
+    };
+    eprintln!(
+        "[2/3] 3 nodes on loopback (members over {}, durability {}, threading {}, idle {}), {} run(s) ...",
+        args.transport, plan.durability, args.threading, args.idle, args.runs
+    );
+    let mut all = histogram();
+    let mut runs = Vec::new();
+    let mut writer = String::new();
+    let (mut missing, mut backpressure, mut achieved) = (0, 0, f64::MAX);
+    for k in 0..args.runs {
+        eprintln!(
+            "[3/3] run {}: {} msg/s of {} B for {:.1} s (+{:.1} s warm-up) ...",
+            k + 1,
+            args.rate,
+            args.size,
+            args.seconds,
+            args.warmup
+        );
+        let r = measure(&args, &plan, args.rate, args.size)?;
+        if let Some(out) = &args.out {
+            write_outputs(out, &format!("latency-run{}", k + 1), &r)?;
+        }
+        all.add(&r.histogram).expect("same bounds");
+        missing += r.missing;
+        backpressure += r.backpressure;
+        achieved = achieved.min(r.achieved_rate);
+        writer = r.writer.clone();
+        runs.push(Latency::of(&r.histogram));
+    }
+    if !args.keep {
+        remove_run_dir(&args.dir);
+    }
+
+    let l = Latency::of(&all);
+    let ok = missing == 0 && achieved >= 0.95 * args.rate as f64 && backpressure == 0;
     let summary = Summary {
         p50_us: l.p50_us,
         p90_us: l.p90_us,
@@ -344,18 +490,19 @@ pub fn run(args: Args) -> Result<bool, String> {
         max_us: l.max_us,
         count: l.count,
         target_rate: args.rate,
-        achieved_rate,
+        achieved_rate: achieved,
         missing_replies: missing,
         ok,
+        runs,
         reference_udp_rtt: rtt,
         reference_disk_floor: floor,
         settings: Settings {
             topology: "in-process (3 nodes, one process, own threads)",
-            transport: match ipc_dir {
+            transport: match plan.ipc_dir {
                 Some(_) => "ipc rings (/dev/shm), client over udp loopback".into(),
                 None => "udp loopback".into(),
             },
-            durability: durability.to_string(),
+            durability: plan.durability.to_string(),
             threading_mode: args.threading.clone(),
             idle_strategy: args.idle.clone(),
             writer,
@@ -367,9 +514,15 @@ pub fn run(args: Args) -> Result<bool, String> {
     if let Some(path) = &args.json {
         write_json(path, &summary)?;
     }
+    if let Some(out) = &args.out {
+        write_json(&out.join("latency.json").display().to_string(), &summary)?;
+        std::fs::write(out.join("latency.hgrm"), percentile_distribution(&all))
+            .map_err(|e| format!("{}: {e}", out.display()))?;
+        eprintln!("wrote {}", out.display());
+    }
     if !ok {
         eprintln!(
-            "WARNING: the run is not valid: {missing} replies missing, achieved {achieved_rate:.0} of {} msg/s, {backpressure} back-pressure events",
+            "WARNING: the run is not valid: {missing} replies missing, achieved {achieved:.0} of {} msg/s, {backpressure} back-pressure events",
             args.rate
         );
     }

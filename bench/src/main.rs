@@ -6,6 +6,7 @@ mod faults;
 mod latency;
 mod log_append;
 mod report;
+mod sweep;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,10 @@ enum Command {
     Failover(failover::Args),
     /// Processes under kills, pauses, partitions and a full disk; checks the history.
     Faults(faults::Args),
+    /// Latency at real-logic/benchmarks' (size, rate) pairs, scaled for the host.
+    Matrix(sweep::MatrixArgs),
+    /// The highest rate sustained with p99 under a bound.
+    Throughput(sweep::ThroughputArgs),
 }
 
 fn main() {
@@ -35,6 +40,8 @@ fn main() {
         Some(Command::LogAppend(args)) => log_append::run(args),
         Some(Command::Failover(args)) => failover::run(args),
         Some(Command::Faults(args)) => faults::run(args),
+        Some(Command::Matrix(args)) => sweep::matrix(args),
+        Some(Command::Throughput(args)) => sweep::throughput(args),
         None => latency::run(latency::Args::default_main()),
     };
     match result {

@@ -245,24 +245,26 @@ fn unmount(dir: &Path) {
     let _ = Command::new("umount").arg("-l").arg(dir).output();
 }
 
-/// Fills the filesystem of `dir` with a ballast file, leaving `leave` bytes.
-fn fill_disk(dir: &Path, leave: u64) -> Result<PathBuf, String> {
-    let c =
-        std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: statvfs writes into a zeroed struct we own; `c` is a valid path.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    let free = st.f_bavail * st.f_frsize;
+/// Fills the filesystem of `dir` with a ballast file: grows it a MiB, then 4 KiB, at a time
+/// until the filesystem says no space is left.
+fn fill_disk(dir: &Path) -> Result<PathBuf, String> {
+    use std::os::fd::AsRawFd;
     let ballast = dir.join("ballast");
     let file = std::fs::File::create(&ballast).map_err(|e| e.to_string())?;
-    let len = free.saturating_sub(leave);
-    // SAFETY: plain syscall on an open file we own.
-    let rc = unsafe { libc::fallocate(std::os::fd::AsRawFd::as_raw_fd(&file), 0, 0, len as i64) };
-    if rc != 0 {
-        return Err(format!("fallocate: {}", std::io::Error::last_os_error()));
+    let mut at = 0i64;
+    for chunk in [1i64 << 20, 4096] {
+        loop {
+            // SAFETY: plain syscall on an open file we own.
+            let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, at, chunk) };
+            if rc != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    break;
+                }
+                return Err(format!("fallocate {}: {e}", ballast.display()));
+            }
+            at += chunk;
+        }
     }
     Ok(ballast)
 }
@@ -465,7 +467,10 @@ pub fn run(args: Args) -> Result<bool, String> {
     let disk_node = args.nodes - 1;
     let mut disk_mounted = false;
     if faults.contains(&Fault::Disk) {
-        match mount_small(&dir.join(format!("node-{disk_node}")), 64) {
+        // Room for the whole run's log (the log is not purged without snapshots): about
+        // 1 MB/s of operations here, with margin.
+        let mib = 256 + (args.duration as u64) * 2;
+        match mount_small(&dir.join(format!("node-{disk_node}")), mib) {
             Ok(()) => disk_mounted = true,
             Err(e) => {
                 skipped.push(format!("full disk ({e})"));
@@ -663,7 +668,7 @@ fn run_with(
                 format!("{what} for {} ms", hold.as_millis())
             }
             Fault::Disk => {
-                let ballast = fill_disk(&nodes[disk_node].dir, 64 << 10)?;
+                let ballast = fill_disk(&nodes[disk_node].dir)?;
                 // Long enough for the log to need a new segment file while it is full.
                 std::thread::sleep(hold * 2);
                 let _ = std::fs::remove_file(&ballast);
