@@ -2,7 +2,15 @@
 //!
 //! ```text
 //! raftline-ci instructions [--bin PATH] [--baseline FILE] [--tolerance 0.02] [--update]
+//! raftline-ci latency [--bench PATH] [--baseline FILE] [--tolerance 0.5] [--update]
 //! ```
+//!
+//! `latency` runs a short `raftline-bench latency` (durability none, 2000 msg/s, 3 s) and
+//! compares its p50 and p99 *as ratios to the loopback UDP round trip measured in the same
+//! run* with the baseline: the machine's speed and load cancel out of a ratio better than
+//! out of a time, but wall-clock time on a shared machine is still noisy, so the tolerance is
+//! loose (50 %) and `.ci/run` does not gate on it. The rest of this text is about
+//! `instructions`, which `.ci/run` does gate on.
 //!
 //! Runs each workload of `raftline-instr` under `valgrind --tool=callgrind`, reads the number of
 //! instructions it retired (repeatable for the same binary and input, unlike wall-clock time on
@@ -58,18 +66,145 @@ fn count(bin: &PathBuf, workload: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{workload}: no instruction count in callgrind's output"))
 }
 
+fn flag_value(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+#[derive(Serialize, Deserialize)]
+struct LatencyBaseline {
+    /// p50 and p99 of the cluster round trip over the same run's UDP round trip.
+    p50_over_udp_rtt: f64,
+    p99_over_udp_rtt: f64,
+}
+
+fn latency(args: &[String]) -> i32 {
+    let bench = PathBuf::from(
+        flag_value(args, "--bench").unwrap_or_else(|| "target/release/raftline-bench".into()),
+    );
+    let baseline_path = PathBuf::from(
+        flag_value(args, "--baseline").unwrap_or_else(|| "ci/baselines/latency.json".into()),
+    );
+    let tolerance: f64 = flag_value(args, "--tolerance")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0.5);
+    let out = match Command::new(&bench)
+        .args([
+            "latency",
+            "--durability",
+            "none",
+            "--seconds",
+            "3",
+            "--json",
+            "-",
+        ])
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!(
+                "raftline-ci: {}: {e} (build it: cargo build --release -p raftline-bench)",
+                bench.display()
+            );
+            return 1;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json_start = text.find('{').unwrap_or(0);
+    let summary: serde_json::Value = match serde_json::from_str(&text[json_start..]) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("raftline-ci: no JSON summary from {}: {e}", bench.display());
+            return 1;
+        }
+    };
+    let get = |path: &[&str]| {
+        path.iter()
+            .fold(Some(&summary), |v, k| v.and_then(|v| v.get(k)))
+            .and_then(|v| v.as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    if summary.get("ok").and_then(|v| v.as_bool()) != Some(true) {
+        eprintln!("raftline-ci: the latency run was not valid (rate missed or replies lost)");
+        return 1;
+    }
+    let rtt50 = get(&["reference_udp_rtt", "p50_us"]);
+    let rtt99 = get(&["reference_udp_rtt", "p99_us"]);
+    let current = LatencyBaseline {
+        p50_over_udp_rtt: get(&["p50_us"]) / rtt50,
+        p99_over_udp_rtt: get(&["p99_us"]) / rtt99,
+    };
+    let baseline: Option<LatencyBaseline> = std::fs::read_to_string(&baseline_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    println!(
+        "{:<18} {:>10} {:>10} {:>9}  status",
+        "ratio", "baseline", "current", "change"
+    );
+    let mut regressions = 0;
+    for (name, now, base) in [
+        (
+            "p50 / UDP p50",
+            current.p50_over_udp_rtt,
+            baseline.as_ref().map(|b| b.p50_over_udp_rtt),
+        ),
+        (
+            "p99 / UDP p99",
+            current.p99_over_udp_rtt,
+            baseline.as_ref().map(|b| b.p99_over_udp_rtt),
+        ),
+    ] {
+        let (change, status) = match base {
+            None => ("-".to_string(), "new"),
+            Some(b) => {
+                let r = now / b - 1.0;
+                let status = if r > tolerance {
+                    regressions += 1;
+                    "REGRESSION"
+                } else {
+                    "ok"
+                };
+                (format!("{:+.1} %", r * 100.0), status)
+            }
+        };
+        let base = base.map_or("-".into(), |b| format!("{b:.1}"));
+        println!("{name:<18} {base:>10} {now:>10.1} {change:>9}  {status}");
+    }
+    if args.iter().any(|a| a == "--update") {
+        let text = serde_json::to_string_pretty(&current).expect("serializable") + "\n";
+        if let Err(e) = std::fs::write(&baseline_path, text) {
+            eprintln!("raftline-ci: {}: {e}", baseline_path.display());
+            return 1;
+        }
+        println!("baseline written to {}", baseline_path.display());
+        return 0;
+    }
+    if regressions > 0 {
+        eprintln!(
+            "raftline-ci: {regressions} latency ratio(s) worse by more than {:.0} %",
+            tolerance * 100.0
+        );
+        return 1;
+    }
+    println!("0 regressions (tolerance {:.0} %)", tolerance * 100.0);
+    0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) != Some("instructions") {
-        eprintln!("usage: raftline-ci instructions [--bin PATH] [--baseline FILE] [--tolerance 0.02] [--update]");
-        std::process::exit(2);
+    match args.first().map(String::as_str) {
+        Some("instructions") => {}
+        Some("latency") => std::process::exit(latency(&args)),
+        _ => {
+            eprintln!(
+                "usage: raftline-ci instructions [--bin PATH] [--baseline FILE] [--tolerance 0.02] [--update]\n       raftline-ci latency [--bench PATH] [--baseline FILE] [--tolerance 0.5] [--update]"
+            );
+            std::process::exit(2);
+        }
     }
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let value = |flag: &str| flag_value(&args, flag);
     let bin =
         PathBuf::from(value("--bin").unwrap_or_else(|| "target/release/raftline-instr".into()));
     let baseline_path = PathBuf::from(
