@@ -122,7 +122,7 @@ fn latency(args: &[String]) -> i32 {
     };
     let get = |path: &[&str]| {
         path.iter()
-            .fold(Some(&summary), |v, k| v.and_then(|v| v.get(k)))
+            .try_fold(&summary, |v, k| v.get(k))
             .and_then(|v| v.as_f64())
             .unwrap_or(f64::NAN)
     };
