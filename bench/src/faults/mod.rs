@@ -76,6 +76,10 @@ pub struct Args {
     /// Write the JSON report to this path, or - for stdout.
     #[arg(long)]
     pub json: Option<String>,
+    /// Keep the working directory (node output with timestamped transitions, logs) after a
+    /// clean run too.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -107,6 +111,8 @@ struct FaultRecord {
     fault: Fault,
     what: String,
     start_ms: f64,
+    /// The start on the host's monotonic clock, as the nodes' log lines print it.
+    start_monotonic_ms: f64,
     healed_ms: f64,
     /// Longest time without any operation completing, from the fault's start until 1 s after
     /// it healed.
@@ -514,7 +520,7 @@ pub fn run(args: Args) -> Result<bool, String> {
     }
     network.heal();
     drop(network);
-    if matches!(result, Ok(true)) {
+    if matches!(result, Ok(true)) && !args.keep {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         println!("  node output and logs kept in {}", dir.display());
@@ -802,6 +808,7 @@ fn run_with(
             fault: *fault,
             what: what.clone(),
             start_ms: ms(*s),
+            start_monotonic_ms: *s as f64 / 1e6,
             healed_ms: ms(*h),
             availability_gap_ms: gap(*s, h + 1_000_000_000) as f64 / 1e6,
         })

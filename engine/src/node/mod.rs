@@ -577,8 +577,9 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 }
                 if self.log_transitions {
                     eprintln!(
-                        "raftline: member {}: {from:?} -> {to:?} ({reason:?}), term {term}, log {} durable {} commit {}",
+                        "raftline: member {} at {:.3} ms: {from:?} -> {to:?} ({reason:?}), term {term}, log {} durable {} commit {}",
                         self.id,
+                        now as f64 / 1e6,
                         self.log.appended_position(),
                         self.log.durable_position(),
                         self.commit

@@ -26,7 +26,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use crate::config::{Config, ConfigError, MemberTransport, ThreadingMode};
 use crate::consensus::Role;
@@ -37,10 +36,16 @@ use crate::sys::{ipc_links, Links, LinuxDisk, LinuxDiskOptions, NodeNet, UdpTran
 use counters::{Counter, CountersFile};
 use service_agent::{RemoteApplier, ServiceAgent};
 
-/// Nanoseconds on the monotonic clock since the first call in this process.
+/// Nanoseconds on the system's monotonic clock (CLOCK_MONOTONIC, since boot): the same clock
+/// in every process on the host, so nodes' log lines and a harness's records line up.
 pub fn monotonic_ns() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Work done in duty cycles on one thread.
