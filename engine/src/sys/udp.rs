@@ -404,9 +404,19 @@ impl UdpTransport {
                 )
             };
             if n <= 0 {
-                // A full socket buffer or an unreachable peer: the protocol resends.
-                self.stats.send_errors += (headers.len() - sent) as u64;
-                break;
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::WouldBlock {
+                    // The socket buffer is full: the rest would fail too; the protocol resends.
+                    self.stats.send_errors += (headers.len() - sent) as u64;
+                    break;
+                }
+                // This one datagram failed (no route to its peer, a refused address): skip
+                // it, never the datagrams behind it, which go to other peers. Dropping the
+                // whole batch here once kept two candidates from hearing each other while a
+                // third member was cut off.
+                self.stats.send_errors += 1;
+                sent += 1;
+                continue;
             }
             sent += n as usize;
             self.stats.datagrams_sent += n as u64;
@@ -487,7 +497,9 @@ impl Datagrams for UdpTransport {
     }
 
     fn flush(&mut self) {
-        let pending: Vec<u32> = self.pending.keys().copied().collect();
+        // In endpoint order, so a duty cycle's sends go out in the same order every time.
+        let mut pending: Vec<u32> = self.pending.keys().copied().collect();
+        pending.sort_unstable();
         for to in pending {
             let Some(d) = self.pending.remove(&to) else {
                 continue;
@@ -690,5 +702,28 @@ mod tests {
         assert!(from >= CLIENT_ENDPOINT_BASE);
         assert_eq!(len, frame_bytes().len());
         assert_eq!(a.stats().foreign_dropped, 2);
+    }
+
+    /// One peer the kernel refuses to send to (here a broadcast address without
+    /// SO_BROADCAST; in the fault tests, a cut link) must not take the datagrams to the other
+    /// peers down with it.
+    #[test]
+    fn a_failing_destination_does_not_drop_the_datagrams_behind_it() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let refused: SocketAddr = "255.255.255.255:9".parse().unwrap();
+        let mut b = UdpTransport::bind(any, vec![any], 5, 1472).unwrap();
+        let b_addr = b.local_addr().unwrap();
+        let mut a = UdpTransport::bind(any, vec![any, refused, b_addr], 5, 1472).unwrap();
+        b.set_member_address(0, a.local_addr().unwrap());
+        assert!(a.send(1, &frame_bytes()));
+        assert!(a.send(2, &frame_bytes()));
+        a.flush();
+        assert_eq!(
+            receive_one(&mut b).0,
+            0,
+            "the datagram behind the refused one arrived"
+        );
+        assert_eq!(a.stats().send_errors, 1);
+        assert_eq!(a.stats().datagrams_sent, 1);
     }
 }
