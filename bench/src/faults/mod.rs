@@ -199,9 +199,17 @@ impl Node {
 
     /// Whether the process has exited on its own (a full disk stops a node).
     fn exited(&mut self) -> bool {
+        self.exit_status().is_some()
+    }
+
+    /// How the process ended, if it has.
+    fn exit_status(&mut self) -> Option<String> {
         match &mut self.child {
-            None => true,
-            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => Some("not running".into()),
+            Some(c) => match c.try_wait() {
+                Ok(Some(status)) => Some(status.to_string()),
+                _ => None,
+            },
         }
     }
 
@@ -678,19 +686,15 @@ fn run_with(
                 // Long enough for the log to need a new segment file while it is full.
                 std::thread::sleep(hold * 2);
                 let _ = std::fs::remove_file(&ballast);
-                let stopped = nodes[disk_node].exited();
-                if stopped {
+                let stopped = nodes[disk_node].exit_status();
+                if stopped.is_some() {
                     nodes[disk_node].kill();
                     nodes[disk_node].start()?;
                 }
                 format!(
                     "node {disk_node}'s disk full for {} ms{}",
                     2 * hold.as_millis(),
-                    if stopped {
-                        ", it stopped; restarted"
-                    } else {
-                        ""
-                    }
+                    stopped.map_or(String::new(), |s| format!(", it stopped ({s}); restarted"))
                 )
             }
         };

@@ -331,6 +331,9 @@ struct SegmentPreparer {
     requests: std::sync::mpsc::Sender<()>,
     done: std::sync::mpsc::Receiver<Result<String, String>>,
     pending: usize,
+    /// Failures in a row (a full disk): reported once, retried at most every 100 ms.
+    failures: u64,
+    retry_at_ns: u64,
 }
 
 impl SegmentPreparer {
@@ -356,6 +359,8 @@ impl SegmentPreparer {
             requests,
             done,
             pending: 0,
+            failures: 0,
+            retry_at_ns: 0,
         })
     }
 
@@ -367,10 +372,30 @@ impl SegmentPreparer {
         while let Ok(result) = self.done.try_recv() {
             self.pending -= 1;
             match result {
-                Ok(name) => log.add_spare(name),
+                Ok(name) => {
+                    if self.failures > 0 {
+                        eprintln!(
+                            "raftline: preparing spare segments works again (after {} failed attempts)",
+                            self.failures
+                        );
+                        self.failures = 0;
+                    }
+                    log.add_spare(name);
+                }
                 // The roll falls back to creating the file itself, and reports an error then.
-                Err(e) => eprintln!("raftline: preparing a spare segment failed: {e}"),
+                Err(e) => {
+                    if self.failures == 0 {
+                        eprintln!(
+                            "raftline: preparing a spare segment failed: {e}; retrying every 100 ms"
+                        );
+                    }
+                    self.failures += 1;
+                    self.retry_at_ns = monotonic_ns() + 100_000_000;
+                }
             }
+        }
+        if self.failures > 0 && monotonic_ns() < self.retry_at_ns {
+            return log.prepare_segments_from_spares(0).map(|_| ());
         }
         // Zero-filling competes with the log for the disk: make the next segment only once the
         // current one is half full (a start-up with an empty log makes none).
