@@ -500,18 +500,13 @@ impl Consensus {
             if !p.reconciled || p.next_send >= self.appended || p.next_send - p.appended >= window {
                 continue;
             }
-            // At most a window past what the follower has appended: a follower far behind
-            // (restarted, catching up) gets the log window by window as it acknowledges,
-            // instead of more than it can take at once, which it would refuse and the leader
-            // would resend only after a timeout.
             let from = p.next_send;
-            let to_position = self.appended.min(p.appended + window);
-            p.next_send = to_position;
+            p.next_send = self.appended;
             let action = Action::SendLog {
                 to,
                 leadership_term_id: self.vote.term,
                 from,
-                to_position,
+                to_position: self.appended,
             };
             self.push(action);
         }
@@ -858,17 +853,6 @@ impl Consensus {
     }
 
     /// The log is durable up to `position`.
-    /// The node sent a follower log bytes up to `end` for a `SendLog` (whole frames, so
-    /// possibly past the action's `to_position`): the next send starts there.
-    pub fn on_log_sent(&mut self, to: MemberId, end: u64) {
-        if self.state != State::LeaderLive {
-            return;
-        }
-        if let Some(p) = self.peers.get_mut(to as usize) {
-            p.next_send = p.next_send.max(end.min(self.appended));
-        }
-    }
-
     pub fn on_durable(&mut self, _now: u64, position: u64) {
         if position <= self.durable {
             return;

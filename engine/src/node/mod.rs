@@ -520,9 +520,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 from,
                 to_position,
             } => {
-                // Whole frames: the last one may end past `to_position`; say where it ended.
-                let sent_to = self.send_log(now, to, leadership_term_id, from, to_position)?;
-                self.consensus.on_log_sent(to, sent_to);
+                self.send_log(now, to, leadership_term_id, from, to_position)?;
             }
             Action::StartTerm {
                 term,
@@ -602,9 +600,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         self.net.send(to, &self.send_buf[..len]);
     }
 
-    /// Sends log bytes from `from` to at least `end` as `AppendData` datagrams of whole frames;
-    /// returns where the last frame sent ends (`end`, or past it when `end` falls inside a
-    /// frame).
+    /// Sends log bytes `[from, to)` as `AppendData` datagrams of whole frames.
     fn send_log(
         &mut self,
         now: u64,
@@ -612,7 +608,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         term: u64,
         from: u64,
         end: u64,
-    ) -> Result<u64, NodeError> {
+    ) -> Result<(), NodeError> {
         let mut at = from;
         let mut read_buf = std::mem::take(&mut self.read_buf);
         // Whole frames per datagram, under the transport's limit (header and body included).
@@ -655,7 +651,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             at += whole as u64;
         }
         self.read_buf = read_buf;
-        Ok(at)
+        Ok(())
     }
 
     fn append_received(&mut self, now: u64, position: u64, bytes: &[u8]) -> Result<(), NodeError> {
