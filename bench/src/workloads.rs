@@ -65,54 +65,24 @@ pub fn log_append(n: u64) -> u64 {
 
 /// `rounds` 3-member elections, messages passed by hand; returns the sum of the times taken.
 pub fn election(rounds: u64) -> u64 {
-    let mut total = 0u64;
-    for round in 0..rounds {
-        let mut members: Vec<Consensus> = (0..3)
-            .map(|id| {
-                let mut c = ConsensusConfig::new(id, 3);
-                c.seed = round;
-                let mut m =
-                    Consensus::new(c, VoteState::default(), LogState::default()).expect("config");
-                m.start(0);
-                m
-            })
-            .collect();
-        let mut now = 0;
-        let mut actions = Vec::new();
-        let mut mail = Vec::new();
-        for _ in 0..1_000 {
-            now += 1_000_000;
-            for (id, m) in members.iter_mut().enumerate() {
-                m.on_tick(now);
-                m.take_actions(&mut actions);
-                for a in actions.drain(..) {
-                    if let Action::Send { to, message } = a {
-                        mail.push((id as u32, to, message));
-                    }
-                }
-            }
-            for (from, to, message) in std::mem::take(&mut mail) {
-                let m = &mut members[to as usize];
-                m.on_message(now, from, &message);
-                m.take_actions(&mut actions);
-                for a in actions.drain(..) {
-                    if let Action::Send { to: next, message } = a {
-                        mail.push((to, next, message));
-                    }
-                }
-            }
-            if members.iter().any(|m| m.leader_term().is_some()) {
-                total += now;
-                break;
-            }
-        }
-    }
-    total
+    (0..rounds).map(|round| run_election(round, 0).1).sum()
 }
 
 /// Three members after an election, messages passed by hand until a leader is live and its
 /// followers have reported in; returns them with the leader's id and the time.
 pub fn elected(seed: u64) -> (Vec<Consensus>, usize, u64) {
+    let (members, now) = run_election(seed, 20);
+    let leader = members
+        .iter()
+        .position(|m| m.leader_term().is_some())
+        .expect("a leader");
+    (members, leader, now)
+}
+
+/// Runs three members from start, passing every message by hand each simulated millisecond,
+/// until one leads and then `settle` more milliseconds; returns them and the time a leader
+/// first appeared (0 if none did within a second).
+fn run_election(seed: u64, settle: u32) -> (Vec<Consensus>, u64) {
     let mut members: Vec<Consensus> = (0..3)
         .map(|id| {
             let mut c = ConsensusConfig::new(id, 3);
@@ -124,10 +94,10 @@ pub fn elected(seed: u64) -> (Vec<Consensus>, usize, u64) {
         })
         .collect();
     let mut now = 0;
+    let mut led_at = None;
     let mut actions = Vec::new();
     let mut mail = Vec::new();
-    let mut settled = 0;
-    for _ in 0..2_000 {
+    for _ in 0..1_000 + settle {
         now += 1_000_000;
         for (id, m) in members.iter_mut().enumerate() {
             m.on_tick(now);
@@ -148,18 +118,14 @@ pub fn elected(seed: u64) -> (Vec<Consensus>, usize, u64) {
                 }
             }
         }
-        if members.iter().any(|m| m.leader_term().is_some()) {
-            settled += 1;
-            if settled > 20 {
-                break;
-            }
+        if led_at.is_none() && members.iter().any(|m| m.leader_term().is_some()) {
+            led_at = Some(now);
+        }
+        if led_at.is_some_and(|t| now >= t + settle as u64 * 1_000_000) {
+            break;
         }
     }
-    let leader = members
-        .iter()
-        .position(|m| m.leader_term().is_some())
-        .expect("a leader");
-    (members, leader, now)
+    (members, led_at.unwrap_or(0))
 }
 
 /// The leader's commit calculation: `n` rounds of appending 64 bytes, making them durable,
