@@ -183,17 +183,8 @@ impl Drop for Epoll {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::links::readable;
     use std::os::fd::AsRawFd;
-
-    fn readable(fd: RawFd) -> bool {
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the call; zero timeout.
-        unsafe { libc::poll(&mut p, 1, 0) == 1 }
-    }
 
     fn ring(fd: RawFd) {
         let one = 1u64.to_ne_bytes();

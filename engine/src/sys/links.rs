@@ -331,19 +331,21 @@ impl<M: RingMemory> Datagrams for MemberLinks<M> {
     }
 }
 
+/// Whether `fd` is readable right now (tests of doorbells).
+#[cfg(test)]
+pub(crate) fn readable(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the call; zero timeout.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn readable(fd: RawFd) -> bool {
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the call; zero timeout.
-        unsafe { libc::poll(&mut p, 1, 0) == 1 }
-    }
 
     #[test]
     fn the_doorbell_rings_for_a_blocking_reader_that_had_caught_up() {
