@@ -44,16 +44,35 @@ struct Point {
     latency: Latency,
 }
 
+/// What every sweep report states about how it ran.
 #[derive(Serialize)]
-struct MatrixReport {
-    scale: f64,
-    points: Vec<Point>,
-    ok: bool,
+struct RunSettings {
     durability: String,
     threading_mode: String,
     idle_strategy: String,
     transport: String,
     machine: Machine,
+}
+
+impl RunSettings {
+    fn of(args: &latency::Args, machine: Machine) -> Self {
+        Self {
+            durability: args.durability.clone(),
+            threading_mode: args.threading.clone(),
+            idle_strategy: args.idle.clone(),
+            transport: args.transport.clone(),
+            machine,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct MatrixReport {
+    scale: f64,
+    points: Vec<Point>,
+    ok: bool,
+    #[serde(flatten)]
+    settings: RunSettings,
 }
 
 #[derive(Serialize)]
@@ -65,11 +84,8 @@ struct ThroughputReport {
     sustained_mb_s: f64,
     tried: Vec<Point>,
     ok: bool,
-    durability: String,
-    threading_mode: String,
-    idle_strategy: String,
-    transport: String,
-    machine: Machine,
+    #[serde(flatten)]
+    settings: RunSettings,
 }
 
 fn point(args: &latency::Args, plan: &Plan, rate: u64, size: usize) -> Result<Point, String> {
@@ -128,11 +144,7 @@ pub fn matrix(args: MatrixArgs) -> Result<bool, String> {
         scale: args.scale,
         ok,
         points,
-        durability: args.base.durability.clone(),
-        threading_mode: args.base.threading.clone(),
-        idle_strategy: args.base.idle.clone(),
-        transport: args.base.transport.clone(),
-        machine,
+        settings: RunSettings::of(&args.base, machine),
     };
     if let Some(path) = &args.base.json {
         write_json(path, &report)?;
@@ -196,11 +208,7 @@ pub fn throughput(args: ThroughputArgs) -> Result<bool, String> {
         sustained_mb_s: mb_s,
         ok: good > 0,
         tried,
-        durability: args.base.durability.clone(),
-        threading_mode: args.base.threading.clone(),
-        idle_strategy: args.base.idle.clone(),
-        transport: args.base.transport.clone(),
-        machine,
+        settings: RunSettings::of(&args.base, machine),
     };
     if let Some(path) = &args.base.json {
         write_json(path, &report)?;
