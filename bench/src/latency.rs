@@ -46,6 +46,10 @@ pub struct Args {
     /// busy-spin, yield, backoff, sleep, or block.
     #[arg(long, default_value = "block")]
     pub idle: String,
+    /// in-process (3 nodes on threads of this process) or processes (3 `raftline node`
+    /// processes, the binary found next to this one or in target/).
+    #[arg(long, default_value = "in-process")]
+    pub topology: String,
     /// What members talk over: udp (loopback) or ipc (shared-memory rings in /dev/shm).
     /// The client reaches the cluster over UDP either way.
     #[arg(long, default_value = "udp")]
@@ -77,6 +81,7 @@ impl Args {
             durability: "fdatasync".into(),
             threading: "shared".into(),
             idle: "block".into(),
+            topology: "in-process".into(),
             transport: "udp".into(),
             dir: "bench-out/cluster".into(),
             json: None,
@@ -201,6 +206,8 @@ pub struct Plan {
     pub threading: ThreadingMode,
     pub idle: IdleStrategy,
     pub ipc_dir: Option<PathBuf>,
+    /// Nodes as processes of this binary (`None`: in this process).
+    pub node_bin: Option<PathBuf>,
 }
 
 impl Plan {
@@ -235,11 +242,17 @@ impl Plan {
         if args.runs == 0 {
             return Err("--runs 0: at least one run".into());
         }
+        let node_bin = match args.topology.as_str() {
+            "in-process" => None,
+            "processes" => Some(crate::faults::find_node_bin(None)?),
+            other => return Err(format!("--topology {other}: use in-process or processes")),
+        };
         Ok(Self {
             durability,
             threading,
             idle,
             ipc_dir,
+            node_bin,
         })
     }
 }
@@ -262,6 +275,7 @@ pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunRe
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
     let members = loopback_ports(3).map_err(|e| e.to_string())?;
     let mut nodes = Vec::new();
+    let mut processes = Vec::new();
     let mut writer = String::new();
     for id in 0..3u32 {
         let builder = Config::builder(id, members.clone(), args.dir.join(format!("node-{id}")));
@@ -279,6 +293,24 @@ pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunRe
             .max_datagram_bytes(65_000)
             .build()
             .map_err(|e| e.to_string())?;
+        if let Some(bin) = &plan.node_bin {
+            let path = args.dir.join(format!("node-{id}.toml"));
+            std::fs::write(&path, config.to_toml())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            let out = std::fs::File::create(args.dir.join(format!("node-{id}.out")))
+                .map_err(|e| e.to_string())?;
+            let child = std::process::Command::new(bin)
+                .arg("node")
+                .arg("--config")
+                .arg(&path)
+                .stdout(out.try_clone().map_err(|e| e.to_string())?)
+                .stderr(out)
+                .spawn()
+                .map_err(|e| format!("{}: {e}", bin.display()))?;
+            writer = "printed by each node process (node-N.out; kept with --keep)".into();
+            processes.push(child);
+            continue;
+        }
         let node =
             RunningNode::start(&config, EchoService::default()).map_err(|e| e.to_string())?;
         writer = node.writer.clone();
@@ -362,6 +394,11 @@ pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunRe
     let measured = total - warmup;
     for n in nodes {
         n.stop();
+    }
+    for mut p in processes {
+        // SAFETY: signals our own child, which has not been reaped.
+        unsafe { libc::kill(p.id() as i32, libc::SIGTERM) };
+        let _ = p.wait();
     }
     if let Some(dir) = &plan.ipc_dir {
         let _ = std::fs::remove_dir_all(dir);
@@ -497,7 +534,10 @@ pub fn run(args: Args) -> Result<bool, String> {
         reference_udp_rtt: rtt,
         reference_disk_floor: floor,
         settings: Settings {
-            topology: "in-process (3 nodes, one process, own threads)",
+            topology: match plan.node_bin {
+                Some(_) => "processes (3 `raftline node` processes)",
+                None => "in-process (3 nodes, one process, own threads)",
+            },
             transport: match plan.ipc_dir {
                 Some(_) => "ipc rings (/dev/shm), client over udp loopback".into(),
                 None => "udp loopback".into(),

@@ -32,7 +32,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::consensus::ConsensusConfig;
 use crate::log::{Durability, LogConfig};
@@ -58,21 +58,21 @@ fn bad(key: &str, value: impl std::fmt::Display, allowed: impl Into<String>) -> 
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
     pub id: u32,
     pub members: Vec<String>,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSection {
     pub id: u32,
     pub log_dir: PathBuf,
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogSection {
     pub durability: String,
@@ -94,7 +94,7 @@ impl Default for LogSection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsensusSection {
     pub leader_heartbeat_interval_ms: u64,
@@ -118,7 +118,7 @@ impl Default for ConsensusSection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeSection {
     pub threading: String,
@@ -137,7 +137,7 @@ impl Default for RuntimeSection {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransportSection {
     pub max_datagram_bytes: usize,
@@ -234,7 +234,7 @@ pub enum ThreadingMode {
 }
 
 /// The whole node configuration. See the module docs for the TOML form.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub cluster: ClusterSection,
@@ -279,6 +279,11 @@ impl Config {
         })?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The TOML form (what [`Config::from_toml`] reads), e.g. to start a node process.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a config always serializes")
     }
 
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
@@ -581,6 +586,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("transport.ipc_ring_kib = 100"), "{err}");
+    }
+
+    #[test]
+    fn the_toml_form_round_trips() {
+        let c = Config::from_toml(GOOD, "node.toml").unwrap();
+        assert_eq!(Config::from_toml(&c.to_toml(), "again.toml").unwrap(), c);
+        let ipc = Config::builder(0, vec!["127.0.0.1:1".into()], "/tmp/x")
+            .ipc("/dev/shm/x")
+            .build()
+            .unwrap();
+        assert_eq!(Config::from_toml(&ipc.to_toml(), "ipc.toml").unwrap(), ipc);
     }
 
     #[test]

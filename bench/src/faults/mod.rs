@@ -218,7 +218,7 @@ impl Node {
     }
 }
 
-fn find_node_bin(given: Option<PathBuf>) -> Result<PathBuf, String> {
+pub(crate) fn find_node_bin(given: Option<PathBuf>) -> Result<PathBuf, String> {
     if let Some(p) = given {
         return Ok(p);
     }
