@@ -1,7 +1,9 @@
 //! Multi-threaded stress tests: every message arrives once, in order, intact.
 
 use super::mapped::MappedMemory;
-use super::records::{record_broadcast, record_channel, RecordConsumer, RecordProducer};
+use super::records::{
+    record_broadcast, record_channel, RecordConsumer, RecordProducer, RingMemory,
+};
 use super::spsc::channel;
 use std::sync::Arc;
 
@@ -58,6 +60,35 @@ fn record(i: u64) -> Vec<u8> {
     (0..len).map(|j| (i as usize + j) as u8).collect()
 }
 
+/// Writes records `from..to` (see `record`), yielding while the ring is full.
+fn write_records<M: RingMemory>(p: &mut RecordProducer<M>, from: u64, to: u64) {
+    let mut i = from;
+    while i < to {
+        if p.try_write(i as u32, &record(i)) {
+            i += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+/// Reads records `from..to` in order, `batch` at a time, checking each one's type and bytes;
+/// yields while the ring is empty.
+fn read_records<M: RingMemory>(c: &mut RecordConsumer<M>, from: u64, to: u64, batch: usize) {
+    let mut expected = from;
+    while expected < to {
+        let max = batch.min((to - expected) as usize);
+        let n = c.read(max, |kind, bytes| {
+            assert_eq!(kind, expected as u32, "out of order or lost");
+            assert_eq!(bytes, &record(expected)[..], "torn record");
+            expected += 1;
+        });
+        if n == 0 {
+            std::thread::yield_now();
+        }
+    }
+}
+
 #[test]
 fn records_wrap_with_padding_and_keep_types() {
     let (mut p, mut c) = record_channel(256);
@@ -101,17 +132,7 @@ fn records_stress_two_threads_in_order_without_loss() {
             }
         }
     });
-    let mut expected = 0u64;
-    while expected < N {
-        let n = c.read(128, |kind, bytes| {
-            assert_eq!(kind, expected as u32, "out of order or lost");
-            assert_eq!(bytes, &record(expected)[..], "torn record");
-            expected += 1;
-        });
-        if n == 0 {
-            std::thread::yield_now();
-        }
-    }
+    read_records(&mut c, 0, N, 128);
     producer.join().unwrap();
 }
 
@@ -144,31 +165,12 @@ fn broadcast_every_reader_sees_every_record_and_the_slowest_holds_the_producer()
 fn broadcast_stress_three_readers_in_order_without_loss() {
     const N: u64 = 200_000;
     let (mut p, readers) = record_broadcast(16 * 1024, 3);
-    let producer = std::thread::spawn(move || {
-        let mut i = 0;
-        while i < N {
-            if p.try_write(i as u32, &record(i)) {
-                i += 1;
-            } else {
-                std::thread::yield_now();
-            }
-        }
-    });
+    let producer = std::thread::spawn(move || write_records(&mut p, 0, N));
     let handles: Vec<_> = readers
         .into_iter()
         .map(|mut c| {
             std::thread::spawn(move || {
-                let mut expected = 0u64;
-                while expected < N {
-                    let n = c.read(64, |kind, bytes| {
-                        assert_eq!(kind, expected as u32, "out of order or lost");
-                        assert_eq!(bytes, &record(expected)[..], "torn record");
-                        expected += 1;
-                    });
-                    if n == 0 {
-                        std::thread::yield_now();
-                    }
-                }
+                read_records(&mut c, 0, N, 64);
                 assert!(c.is_drained());
             })
         })
@@ -216,38 +218,13 @@ fn mapped_ring_carries_records_between_two_mappings_and_survives_reattach() {
     let mut p = RecordProducer::attach(a);
     let mut c = RecordConsumer::attach(b.clone(), 0);
     const N: u64 = 50_000;
-    let producer = std::thread::spawn(move || {
-        let mut i = 0;
-        while i < N {
-            if p.try_write(i as u32, &record(i)) {
-                i += 1;
-            } else {
-                std::thread::yield_now();
-            }
-        }
-    });
-    let mut expected = 0u64;
-    while expected < N / 2 {
-        c.read(16, |kind, bytes| {
-            assert_eq!(kind, expected as u32);
-            assert_eq!(bytes, &record(expected)[..]);
-            expected += 1;
-        });
-    }
+    let producer = std::thread::spawn(move || write_records(&mut p, 0, N));
+    read_records(&mut c, 0, N / 2, 16);
     // The reader "restarts": a new mapping continues at the head it published.
     drop(c);
     let again = Arc::new(MappedMemory::open_or_create(&path, 4096, 1).unwrap());
     let mut c = RecordConsumer::attach(again, 0);
-    while expected < N {
-        c.read(16, |kind, bytes| {
-            assert_eq!(
-                kind, expected as u32,
-                "a reattached reader resumes in order"
-            );
-            assert_eq!(bytes, &record(expected)[..]);
-            expected += 1;
-        });
-    }
+    read_records(&mut c, N / 2, N, 16);
     producer.join().unwrap();
     // A producer that reattaches continues after the last published record.
     let mut p = RecordProducer::attach(b);

@@ -398,16 +398,30 @@ impl<S: Service> Applier<S> {
         let before = self.context.egress.len();
         self.service
             .on_message(&mut self.context, session_id, payload);
-        let replies: Vec<Vec<u8>> = self.context.egress[before..]
-            .iter()
-            .filter(|(to, _)| *to == session_id)
-            .map(|(_, p)| p.clone())
-            .collect();
+        // Once a session has REPLIES_KEPT entries, the oldest one's buffers are reused: a
+        // steady stream of messages keeps its replies without allocating.
         let kept = self.replies.entry(session_id).or_default();
-        kept.push_back((header.sequence, replies));
-        if kept.len() > REPLIES_KEPT {
-            kept.pop_front();
+        let (_, mut replies) = if kept.len() >= REPLIES_KEPT {
+            kept.pop_front().expect("not empty")
+        } else {
+            (0, Vec::new())
+        };
+        let sent = self.context.egress[before..]
+            .iter()
+            .filter(|(to, _)| *to == session_id);
+        let mut count = 0;
+        for (_, payload) in sent {
+            match replies.get_mut(count) {
+                Some(buffer) => {
+                    buffer.clear();
+                    buffer.extend_from_slice(payload);
+                }
+                None => replies.push(payload.clone()),
+            }
+            count += 1;
         }
+        replies.truncate(count);
+        kept.push_back((header.sequence, replies));
         egress.push(Egress::Applied {
             session_id,
             sequence: header.sequence,
@@ -533,6 +547,14 @@ mod tests {
             apply(&mut a, 7, msg(3, b"c")).len(),
             1,
             "3 is no longer kept"
+        );
+        // The newest entry reused the evicted one's buffers and holds its own reply.
+        assert_eq!(
+            apply(&mut a, 7, msg(3 + REPLIES_KEPT as u64, b"x"))[1],
+            Egress::Message {
+                session_id: 7,
+                payload: b"x".to_vec()
+            }
         );
     }
 
