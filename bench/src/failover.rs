@@ -41,12 +41,18 @@ pub struct Args {
     pub dir: PathBuf,
     #[arg(long)]
     pub json: Option<String>,
+    /// Write the timeline (CSV and SVG), every request's `.hgrm` and the JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
 struct Summary {
     kills: usize,
     interruption: Latency,
+    /// Every request's latency from its intended send time to its acknowledgement, kills
+    /// included.
+    requests: Latency,
     heartbeat_timeout_ms: u64,
     election_timeout_ms: u64,
     acknowledged: u64,
@@ -132,8 +138,14 @@ pub fn run(args: Args) -> Result<bool, String> {
 
     let interval = 1_000_000_000 / args.rate.max(1);
     let mut next_send = monotonic_ns();
+    let run_start = next_send;
     let mut acknowledged = 0u64;
     let mut h = histogram();
+    // Each request's intended send time, by sequence, until it is acknowledged; then its
+    // (intended time from the start, latency) on the timeline.
+    let mut in_flight = std::collections::HashMap::<u64, u64>::new();
+    let mut timeline: Vec<(u64, u64)> = Vec::new();
+    let mut requests = histogram();
     // Drives the load for `ns`, or until `until` holds; returns the time of the first ack.
     let mut drive = |client: &mut ClusterClient,
                      ns: u64,
@@ -144,13 +156,21 @@ pub fn run(args: Args) -> Result<bool, String> {
         while monotonic_ns() - start < ns {
             let now = monotonic_ns();
             while next_send <= now {
-                let _ = client.offer(now, b"failover-probe-payload");
+                if let Ok(sequence) = client.offer(now, b"failover-probe-payload") {
+                    in_flight.insert(sequence, next_send);
+                }
                 next_send += interval;
             }
             client.poll(monotonic_ns(), |e| {
-                if let ClientEvent::Applied { .. } = e {
+                if let ClientEvent::Applied { sequence } = e {
+                    let now = monotonic_ns();
                     *acked += 1;
-                    first_ack.get_or_insert(monotonic_ns());
+                    first_ack.get_or_insert(now);
+                    if let Some(intended) = in_flight.remove(&sequence) {
+                        let latency = now.saturating_sub(intended).max(1);
+                        requests.record(latency).expect("in range");
+                        timeline.push((intended - run_start, latency));
+                    }
                 }
             });
             if let Some(f) = until.as_mut() {
@@ -163,6 +183,7 @@ pub fn run(args: Args) -> Result<bool, String> {
         first_ack
     };
 
+    let mut kills_at = Vec::new();
     for kill in 0..args.kills {
         // Steady state: a leader, every member caught up.
         drive(&mut client, 300_000_000, &mut acknowledged, None);
@@ -183,6 +204,7 @@ pub fn run(args: Args) -> Result<bool, String> {
         // Kill it, then time the first acknowledgement under the new leader.
         let node = cluster.nodes[leader].take().expect("running");
         let killed_at = monotonic_ns();
+        kills_at.push(killed_at - run_start);
         drop(node.stop());
         let first = drive(
             &mut client,
@@ -213,9 +235,11 @@ pub fn run(args: Args) -> Result<bool, String> {
         n.stop();
     }
     remove_run_dir(&args.dir);
+    let lost = in_flight.len();
     let l = Latency::of(&h);
     let target_p99_ms = 150.0;
     let ok = l.p99_us / 1000.0 < target_p99_ms;
+    let request_latency = Latency::of(&requests);
     println!(
         "\nleader failover: {} kills, heartbeat timeout {} ms, election timeout {} ms, durability {}",
         args.kills, args.heartbeat_timeout_ms, args.election_timeout_ms, args.durability
@@ -234,27 +258,66 @@ pub fn run(args: Args) -> Result<bool, String> {
         l.count
     );
     println!(
+        "{:<30} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9}",
+        "each request, from intended",
+        request_latency.p50_us / 1000.0,
+        request_latency.p90_us / 1000.0,
+        request_latency.p99_us / 1000.0,
+        request_latency.max_us / 1000.0,
+        request_latency.count
+    );
+    println!("requests offered and not acknowledged by the end (the last in flight): {lost}");
+    println!(
         "target p99 < {target_p99_ms} ms: {}",
         if ok { "met" } else { "MISSED" }
     );
     println!(
         "machine: {machine}; threading shared, idle block; {acknowledged} messages acknowledged"
     );
+    let summary = Summary {
+        kills: args.kills,
+        interruption: l,
+        requests: request_latency,
+        heartbeat_timeout_ms: args.heartbeat_timeout_ms,
+        election_timeout_ms: args.election_timeout_ms,
+        acknowledged,
+        target_p99_ms,
+        ok,
+        durability: args.durability.clone(),
+        threading_mode: "shared",
+        idle_strategy: "block",
+        machine,
+    };
     if let Some(path) = &args.json {
-        let summary = Summary {
-            kills: args.kills,
-            interruption: l,
-            heartbeat_timeout_ms: args.heartbeat_timeout_ms,
-            election_timeout_ms: args.election_timeout_ms,
-            acknowledged,
-            target_p99_ms,
-            ok,
-            durability: args.durability.clone(),
-            threading_mode: "shared",
-            idle_strategy: "block",
-            machine,
-        };
         write_json(path, &summary)?;
+    }
+    if let Some(out) = &args.out {
+        std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+        let mut csv = String::from("intended_s,latency_ms\n");
+        for (t, l) in &timeline {
+            csv.push_str(&format!("{:.6},{:.3}\n", *t as f64 / 1e9, *l as f64 / 1e6));
+        }
+        let path = out.join("failover-timeline.csv");
+        std::fs::write(&path, csv).map_err(|e| format!("{}: {e}", path.display()))?;
+        let points: Vec<(f64, f64)> = timeline
+            .iter()
+            .map(|&(t, l)| (t as f64 / 1e9, l as f64 / 1e6))
+            .collect();
+        let marks: Vec<f64> = kills_at.iter().map(|&t| t as f64 / 1e9).collect();
+        crate::plot::timeline(
+            &out.join("failover-timeline.svg"),
+            &format!(
+                "latency over time, {} msg/s, {} leader kills (red), durability {}",
+                args.rate, args.kills, args.durability
+            ),
+            &points,
+            &marks,
+        )?;
+        let path = out.join("requests.hgrm");
+        std::fs::write(&path, crate::latency::percentile_distribution(&requests))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        write_json(&out.join("failover.json").display().to_string(), &summary)?;
+        eprintln!("wrote {}", out.display());
     }
     Ok(true)
 }

@@ -141,7 +141,7 @@ pub fn wait_readable(fd: RawFd, timeout_ns: u64) {
 
 /// Loopback UDP round trip between two threads, each blocking on its socket: the floor a
 /// cluster round trip (client → leader → followers → leader → client) is built from.
-fn udp_rtt(samples: usize) -> std::io::Result<Latency> {
+pub fn udp_rtt(samples: usize) -> std::io::Result<Latency> {
     let echo = UdpSocket::bind("127.0.0.1:0")?;
     let client = UdpSocket::bind("127.0.0.1:0")?;
     let echo_addr = echo.local_addr()?;
@@ -173,7 +173,7 @@ fn udp_rtt(samples: usize) -> std::io::Result<Latency> {
     Ok(Latency::of(&h))
 }
 
-fn disk_floor(dir: &std::path::Path, samples: usize) -> std::io::Result<Latency> {
+pub fn disk_floor(dir: &std::path::Path, samples: usize) -> std::io::Result<Latency> {
     use std::os::unix::fs::{FileExt, OpenOptionsExt};
     let path = dir.join("disk-floor.dat");
     let f = std::fs::OpenOptions::new()
@@ -490,6 +490,7 @@ pub fn run(args: Args) -> Result<bool, String> {
     );
     let mut all = histogram();
     let mut runs = Vec::new();
+    let mut run_histograms = Vec::new();
     let mut writer = String::new();
     let (mut missing, mut backpressure, mut achieved) = (0, 0, f64::MAX);
     for k in 0..args.runs {
@@ -511,6 +512,7 @@ pub fn run(args: Args) -> Result<bool, String> {
         achieved = achieved.min(r.achieved_rate);
         writer = r.writer.clone();
         runs.push(Latency::of(&r.histogram));
+        run_histograms.push(r.histogram);
     }
     if !args.keep {
         remove_run_dir(&args.dir);
@@ -558,6 +560,19 @@ pub fn run(args: Args) -> Result<bool, String> {
         write_json(&out.join("latency.json").display().to_string(), &summary)?;
         std::fs::write(out.join("latency.hgrm"), percentile_distribution(&all))
             .map_err(|e| format!("{}: {e}", out.display()))?;
+        let series: Vec<(String, &Histogram<u64>)> = run_histograms
+            .iter()
+            .enumerate()
+            .map(|(k, h)| (format!("run {}", k + 1), h))
+            .collect();
+        crate::plot::percentiles(
+            &out.join("latency-percentiles.svg"),
+            &format!(
+                "round trip, {} B at {} msg/s, {}, durability {}, {} threading, idle {}",
+                args.size, args.rate, args.transport, plan.durability, args.threading, args.idle
+            ),
+            &series,
+        )?;
         eprintln!("wrote {}", out.display());
     }
     if !ok {

@@ -1,10 +1,14 @@
 //! raftline-bench: the benchmark harness. Every report states the machine and the settings
 //! it ran with, and measures the reference it compares against in the same run.
 
+mod compare;
 mod failover;
 mod faults;
 mod latency;
 mod log_append;
+#[cfg(feature = "peer-openraft")]
+mod peer_openraft;
+mod plot;
 mod report;
 mod sweep;
 
@@ -31,6 +35,8 @@ enum Command {
     Matrix(sweep::MatrixArgs),
     /// The highest rate sustained with p99 under a bound.
     Throughput(sweep::ThroughputArgs),
+    /// raftline and a peer Raft implementation side by side, in one run.
+    Compare(compare::Args),
 }
 
 fn main() {
@@ -42,6 +48,7 @@ fn main() {
         Some(Command::Faults(args)) => faults::run(args),
         Some(Command::Matrix(args)) => sweep::matrix(args),
         Some(Command::Throughput(args)) => sweep::throughput(args),
+        Some(Command::Compare(args)) => compare::run(args),
         None => latency::run(latency::Args::default_main()),
     };
     match result {

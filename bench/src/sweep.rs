@@ -34,8 +34,8 @@ pub struct ThroughputArgs {
     pub max_rate: u64,
 }
 
-#[derive(Serialize)]
-struct Point {
+#[derive(Clone, Serialize)]
+pub struct Point {
     size_bytes: usize,
     target_rate: u64,
     achieved_rate: f64,
@@ -93,18 +93,70 @@ fn point(args: &latency::Args, plan: &Plan, rate: u64, size: usize) -> Result<Po
     if let Some(out) = &args.out {
         write_outputs(out, &format!("{size}B-{rate}msgs"), &r)?;
     }
-    let ok = r.missing == 0 && r.backpressure == 0 && r.achieved_rate >= 0.95 * rate as f64;
-    Ok(Point {
-        size_bytes: size,
-        target_rate: rate,
-        achieved_rate: r.achieved_rate,
-        missing_replies: r.missing,
-        ok,
-        latency: Latency::of(&r.histogram),
-    })
+    Ok(Point::of(&r, rate, size))
 }
 
-fn row(p: &Point) {
+impl Point {
+    /// A run's figures; it held when every reply came, with no back-pressure, at 95 % of the
+    /// offered rate or more.
+    pub fn of(r: &latency::RunResult, rate: u64, size: usize) -> Self {
+        let ok = r.missing == 0 && r.backpressure == 0 && r.achieved_rate >= 0.95 * rate as f64;
+        Self {
+            size_bytes: size,
+            target_rate: rate,
+            achieved_rate: r.achieved_rate,
+            missing_replies: r.missing,
+            ok,
+            latency: Latency::of(&r.histogram),
+        }
+    }
+}
+
+/// The highest rate in `[min_rate, max_rate]` at which `try_rate` holds with p99 under
+/// `p99_bound_us`: doubling until a rate fails, then bisecting between the last that held and
+/// the first that did not, to within 10 %. Returns the rate (0 if none held) and every point.
+pub fn search(
+    min_rate: u64,
+    max_rate: u64,
+    p99_bound_us: f64,
+    mut try_rate: impl FnMut(u64) -> Result<Point, String>,
+) -> Result<(u64, Vec<Point>), String> {
+    let holds = |p: &Point| p.ok && p.latency.p99_us <= p99_bound_us;
+    let mut tried = Vec::new();
+    let mut good = 0u64;
+    let mut bad = None;
+    let mut rate = min_rate.max(1);
+    while rate <= max_rate {
+        eprintln!("{rate} msg/s ...");
+        let p = try_rate(rate)?;
+        let held = holds(&p);
+        tried.push(p);
+        if !held {
+            bad = Some(rate);
+            break;
+        }
+        good = rate;
+        rate *= 2;
+    }
+    if let Some(mut high) = bad {
+        let mut low = good;
+        while high > low + low / 10 + 1 {
+            let mid = (low + high) / 2;
+            eprintln!("{mid} msg/s ...");
+            let p = try_rate(mid)?;
+            if holds(&p) {
+                low = mid;
+            } else {
+                high = mid;
+            }
+            tried.push(p);
+        }
+        good = low;
+    }
+    Ok((good, tried))
+}
+
+pub fn row(p: &Point) {
     let l = &p.latency;
     println!(
         "{:>7} B {:>9} msg/s {:>10.0} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}  {}",
@@ -120,7 +172,7 @@ fn row(p: &Point) {
     );
 }
 
-fn header() {
+pub fn header() {
     println!(
         "{:>9} {:>15} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "size", "target", "achieved", "p50 µs", "p99 µs", "p99.9", "p99.99", "max"
@@ -160,40 +212,9 @@ pub fn throughput(args: ThroughputArgs) -> Result<bool, String> {
         "throughput on {machine}: {size} B, p99 bound {} µs",
         args.p99_bound_us
     );
-    let holds = |p: &Point| p.ok && p.latency.p99_us <= args.p99_bound_us;
-    let mut tried = Vec::new();
-    let mut good = 0u64;
-    let mut bad = None;
-    let mut rate = args.min_rate.max(1);
-    // Double until a rate fails, then bisect between the last that held and the first that
-    // did not, to within 10 %.
-    while rate <= args.max_rate {
-        eprintln!("{rate} msg/s ...");
-        let p = point(&args.base, &plan, rate, size)?;
-        let held = holds(&p);
-        tried.push(p);
-        if !held {
-            bad = Some(rate);
-            break;
-        }
-        good = rate;
-        rate *= 2;
-    }
-    if let Some(mut high) = bad {
-        let mut low = good;
-        while high > low + low / 10 + 1 {
-            let mid = (low + high) / 2;
-            eprintln!("{mid} msg/s ...");
-            let p = point(&args.base, &plan, mid, size)?;
-            if holds(&p) {
-                low = mid;
-            } else {
-                high = mid;
-            }
-            tried.push(p);
-        }
-        good = low;
-    }
+    let (good, tried) = search(args.min_rate, args.max_rate, args.p99_bound_us, |rate| {
+        point(&args.base, &plan, rate, size)
+    })?;
     header();
     tried.iter().for_each(row);
     let mb_s = good as f64 * size as f64 / 1e6;
