@@ -70,12 +70,20 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// The settled leader: a node in the leader role whom every running node follows, in the
+    /// same term. (A node that still believes itself leader of an older term is not it.)
     fn leader(&self) -> Option<usize> {
-        (0..self.nodes.len()).find(|&i| {
-            self.nodes[i].is_some()
-                && CountersReader::open(&self.configs[i].node.log_dir)
-                    .is_ok_and(|c| c.get(Counter::Role) == 2)
-        })
+        let view = |i: usize| {
+            self.nodes[i].as_ref()?;
+            let c = CountersReader::open(&self.configs[i].node.log_dir).ok()?;
+            Some((c.get(Counter::Role), c.get(Counter::Term), c.get(Counter::Leader)))
+        };
+        let leader = (0..self.nodes.len()).find(|&i| view(i).is_some_and(|v| v.0 == 2))?;
+        let (_, term, _) = view(leader)?;
+        (0..self.nodes.len())
+            .filter_map(view)
+            .all(|(_, t, l)| t == term && l == leader as u64)
+            .then_some(leader)
     }
 
     fn applied(&self, i: usize) -> u64 {
@@ -146,10 +154,12 @@ pub fn run(args: Args) -> Result<bool, String> {
     let mut in_flight = std::collections::HashMap::<u64, u64>::new();
     let mut timeline: Vec<(u64, u64)> = Vec::new();
     let mut requests = histogram();
-    // Drives the load for `ns`, or until `until` holds; returns the time of the first ack.
+    // Drives the load for `ns`, or until `until` holds; returns the time of the first ack of a
+    // message with a sequence of `ack_from` or later.
     let mut drive = |client: &mut ClusterClient,
                      ns: u64,
                      acked: &mut u64,
+                     ack_from: u64,
                      mut until: Option<&mut dyn FnMut() -> bool>| {
         let start = monotonic_ns();
         let mut first_ack = None;
@@ -165,7 +175,9 @@ pub fn run(args: Args) -> Result<bool, String> {
                 if let ClientEvent::Applied { sequence } = e {
                     let now = monotonic_ns();
                     *acked += 1;
-                    first_ack.get_or_insert(now);
+                    if sequence >= ack_from {
+                        first_ack.get_or_insert(now);
+                    }
                     if let Some(intended) = in_flight.remove(&sequence) {
                         let latency = now.saturating_sub(intended).max(1);
                         requests.record(latency).expect("in range");
@@ -186,7 +198,7 @@ pub fn run(args: Args) -> Result<bool, String> {
     let mut kills_at = Vec::new();
     for kill in 0..args.kills {
         // Steady state: a leader, every member caught up.
-        drive(&mut client, 300_000_000, &mut acknowledged, None);
+        drive(&mut client, 300_000_000, &mut acknowledged, 0, None);
         let deadline = monotonic_ns() + 10_000_000_000;
         let target = (0..3).map(|i| cluster.applied(i)).max().unwrap_or(0);
         let leader = loop {
@@ -199,17 +211,21 @@ pub fn run(args: Args) -> Result<bool, String> {
             if monotonic_ns() > deadline {
                 return Err(format!("kill {kill}: no settled leader within 10 s"));
             }
-            drive(&mut client, 20_000_000, &mut acknowledged, None);
+            drive(&mut client, 20_000_000, &mut acknowledged, 0, None);
         };
-        // Kill it, then time the first acknowledgement under the new leader.
+        // Kill it, then time the first acknowledgement under the new leader: of a message
+        // offered after the old leader is gone (acks it sent before it stopped may still sit
+        // in the client's socket).
         let node = cluster.nodes[leader].take().expect("running");
         let killed_at = monotonic_ns();
         kills_at.push(killed_at - run_start);
         drop(node.stop());
+        let ack_from = client.next_sequence();
         let first = drive(
             &mut client,
             10_000_000_000,
             &mut acknowledged,
+            ack_from,
             Some(&mut || true),
         );
         let Some(first) = first else {

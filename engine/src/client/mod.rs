@@ -188,6 +188,10 @@ impl ClusterClient {
     pub fn leader(&self) -> u32 {
         self.target
     }
+    /// The sequence the next `offer` will carry.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_sequence
+    }
     pub fn outstanding(&self) -> usize {
         self.unacked.len()
     }
