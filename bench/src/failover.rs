@@ -76,7 +76,11 @@ impl Cluster {
         let view = |i: usize| {
             self.nodes[i].as_ref()?;
             let c = CountersReader::open(&self.configs[i].node.log_dir).ok()?;
-            Some((c.get(Counter::Role), c.get(Counter::Term), c.get(Counter::Leader)))
+            Some((
+                c.get(Counter::Role),
+                c.get(Counter::Term),
+                c.get(Counter::Leader),
+            ))
         };
         let leader = (0..self.nodes.len()).find(|&i| view(i).is_some_and(|v| v.0 == 2))?;
         let (_, term, _) = view(leader)?;
