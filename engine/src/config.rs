@@ -24,6 +24,8 @@
 //! members = "udp"               # or "ipc": shared-memory rings, all members on one host
 //! ipc_dir = "/dev/shm/raftline-1"   # default /dev/shm/raftline-<cluster id>
 //! ipc_ring_kib = 4096
+//! [snapshot]
+//! interval_kib = 262144         # every replica snapshots each 256 MiB of log; 0: only on request
 //! ```
 //!
 //! The cluster section (`cluster.*`, `log.segment_mib`, the consensus timeouts) must be the
@@ -162,6 +164,21 @@ impl Default for TransportSection {
 }
 
 /// How members reach each other.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotSection {
+    /// The leader asks every replica for a snapshot each time the log grows by this much.
+    pub interval_kib: u64,
+}
+
+impl Default for SnapshotSection {
+    fn default() -> Self {
+        Self {
+            interval_kib: 256 * 1024,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemberTransport {
     Udp,
@@ -247,6 +264,8 @@ pub struct Config {
     pub runtime: RuntimeSection,
     #[serde(default)]
     pub transport: TransportSection,
+    #[serde(default)]
+    pub snapshot: SnapshotSection,
 }
 
 impl Config {
@@ -267,6 +286,7 @@ impl Config {
                 consensus: ConsensusSection::default(),
                 runtime: RuntimeSection::default(),
                 transport: TransportSection::default(),
+                snapshot: SnapshotSection::default(),
             },
         }
     }
@@ -461,6 +481,11 @@ impl ConfigBuilder {
     }
     pub fn segment_mib(mut self, mib: u64) -> Self {
         self.config.log.segment_mib = mib;
+        self
+    }
+    /// Snapshot every `kib` KiB of log (0: only on request).
+    pub fn snapshot_interval_kib(mut self, kib: u64) -> Self {
+        self.config.snapshot.interval_kib = kib;
         self
     }
     pub fn threading(mut self, mode: ThreadingMode) -> Self {

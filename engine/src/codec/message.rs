@@ -21,6 +21,8 @@ pub enum FrameType {
     SessionClose = 4,
     TimerEvent = 5,
     NewLeadershipTermEvent = 6,
+    /// An action for every replica at this log position: take a snapshot, or check a digest.
+    ClusterAction = 7,
     CanvassPosition = 16,
     RequestVote = 17,
     Vote = 18,
@@ -48,6 +50,7 @@ impl FrameType {
             4 => SessionClose,
             5 => TimerEvent,
             6 => NewLeadershipTermEvent,
+            7 => ClusterAction,
             16 => CanvassPosition,
             17 => RequestVote,
             18 => Vote,
@@ -145,6 +148,33 @@ body!(
     /// A timer the service scheduled has fired; the frame's timestamp is the leader's time.
     TimerEvent { correlation_id: u64 }
 );
+body!(
+    /// A cluster action in the log; `kind` is one of [`ClusterActionKind`] as u8.
+    /// - `Snapshot`: every replica takes a snapshot once it has applied this frame (the
+    ///   snapshot's position is the end of this frame); `position` and `value` are 0.
+    /// - `DigestCheck`: the leader's service digest was `value` at snapshot position
+    ///   `position`; every replica that took that snapshot compares its own.
+    ClusterAction { kind: u8, position: u64, value: u64 }
+);
+
+/// What a [`ClusterAction`] frame asks of every replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClusterActionKind {
+    Snapshot = 1,
+    DigestCheck = 2,
+}
+
+impl ClusterActionKind {
+    pub fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::Snapshot),
+            2 => Some(Self::DigestCheck),
+            _ => None,
+        }
+    }
+}
+
 body!(
     /// Written at the start of every leadership term, so replay sees term changes in order.
     NewLeadershipTermEvent {
@@ -293,6 +323,7 @@ pub enum Message<'a> {
     SessionClose(SessionClose),
     TimerEvent(TimerEvent),
     NewLeadershipTermEvent(NewLeadershipTermEvent),
+    ClusterAction(ClusterAction),
     CanvassPosition(CanvassPosition),
     RequestVote(RequestVote),
     Vote(Vote),
@@ -332,6 +363,7 @@ impl<'a> Message<'a> {
             Message::SessionClose(_) => FrameType::SessionClose,
             Message::TimerEvent(_) => FrameType::TimerEvent,
             Message::NewLeadershipTermEvent(_) => FrameType::NewLeadershipTermEvent,
+            Message::ClusterAction(_) => FrameType::ClusterAction,
             Message::CanvassPosition(_) => FrameType::CanvassPosition,
             Message::RequestVote(_) => FrameType::RequestVote,
             Message::Vote(_) => FrameType::Vote,
@@ -356,6 +388,7 @@ impl<'a> Message<'a> {
             Message::SessionClose(_) => SessionClose::LEN,
             Message::TimerEvent(_) => TimerEvent::LEN,
             Message::NewLeadershipTermEvent(_) => NewLeadershipTermEvent::LEN,
+            Message::ClusterAction(_) => ClusterAction::LEN,
             Message::CanvassPosition(_) => CanvassPosition::LEN,
             Message::RequestVote(_) => RequestVote::LEN,
             Message::Vote(_) => Vote::LEN,
@@ -387,6 +420,7 @@ impl<'a> Message<'a> {
             Message::SessionClose(b) => b.put(out),
             Message::TimerEvent(b) => b.put(out),
             Message::NewLeadershipTermEvent(b) => b.put(out),
+            Message::ClusterAction(b) => b.put(out),
             Message::CanvassPosition(b) => b.put(out),
             Message::RequestVote(b) => b.put(out),
             Message::Vote(b) => b.put(out),
@@ -445,6 +479,15 @@ impl<'a> Message<'a> {
             FrameType::TimerEvent => Message::TimerEvent(exact(TimerEvent::take(p)?, n)?),
             FrameType::NewLeadershipTermEvent => {
                 Message::NewLeadershipTermEvent(exact(NewLeadershipTermEvent::take(p)?, n)?)
+            }
+            FrameType::ClusterAction => {
+                let body = exact(ClusterAction::take(p)?, n)?;
+                if ClusterActionKind::from_u8(body.kind).is_none() {
+                    return Err(DecodeError::BadField {
+                        field: "ClusterAction.kind",
+                    });
+                }
+                Message::ClusterAction(body)
             }
             FrameType::CanvassPosition => {
                 Message::CanvassPosition(exact(CanvassPosition::take(p)?, n)?)

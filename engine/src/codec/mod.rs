@@ -82,6 +82,11 @@ mod tests {
             reason: CloseReason::Timeout as u8,
         }));
         roundtrip(Message::TimerEvent(TimerEvent { correlation_id: 5 }));
+        roundtrip(Message::ClusterAction(ClusterAction {
+            kind: ClusterActionKind::DigestCheck as u8,
+            position: 4096,
+            value: 0xfeed,
+        }));
         roundtrip(Message::NewLeadershipTermEvent(NewLeadershipTermEvent {
             leadership_term_id: 3,
             term_base_log_position: 4096,

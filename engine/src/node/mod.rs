@@ -16,12 +16,14 @@ use crate::codec::message::{
     AppendDataHeader, ClientEvent, ClientEventKind, CloseReason, NewLeadershipTermEvent,
     SessionClose, SessionMessageHeader, SessionOpen, TimerEvent,
 };
+use crate::codec::message::{ClusterAction, ClusterActionKind};
 use crate::codec::{self, Decoded, FrameMeta, FrameType, Frames, Message};
 use crate::consensus::{
     Action, ConfigError, Consensus, ConsensusConfig, LogState, MemberId, Role, VoteState,
 };
 use crate::io::{Datagrams, Disk, DiskError, CLIENT_ENDPOINT_BASE};
 use crate::log::{Log, LogConfig, LogError};
+use crate::service::snapshot::TakenSnapshot;
 use crate::service::{Applier, Egress, Service};
 
 /// How a node hands committed frames to its service: applied right here on the node's thread
@@ -59,6 +61,13 @@ pub trait ApplyStage {
     /// The service's state digest and the client messages applied (for counters).
     fn digest(&self) -> u64;
     fn applied_messages(&self) -> u64;
+    /// A snapshot taken since the last call, for the writer (`None` when the service runs
+    /// elsewhere and writes its own).
+    fn take_snapshot(&mut self) -> Option<TakenSnapshot> {
+        None
+    }
+    fn snapshots_taken(&self) -> u64;
+    fn digest_mismatches(&self) -> u64;
 }
 
 impl<S: Service> ApplyStage for Applier<S> {
@@ -92,6 +101,15 @@ impl<S: Service> ApplyStage for Applier<S> {
     fn applied_messages(&self) -> u64 {
         Applier::applied_messages(self)
     }
+    fn take_snapshot(&mut self) -> Option<TakenSnapshot> {
+        Applier::take_snapshot(self)
+    }
+    fn snapshots_taken(&self) -> u64 {
+        Applier::snapshots_taken(self)
+    }
+    fn digest_mismatches(&self) -> u64 {
+        Applier::digest_mismatches(self)
+    }
 }
 use std::collections::HashMap;
 
@@ -106,6 +124,9 @@ pub const APPEND_CHUNK_BYTES: usize = 60 * 1024;
 pub struct NodeConfig {
     pub consensus: ConsensusConfig,
     pub log: LogConfig,
+    /// The leader asks every replica for a snapshot each time the log has grown by this many
+    /// bytes since the last one (0: only when asked, [`Node::request_snapshot`]).
+    pub snapshot_interval_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -196,6 +217,11 @@ pub struct Node<D: Disk, N: Datagrams, A: ApplyStage> {
     /// Leader: timer events appended and not yet applied, by timer, with their positions
     /// (so a due timer's event is appended once).
     timers_appended: HashMap<u64, u64>,
+    snapshot_interval_bytes: u64,
+    /// The log position of the last snapshot action seen (appended as leader, or applied).
+    last_snapshot_action: u64,
+    /// Leader: digests at snapshot positions, to append for every replica to compare.
+    digest_checks: Vec<(u64, u64)>,
 }
 
 impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
@@ -243,6 +269,9 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             collect_egress: false,
             log_transitions: false,
             timers_appended: HashMap::new(),
+            snapshot_interval_bytes: config.snapshot_interval_bytes,
+            last_snapshot_action: 0,
+            digest_checks: Vec::new(),
         };
         node.consensus.start(now);
         node.run_actions(now, None)?;
@@ -356,6 +385,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         work += self.applier.poll_egress(&mut self.egress);
         work += self.fire_due_timers(now);
         self.route_egress(now);
+        work += self.snapshot_actions(now);
         self.net.flush();
         Ok(work)
     }
@@ -367,9 +397,18 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         }
         let leader = self.consensus.role() == Role::Leader;
         let egress = std::mem::take(&mut self.egress);
+        for e in &egress {
+            if let Egress::SnapshotTaken { position, digest } = *e {
+                self.last_snapshot_action = self.last_snapshot_action.max(position);
+                if leader {
+                    self.digest_checks.push((position, digest));
+                }
+            }
+        }
         if leader {
             for e in &egress {
                 let (session_id, message) = match e {
+                    Egress::SnapshotTaken { .. } => continue,
                     Egress::SessionOpened {
                         session_id,
                         correlation_id,
@@ -805,6 +844,52 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         }
         self.due = due;
         fired
+    }
+
+    /// Leader: appends the digest checks of snapshots this replica took, and a snapshot action
+    /// when the log has grown by the snapshot interval.
+    fn snapshot_actions(&mut self, now: u64) -> usize {
+        if self.consensus.leader_term().is_none() {
+            self.digest_checks.clear();
+            return 0;
+        }
+        let mut work = 0;
+        for (position, digest) in std::mem::take(&mut self.digest_checks) {
+            let check = Message::ClusterAction(ClusterAction {
+                kind: ClusterActionKind::DigestCheck as u8,
+                position,
+                value: digest,
+            });
+            if self.offer_message(now, 0, &check).is_ok() {
+                work += 1;
+            }
+        }
+        let appended = self.log.appended_position();
+        if self.snapshot_interval_bytes > 0
+            && appended >= self.last_snapshot_action + self.snapshot_interval_bytes
+            && self.request_snapshot(now).is_ok()
+        {
+            work += 1;
+        }
+        work
+    }
+
+    /// Leader: appends a snapshot action; every replica takes a snapshot once it applies it.
+    /// Returns the action's log position.
+    pub fn request_snapshot(&mut self, now: u64) -> Result<u64, OfferError> {
+        let action = Message::ClusterAction(ClusterAction {
+            kind: ClusterActionKind::Snapshot as u8,
+            position: 0,
+            value: 0,
+        });
+        let position = self.offer_message(now, 0, &action)?;
+        self.last_snapshot_action = self.log.appended_position();
+        Ok(position)
+    }
+
+    /// A snapshot the applier took since the last call, for the runtime's writer.
+    pub fn take_snapshot(&mut self) -> Option<TakenSnapshot> {
+        self.applier.take_snapshot()
     }
 
     /// Leader: appends a timer event, so every replica sees the timer fire at the same

@@ -52,9 +52,11 @@ pub enum Counter {
     RingRecordsSent,
     RingRecordsReceived,
     RingFullDropped,
+    SnapshotsTaken,
+    DigestMismatches,
 }
 
-pub const ALL: [Counter; 29] = [
+pub const ALL: [Counter; 31] = [
     Counter::Role,
     Counter::Term,
     Counter::Leader,
@@ -84,6 +86,8 @@ pub const ALL: [Counter; 29] = [
     Counter::RingRecordsSent,
     Counter::RingRecordsReceived,
     Counter::RingFullDropped,
+    Counter::SnapshotsTaken,
+    Counter::DigestMismatches,
 ];
 
 const _: () = assert!((HEADER_WORDS + ALL.len()) * 8 <= FILE_LEN);
@@ -120,6 +124,8 @@ impl Counter {
             Counter::RingRecordsSent => "member ring records sent (ipc)",
             Counter::RingRecordsReceived => "member ring records received (ipc)",
             Counter::RingFullDropped => "member ring sends dropped (ring full)",
+            Counter::SnapshotsTaken => "snapshots taken",
+            Counter::DigestMismatches => "DIGEST MISMATCHES (service not deterministic)",
         }
     }
 }

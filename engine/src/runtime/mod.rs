@@ -31,6 +31,7 @@ use crate::config::{Config, ConfigError, MemberTransport, ThreadingMode};
 use crate::consensus::Role;
 use crate::io::Disk;
 use crate::node::{ApplyStage, Node, NodeConfig, NodeError};
+use crate::service::snapshot::{self, SnapshotWriter};
 use crate::service::{Applier, Service};
 use crate::sys::{ipc_links, Links, LinuxDisk, LinuxDiskOptions, NodeNet, UdpTransport};
 use counters::{Counter, CountersFile};
@@ -146,6 +147,8 @@ pub struct NodeAgent<A: ApplyStage + Send> {
     failure: Option<String>,
     next_housekeeping_ns: u64,
     stats: CycleStats,
+    /// Writes the snapshots this node's applier takes (shared threading).
+    snapshots: Option<SnapshotWriter>,
 }
 
 impl<A: ApplyStage + Send> NodeAgent<A> {
@@ -171,6 +174,8 @@ impl<A: ApplyStage + Send> NodeAgent<A> {
         c.set(Counter::AppliedPosition, n.applier().applied_position());
         c.set(Counter::ServiceDigest, n.applier().digest());
         c.set(Counter::AppliedMessages, n.applier().applied_messages());
+        c.set(Counter::SnapshotsTaken, n.applier().snapshots_taken());
+        c.set(Counter::DigestMismatches, n.applier().digest_mismatches());
         let k = cons.counters();
         c.set(Counter::ElectionsStarted, k.elections_started);
         c.set(Counter::Leaderships, k.leaderships);
@@ -208,6 +213,11 @@ impl<A: ApplyStage + Send> Agent for NodeAgent<A> {
                 return 0;
             }
         };
+        if let Some(snapshot) = self.node.take_snapshot() {
+            if let Some(w) = &self.snapshots {
+                w.submit(snapshot);
+            }
+        }
         if now_ns >= self.next_housekeeping_ns {
             self.next_housekeeping_ns = now_ns + 1_000_000;
             if let Some(rx) = &self.addresses {
@@ -467,6 +477,8 @@ pub enum StartError {
     Node(#[from] NodeError),
     #[error("{0}")]
     Thread(std::io::Error),
+    #[error("snapshots in {dir}: {message}")]
+    Snapshot { dir: String, message: String },
 }
 
 /// A node running on its own thread(s).
@@ -557,7 +569,8 @@ impl<S: Service + Send + 'static> RunningNode<S> {
         // eventfd; the node thread blocks on that and on io_uring completions.
         let mut receiver = None;
         let mut wait = WaitSet::default();
-        if config.threading()? == ThreadingMode::Dedicated {
+        let dedicated = config.threading()? == ThreadingMode::Dedicated;
+        if dedicated {
             let (r, eventfd) = transport
                 .split_receiver(8 << 20)
                 .map_err(StartError::Thread)?;
@@ -578,7 +591,38 @@ impl<S: Service + Send + 'static> RunningNode<S> {
         let node_config = NodeConfig {
             consensus: config.consensus_config(),
             log: config.log_config(),
+            snapshot_interval_bytes: config.snapshot.interval_kib * 1024,
         };
+        // Recovery starts from the newest snapshot that passes its checksum, if any; the node
+        // then replays the log from its position.
+        let snapshot_dir = dir.join("snapshots");
+        let mut applier = Applier::new(service);
+        let latest = snapshot::load_latest(&snapshot_dir, |path, why| {
+            eprintln!(
+                "raftline: node {id}: skipping snapshot {}: {why}; trying the one before",
+                path.display()
+            )
+        })
+        .map_err(|e| StartError::Snapshot {
+            dir: snapshot_dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        if let Some((position, _)) = &latest {
+            eprintln!(
+                "raftline: node {id}: starting from the snapshot at log position {position}, replaying the log after it"
+            );
+        }
+        if dedicated {
+            applier.record_timer_changes();
+        }
+        applier
+            .start(latest.as_ref().map(|(_, bytes)| bytes.as_slice()))
+            .map_err(|e| StartError::Snapshot {
+                dir: snapshot_dir.display().to_string(),
+                message: e.to_string(),
+            })?;
+        let snapshots = SnapshotWriter::start(snapshot_dir, format!("raftline-node-{id}"))
+            .map_err(StartError::Thread)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
         let resolver = spawn_resolver(
@@ -621,11 +665,13 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             strategy,
             core: cores.first().copied(),
             stop: stop.clone(),
+            snapshots: None,
         };
         let (threads, writer) = if config.threading()? == ThreadingMode::Dedicated {
             let name = format!("raftline-svc-{id}");
-            let (remote, agent) = service_agent::split(service, 16 << 20, name, blocks)
-                .map_err(StartError::Thread)?;
+            let (remote, agent) =
+                service_agent::split(applier, Some(snapshots), 16 << 20, name, blocks)
+                    .map_err(StartError::Thread)?;
             parts.wait.doorbells.push(remote.wake_fd());
             let service_stop = Arc::new(AtomicBool::new(false));
             let wait = WaitSet {
@@ -650,7 +696,8 @@ impl<S: Service + Send + 'static> RunningNode<S> {
                 writer,
             )
         } else {
-            let (node, writer) = parts.spawn(Applier::new(service))?;
+            parts.snapshots = Some(snapshots);
+            let (node, writer) = parts.spawn(applier)?;
             (Threads::Shared(node), writer)
         };
         Ok(Self {
@@ -753,6 +800,8 @@ struct NodeParts {
     strategy: IdleStrategy,
     core: Option<usize>,
     stop: Arc<AtomicBool>,
+    /// Shared threading: the writer for the snapshots the node's applier takes.
+    snapshots: Option<SnapshotWriter>,
 }
 
 type NodeThread<A> = JoinHandle<(NodeAgent<A>, CycleStats)>;
@@ -786,6 +835,7 @@ impl NodeParts {
         let preparer = SegmentPreparer::start(self.dir, node.log().segment_file_len(), id)
             .map_err(StartError::Thread)?;
         let agent = NodeAgent {
+            snapshots: self.snapshots,
             preparer: Some(preparer),
             addresses: Some(self.addresses),
             name: format!("raftline-node-{id}"),

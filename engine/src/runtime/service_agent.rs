@@ -24,6 +24,7 @@ use crate::codec::{self, Decoded, Frame};
 use crate::consensus::Role;
 use crate::node::ApplyStage;
 use crate::ring::records::{record_channel, RecordConsumer, RecordProducer};
+use crate::service::snapshot::{SnapshotWriter, TakenSnapshot};
 use crate::service::{Applier, Egress, Service, TimerChange};
 use crate::sys::links::{eventfd, publish_and_wake, set_reader_blocks};
 
@@ -40,6 +41,7 @@ const MESSAGE: u32 = 3;
 const TIMER_SCHEDULED: u32 = 4;
 const TIMER_REMOVED: u32 = 5;
 const POSITION: u32 = 6;
+const SNAPSHOT_TAKEN: u32 = 7;
 
 /// Records the service thread handles per duty cycle.
 const RECORDS_PER_CYCLE_MAX: usize = 256;
@@ -66,10 +68,13 @@ fn role_of(code: u8) -> Role {
     }
 }
 
-/// Makes the two ends: the node's apply stage and the service thread's agent. With `blocks`,
-/// both threads sleep on their doorbells when idle (and each rings the other's).
+/// Makes the two ends: the node's apply stage and the service thread's agent, which owns
+/// `applier` (started, perhaps from a snapshot; its timer changes recorded) and writes its
+/// snapshots with `snapshots`. With `blocks`, both threads sleep on their doorbells when idle
+/// (and each rings the other's).
 pub fn split<S: Service>(
-    service: S,
+    mut applier: Applier<S>,
+    snapshots: Option<SnapshotWriter>,
     ring_bytes: usize,
     name: String,
     blocks: bool,
@@ -80,18 +85,20 @@ pub fn split<S: Service>(
     set_reader_blocks(&back_rx, blocks);
     let node_bell = Arc::new(eventfd()?);
     let service_bell = Arc::new(eventfd()?);
-    let mut applier = Applier::new(service);
     applier.record_timer_changes();
+    let start = applier.applied_position();
     let remote = RemoteApplier {
         feed: feed_tx,
         feed_bell: service_bell.clone(),
         back: back_rx,
         bell: node_bell.clone(),
         staged: false,
-        fed: 0,
-        applied: 0,
+        fed: start,
+        applied: start,
         digest: applier.service().digest(),
-        applied_messages: 0,
+        applied_messages: applier.applied_messages(),
+        snapshots_taken: 0,
+        digest_mismatches: applier.digest_mismatches(),
         timers: BTreeMap::new(),
         by_deadline: BTreeSet::new(),
         scratch: Vec::new(),
@@ -100,6 +107,7 @@ pub fn split<S: Service>(
     let agent = ServiceAgent {
         name,
         applier,
+        snapshots,
         feed: feed_rx,
         bell: service_bell,
         back: back_tx,
@@ -123,6 +131,8 @@ pub struct RemoteApplier {
     applied: u64,
     digest: u64,
     applied_messages: u64,
+    snapshots_taken: u64,
+    digest_mismatches: u64,
     /// Mirror of the applier's timer table: correlation id → deadline, and by deadline.
     timers: BTreeMap<u64, u64>,
     by_deadline: BTreeSet<(u64, u64)>,
@@ -177,7 +187,13 @@ impl RemoteApplier {
                 self.applied = a;
                 self.digest = b;
                 self.applied_messages = u64_at(bytes, 16);
+                self.snapshots_taken = u64_at(bytes, 24);
+                self.digest_mismatches = u64_at(bytes, 32);
             }
+            SNAPSHOT_TAKEN => egress.push(Egress::SnapshotTaken {
+                position: a,
+                digest: b,
+            }),
             _ => {}
         }
     }
@@ -253,12 +269,22 @@ impl ApplyStage for RemoteApplier {
     fn applied_messages(&self) -> u64 {
         self.applied_messages
     }
+
+    fn snapshots_taken(&self) -> u64 {
+        self.snapshots_taken
+    }
+
+    fn digest_mismatches(&self) -> u64 {
+        self.digest_mismatches
+    }
 }
 
 /// The service thread's agent: applies what the node fed it.
 pub struct ServiceAgent<S: Service> {
     name: String,
     applier: Applier<S>,
+    /// Writes the snapshots the applier takes, off this thread.
+    snapshots: Option<SnapshotWriter>,
     feed: RecordConsumer,
     bell: Arc<OwnedFd>,
     back: RecordProducer,
@@ -282,6 +308,12 @@ impl<S: Service> ServiceAgent<S> {
 
     pub fn into_service(self) -> S {
         self.applier.into_service()
+    }
+
+    fn submit_snapshot(&mut self, snapshot: TakenSnapshot) {
+        if let Some(w) = &self.snapshots {
+            w.submit(snapshot);
+        }
     }
 
     fn send_back(&mut self, kind: u32, payload: &[u8]) {
@@ -351,7 +383,13 @@ impl<S: Service> ServiceAgent<S> {
                     record.extend_from_slice(&payload);
                     self.send_back(MESSAGE, &record);
                 }
+                Egress::SnapshotTaken { position, digest } => {
+                    self.send_back(SNAPSHOT_TAKEN, &pair(position, digest))
+                }
             }
+        }
+        if let Some(snapshot) = self.applier.take_snapshot() {
+            self.submit_snapshot(snapshot);
         }
         let mut changes = Vec::new();
         self.applier.take_timer_changes(|c| changes.push(c));
@@ -372,6 +410,8 @@ impl<S: Service> ServiceAgent<S> {
         )
         .to_vec();
         position.extend_from_slice(&self.applier.applied_messages().to_le_bytes());
+        position.extend_from_slice(&self.applier.snapshots_taken().to_le_bytes());
+        position.extend_from_slice(&self.applier.digest_mismatches().to_le_bytes());
         self.send_back(POSITION, &position);
         n
     }
@@ -509,8 +549,14 @@ mod tests {
 
     #[test]
     fn the_service_thread_applies_in_order_and_the_node_mirrors_its_timers() {
-        let (mut remote, mut agent) =
-            split(Timed::default(), 1 << 16, "svc".into(), false).unwrap();
+        let (mut remote, mut agent) = split(
+            Applier::new(Timed::default()),
+            None,
+            1 << 16,
+            "svc".into(),
+            false,
+        )
+        .unwrap();
         let open = Message::SessionOpen(SessionOpen {
             correlation_id: 5,
             client_id: 1,
@@ -578,7 +624,14 @@ mod tests {
 
     #[test]
     fn a_full_feed_holds_frames_back_until_the_service_thread_catches_up() {
-        let (mut remote, mut agent) = split(Timed::default(), 4096, "svc".into(), false).unwrap();
+        let (mut remote, mut agent) = split(
+            Applier::new(Timed::default()),
+            None,
+            4096,
+            "svc".into(),
+            false,
+        )
+        .unwrap();
         let open = Message::SessionOpen(SessionOpen {
             correlation_id: 5,
             client_id: 1,

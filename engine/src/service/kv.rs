@@ -159,11 +159,69 @@ impl Service for KvService {
     fn digest(&self) -> u64 {
         self.digest
     }
+
+    /// `[digest u64 | count u64 | (key u64, value u64) * count]`
+    fn on_take_snapshot(&mut self, _position: u64, out: &mut Vec<u8>) -> bool {
+        out.extend_from_slice(&self.digest.to_le_bytes());
+        out.extend_from_slice(&(self.values.len() as u64).to_le_bytes());
+        for (k, v) in &self.values {
+            out.extend_from_slice(&k.to_le_bytes());
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        true
+    }
+
+    fn on_start(&mut self, snapshot: Option<&[u8]>) -> Result<(), String> {
+        let Some(bytes) = snapshot else {
+            return Ok(());
+        };
+        let words: Vec<u64> = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        let count = *words.get(1).ok_or("kv snapshot: no header")? as usize;
+        if bytes.len() % 8 != 0 || words.len() != 2 + 2 * count {
+            return Err(format!(
+                "kv snapshot: {} bytes for {count} registers",
+                bytes.len()
+            ));
+        }
+        self.digest = words[0];
+        self.values = words[2..].chunks_exact(2).map(|p| (p[0], p[1])).collect();
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_restores_every_register_and_the_digest() {
+        let mut kv = KvService::default();
+        let mut ctx = Context::default();
+        for (i, op) in [
+            KvOp::Write { key: 1, value: 10 },
+            KvOp::Write { key: 7, value: 70 },
+            KvOp::Cas {
+                key: 1,
+                expected: 10,
+                new: 11,
+            },
+        ]
+        .iter()
+        .enumerate()
+        {
+            kv.on_message(&mut ctx, 1, &op.encode(i as u64));
+        }
+        let mut bytes = Vec::new();
+        assert!(kv.on_take_snapshot(0, &mut bytes));
+        let mut restored = KvService::default();
+        restored.on_start(Some(&bytes)).unwrap();
+        assert_eq!((restored.get(1), restored.get(7)), (11, 70));
+        assert_eq!(restored.digest(), kv.digest());
+        assert!(restored.on_start(Some(&bytes[..bytes.len() - 8])).is_err());
+    }
 
     #[test]
     fn requests_and_replies_round_trip_and_junk_is_refused() {

@@ -10,11 +10,13 @@
 
 pub mod echo;
 pub mod kv;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 
-use crate::codec::message::{CloseReason, SessionMessageHeader};
+use crate::codec::message::{CloseReason, ClusterActionKind, SessionMessageHeader};
 use crate::codec::{Frame, FrameType, Message};
+use snapshot::{Reader, SnapshotError, TakenSnapshot, Writer};
 
 /// What a service gets to do while handling a frame.
 #[derive(Debug, Default)]
@@ -100,6 +102,22 @@ impl Context {
 /// node.stop();
 /// ```
 pub trait Service {
+    /// Called once, before the first frame, with the service's part of the snapshot recovery
+    /// starts from (what [`Service::on_take_snapshot`] wrote), or `None` to start empty.
+    /// An error refuses the snapshot and the node does not start. The default accepts only
+    /// `None`: a service that takes no snapshots never gets one.
+    fn on_start(&mut self, snapshot: Option<&[u8]>) -> Result<(), String> {
+        match snapshot {
+            None => Ok(()),
+            Some(_) => Err("this service does not restore snapshots".into()),
+        }
+    }
+    /// Writes the service's whole state into `out` for a snapshot at log `position` and
+    /// returns true. Every replica is asked at the same position. The default returns false:
+    /// the service keeps no snapshots, and recovery replays the log from the start.
+    fn on_take_snapshot(&mut self, _position: u64, _out: &mut Vec<u8>) -> bool {
+        false
+    }
     fn on_session_open(&mut self, _ctx: &mut Context, _session_id: u64) {}
     fn on_session_close(&mut self, _ctx: &mut Context, _session_id: u64, _reason: CloseReason) {}
     fn on_message(&mut self, ctx: &mut Context, session_id: u64, payload: &[u8]);
@@ -126,6 +144,9 @@ pub enum Egress {
     Applied { session_id: u64, sequence: u64 },
     /// A payload the service sent.
     Message { session_id: u64, payload: Vec<u8> },
+    /// This replica took a snapshot (or, for a service without snapshots, recorded its digest)
+    /// at `position`. The leader appends the digest to the log for every replica to compare.
+    SnapshotTaken { position: u64, digest: u64 },
 }
 
 /// Applies committed frames to a service; see the module docs.
@@ -150,7 +171,17 @@ pub struct Applier<S> {
     /// of them (its first reply was lost with a leader) gets them again, not only an
     /// acknowledgement. Derived from the log like everything else here.
     replies: BTreeMap<u64, std::collections::VecDeque<KeptReplies>>,
+    /// The service's digest at recent snapshot positions, oldest first.
+    digests_at: std::collections::VecDeque<(u64, u64)>,
+    digest_mismatches: u64,
+    snapshots_taken: u64,
+    /// A snapshot taken and not yet handed to the writer.
+    pending_snapshot: Option<TakenSnapshot>,
+    started: bool,
 }
+
+/// Snapshot positions whose digests are kept for the leader's digest check.
+const DIGESTS_KEPT: usize = 16;
 
 /// A message's sequence and the payloads the service sent its session while applying it.
 type KeptReplies = (u64, Vec<Vec<u8>>);
@@ -195,6 +226,144 @@ impl<S: Service> Applier<S> {
             timers_by_deadline: std::collections::BTreeSet::new(),
             timer_changes: None,
             replies: BTreeMap::new(),
+            digests_at: std::collections::VecDeque::new(),
+            digest_mismatches: 0,
+            snapshots_taken: 0,
+            pending_snapshot: None,
+            started: false,
+        }
+    }
+
+    /// Starts the service: empty, or from a snapshot file's bytes (checked, then the engine's
+    /// state and the service's restored). Called before the first frame; [`Applier::apply`]
+    /// starts an applier nobody started, empty.
+    pub fn start(&mut self, snapshot: Option<&[u8]>) -> Result<(), SnapshotError> {
+        assert!(!self.started, "an applier starts once");
+        self.started = true;
+        let Some(bytes) = snapshot else {
+            return self.service.on_start(None).map_err(SnapshotError::Service);
+        };
+        let view = snapshot::decode(bytes)?;
+        let mut r = Reader::new(view.engine);
+        self.applied_messages = r.u64()?;
+        self.duplicates_dropped = r.u64()?;
+        for _ in 0..r.u64()? {
+            let (id, last) = (r.u64()?, r.u64()?);
+            self.sessions.insert(id, last);
+        }
+        for _ in 0..r.u64()? {
+            let (id, deadline) = (r.u64()?, r.u64()?);
+            self.timers.insert(id, deadline);
+            self.timers_by_deadline.insert((deadline, id));
+            self.timer_changed(TimerChange::Scheduled {
+                correlation_id: id,
+                deadline_ns: deadline,
+            });
+        }
+        for _ in 0..r.u64()? {
+            let session_id = r.u64()?;
+            let kept = self.replies.entry(session_id).or_default();
+            for _ in 0..r.u64()? {
+                let sequence = r.u64()?;
+                let mut payloads = Vec::new();
+                for _ in 0..r.u64()? {
+                    payloads.push(r.bytes()?.to_vec());
+                }
+                kept.push_back((sequence, payloads));
+            }
+        }
+        if !r.is_empty() {
+            return Err(SnapshotError::Truncated("engine state has trailing bytes"));
+        }
+        self.service
+            .on_start(Some(view.service))
+            .map_err(SnapshotError::Service)?;
+        self.applied_position = view.position;
+        self.log_hash = view.log_hash;
+        self.digests_at.push_back((view.position, view.digest));
+        let digest = self.service.digest();
+        if digest != view.digest {
+            self.digest_mismatches += 1;
+            eprintln!(
+                "raftline: DIGEST MISMATCH after restoring the snapshot at position {}: the snapshot recorded {:#018x}, the restored service reports {digest:#018x}; its snapshot and restore do not agree",
+                view.position, view.digest
+            );
+        }
+        Ok(())
+    }
+
+    /// A snapshot taken since the last call, for the writer.
+    pub fn take_snapshot(&mut self) -> Option<TakenSnapshot> {
+        self.pending_snapshot.take()
+    }
+
+    /// Digest checks that failed: this replica's service state differed from the leader's at
+    /// a snapshot position (or from the snapshot it restored).
+    pub fn digest_mismatches(&self) -> u64 {
+        self.digest_mismatches
+    }
+
+    pub fn snapshots_taken(&self) -> u64 {
+        self.snapshots_taken
+    }
+
+    /// The snapshot position reached by the last applied frame: records the digest, and with a
+    /// service that keeps snapshots, takes one.
+    fn snapshot_here(&mut self, egress: &mut Vec<Egress>) {
+        let position = self.applied_position;
+        let digest = self.service.digest();
+        if self.digests_at.len() == DIGESTS_KEPT {
+            self.digests_at.pop_front();
+        }
+        self.digests_at.push_back((position, digest));
+        egress.push(Egress::SnapshotTaken { position, digest });
+        let mut service = Vec::new();
+        if !self.service.on_take_snapshot(position, &mut service) {
+            return;
+        }
+        let mut engine = Vec::new();
+        let mut w = Writer { out: &mut engine };
+        w.u64(self.applied_messages);
+        w.u64(self.duplicates_dropped);
+        w.u64(self.sessions.len() as u64);
+        for (&id, &last) in &self.sessions {
+            w.u64(id);
+            w.u64(last);
+        }
+        w.u64(self.timers.len() as u64);
+        for (&id, &deadline) in &self.timers {
+            w.u64(id);
+            w.u64(deadline);
+        }
+        w.u64(self.replies.len() as u64);
+        for (&session_id, kept) in &self.replies {
+            w.u64(session_id);
+            w.u64(kept.len() as u64);
+            for (sequence, payloads) in kept {
+                w.u64(*sequence);
+                w.u64(payloads.len() as u64);
+                for p in payloads {
+                    w.bytes(p);
+                }
+            }
+        }
+        self.snapshots_taken += 1;
+        self.pending_snapshot = Some(TakenSnapshot {
+            position,
+            bytes: snapshot::encode(position, self.log_hash, digest, &engine, &service),
+        });
+    }
+
+    /// The leader's digest at snapshot `position` was `leader`: compare ours, if we have it.
+    fn check_digest(&mut self, position: u64, leader: u64) {
+        let Some(&(_, own)) = self.digests_at.iter().find(|(p, _)| *p == position) else {
+            return;
+        };
+        if own != leader {
+            self.digest_mismatches += 1;
+            eprintln!(
+                "raftline: DIGEST MISMATCH at snapshot position {position}: the leader's service digest is {leader:#018x}, this replica's {own:#018x}; the service is not deterministic (it must depend only on what the log gives it)"
+            );
         }
     }
 
@@ -274,6 +443,12 @@ impl<S: Service> Applier<S> {
             position, self.applied_position,
             "frames are applied in log order without gaps"
         );
+        if !self.started {
+            self.started = true;
+            // Without a snapshot to give, the default start cannot fail; a service that
+            // refuses to start empty is the runtime's to report (it calls `start` itself).
+            let _ = self.service.on_start(None);
+        }
         self.applied_position = position + encoded.len() as u64;
         self.log_hash = fnv1a(fnv1a(self.log_hash, &position.to_le_bytes()), encoded);
         self.context.position = position;
@@ -308,6 +483,15 @@ impl<S: Service> Applier<S> {
             }
             (Some(FrameType::SessionMessage), Message::SessionMessage { header, payload }) => {
                 self.apply_message(session_id, header, payload, egress);
+            }
+            (Some(FrameType::ClusterAction), Message::ClusterAction(action)) => {
+                match ClusterActionKind::from_u8(action.kind) {
+                    Some(ClusterActionKind::Snapshot) => self.snapshot_here(egress),
+                    Some(ClusterActionKind::DigestCheck) => {
+                        self.check_digest(action.position, action.value)
+                    }
+                    None => {}
+                }
             }
             (Some(FrameType::TimerEvent), Message::TimerEvent(timer)) => {
                 // Fires once: a second event for the same timer (two leaders both saw it due)
@@ -450,8 +634,122 @@ mod tests {
             self.closed.push((session_id, reason));
         }
         fn digest(&self) -> u64 {
-            self.seen.len() as u64
+            self.seen
+                .iter()
+                .fold(FNV_OFFSET, |h, (s, p)| fnv1a(fnv1a(h, &s.to_le_bytes()), p))
         }
+        /// Each message seen: `[session u64 | len u64 | bytes]`.
+        fn on_take_snapshot(&mut self, _position: u64, out: &mut Vec<u8>) -> bool {
+            for (s, p) in &self.seen {
+                out.extend_from_slice(&s.to_le_bytes());
+                out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+                out.extend_from_slice(p);
+            }
+            true
+        }
+        fn on_start(&mut self, snapshot: Option<&[u8]>) -> Result<(), String> {
+            let mut r = snapshot::Reader::new(snapshot.unwrap_or_default());
+            while !r.is_empty() {
+                let session = r.u64().map_err(|e| e.to_string())?;
+                let payload = r.bytes().map_err(|e| e.to_string())?;
+                self.seen.push((session, payload.to_vec()));
+            }
+            Ok(())
+        }
+    }
+
+    fn action(kind: ClusterActionKind, position: u64, value: u64) -> Message<'static> {
+        Message::ClusterAction(crate::codec::message::ClusterAction {
+            kind: kind as u8,
+            position,
+            value,
+        })
+    }
+
+    #[test]
+    fn a_snapshot_carries_sessions_dedup_and_kept_replies_to_a_new_replica() {
+        let mut a = Applier::new(Echo::default());
+        let open = Message::SessionOpen(SessionOpen {
+            correlation_id: 3,
+            client_id: 7,
+        });
+        apply(&mut a, 7, open);
+        apply(&mut a, 7, msg(1, b"one"));
+        apply(&mut a, 7, msg(2, b"two"));
+        let egress = apply(&mut a, 0, action(ClusterActionKind::Snapshot, 0, 0));
+        let position = a.applied_position();
+        assert_eq!(
+            egress,
+            vec![Egress::SnapshotTaken {
+                position,
+                digest: a.service().digest()
+            }]
+        );
+        let taken = a.take_snapshot().expect("the service keeps snapshots");
+        assert_eq!(taken.position, position);
+        assert!(a.take_snapshot().is_none(), "handed over once");
+
+        let mut b = Applier::new(Echo::default());
+        b.start(Some(&taken.bytes)).unwrap();
+        assert_eq!(b.applied_position(), a.applied_position());
+        assert_eq!(b.log_hash(), a.log_hash());
+        assert_eq!(b.service().digest(), a.service().digest());
+        assert_eq!(b.last_sequence(7), Some(2));
+        assert_eq!(b.applied_messages(), 2);
+        assert_eq!(b.digest_mismatches(), 0);
+        // The same frames from here on give the same egress and state on both: a resend of
+        // message 2 gets its kept reply and is not applied again; message 3 is applied.
+        for m in [msg(2, b"two"), msg(3, b"three")] {
+            assert_eq!(apply(&mut a, 7, m), apply(&mut b, 7, m));
+        }
+        assert_eq!(b.service().seen, a.service().seen);
+        assert_eq!(b.log_hash(), a.log_hash());
+        // A damaged file is refused with the reason.
+        let mut bad = taken.bytes.clone();
+        bad[50] ^= 1;
+        let err = Applier::new(Echo::default()).start(Some(&bad)).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn a_replica_whose_digest_differs_from_the_leaders_at_a_snapshot_reports_it() {
+        let mut leader = Applier::new(Echo::default());
+        let mut follower = Applier::new(Echo::default());
+        for x in [&mut leader, &mut follower] {
+            apply(
+                x,
+                7,
+                Message::SessionOpen(SessionOpen {
+                    correlation_id: 0,
+                    client_id: 7,
+                }),
+            );
+        }
+        apply(&mut leader, 7, msg(1, b"x"));
+        apply(&mut follower, 7, msg(1, b"x"));
+        // Nondeterminism: the follower's service state drifts (not from the log).
+        follower.service_mut().seen[0].1 = b"y".to_vec();
+        for x in [&mut leader, &mut follower] {
+            apply(x, 0, action(ClusterActionKind::Snapshot, 0, 0));
+        }
+        let position = leader.applied_position();
+        let leader_digest = leader.service().digest();
+        for x in [&mut leader, &mut follower] {
+            apply(
+                x,
+                0,
+                action(ClusterActionKind::DigestCheck, position, leader_digest),
+            );
+        }
+        assert_eq!(leader.digest_mismatches(), 0);
+        assert_eq!(follower.digest_mismatches(), 1);
+        // A check for a position this replica has no digest for is not a mismatch.
+        apply(
+            &mut follower,
+            0,
+            action(ClusterActionKind::DigestCheck, 8, leader_digest),
+        );
+        assert_eq!(follower.digest_mismatches(), 1);
     }
 
     /// Applies `message` as the next frame; returns the egress.
@@ -611,6 +909,44 @@ mod tests {
         fn digest(&self) -> u64 {
             self.fired.len() as u64
         }
+        fn on_take_snapshot(&mut self, _position: u64, _out: &mut Vec<u8>) -> bool {
+            true
+        }
+        fn on_start(&mut self, _snapshot: Option<&[u8]>) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn scheduled_timers_survive_a_snapshot_and_fire_from_the_restored_replica() {
+        let mut a = Applier::new(Timers::default());
+        apply_t(
+            &mut a,
+            Message::SessionOpen(SessionOpen {
+                correlation_id: 0,
+                client_id: 7,
+            }),
+            0,
+        );
+        apply_t(&mut a, msg(1, &[1, b's', 50]), 10);
+        apply_t(&mut a, msg(2, &[2, b's', 60]), 10);
+        apply_t(&mut a, action(ClusterActionKind::Snapshot, 0, 0), 20);
+        let taken = a.take_snapshot().unwrap();
+        let mut b = Applier::new(Timers::default());
+        b.record_timer_changes();
+        b.start(Some(&taken.bytes)).unwrap();
+        assert_eq!(b.due_timers(100).collect::<Vec<_>>(), vec![1, 2]);
+        // A node on another thread learns the restored timers as changes.
+        let mut changes = Vec::new();
+        b.take_timer_changes(|c| changes.push(c));
+        assert_eq!(changes.len(), 2);
+        apply_t(
+            &mut b,
+            Message::TimerEvent(TimerEvent { correlation_id: 2 }),
+            65,
+        );
+        assert_eq!(b.service().fired, vec![(2, 65)]);
+        assert_eq!(b.due_timers(100).collect::<Vec<_>>(), vec![1]);
     }
 
     fn apply_t(a: &mut Applier<Timers>, message: Message<'_>, timestamp_ns: u64) {
