@@ -26,7 +26,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: raftline node --config node.toml [--service echo|kv] | raftline stat <log-dir> [--once]"
+        "usage: raftline node --config node.toml [--service echo|kv]\n       raftline stat <log-dir> [--once]\n       raftline cluster describe|snapshot|step-down|transfer-leader <member>|shutdown --config node.toml"
     );
     std::process::exit(2);
 }
@@ -54,6 +54,7 @@ fn main() {
             };
             std::process::exit(code);
         }
+        Some("cluster") => std::process::exit(cluster(&args[1..])),
         Some("stat") => {
             let Some(dir) = args.get(1) else { usage() };
             std::process::exit(stat(PathBuf::from(dir), args.iter().any(|a| a == "--once")));
@@ -102,6 +103,13 @@ fn run_node<S: Service + Send + 'static>(path: PathBuf, service: S) -> i32 {
             eprintln!("raftline: node {} stopped cleanly", config.node.id);
             0
         }
+        (true, Some(stopped)) if stopped.failure.is_none() => {
+            eprintln!(
+                "raftline: node {} stopped: the cluster was shut down",
+                config.node.id
+            );
+            0
+        }
         (_, Some(stopped)) => {
             eprintln!(
                 "raftline: node {} stopped: {}",
@@ -132,5 +140,108 @@ fn stat(dir: PathBuf, once: bool) -> i32 {
         }
         std::thread::sleep(Duration::from_secs(1));
         println!();
+    }
+}
+
+/// `raftline cluster <command> --config node.toml`: an operator command over the admin
+/// channel, sent to the members named in the config (any member's).
+fn cluster(args: &[String]) -> i32 {
+    use raftline::client::admin::AdminClient;
+    use raftline::codec::message::AdminCommand;
+    let Some(i) = args.iter().position(|a| a == "--config") else {
+        usage()
+    };
+    let Some(path) = args.get(i + 1) else { usage() };
+    let config = match Config::load(std::path::Path::new(path)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("raftline: {e}");
+            return 2;
+        }
+    };
+    let members = match config.resolve_members() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("raftline: {e}");
+            return 2;
+        }
+    };
+    let mut admin = match AdminClient::connect(members, config.cluster.id) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("raftline: {e}");
+            return 1;
+        }
+    };
+    let timeout = Duration::from_secs(5);
+    let (command, target) = match args.first().map(String::as_str) {
+        Some("describe") => {
+            println!(
+                "{:>6} {:>9} {:>6} {:>6} {:>14} {:>14} {:>14} {:>9} {:>10}",
+                "member",
+                "role",
+                "term",
+                "leader",
+                "appended",
+                "commit",
+                "applied",
+                "snapshots",
+                "mismatches"
+            );
+            let states = admin.describe(Duration::from_secs(1));
+            for (id, s) in states.iter().enumerate() {
+                match s {
+                    Some(s) => println!(
+                        "{:>6} {:>9} {:>6} {:>6} {:>14} {:>14} {:>14} {:>9} {:>10}",
+                        s.member_id,
+                        format!("{:?}", s.role),
+                        s.term,
+                        s.leader.map_or("-".into(), |l| l.to_string()),
+                        s.appended,
+                        s.commit,
+                        s.applied,
+                        s.snapshots,
+                        s.digest_mismatches
+                    ),
+                    None => println!("{id:>6} {:>9}", "no answer"),
+                }
+            }
+            return if states.iter().all(Option::is_some) {
+                0
+            } else {
+                1
+            };
+        }
+        Some("snapshot") => (AdminCommand::Snapshot, 0),
+        Some("step-down") => (AdminCommand::StepDown, 0),
+        Some("shutdown") => (AdminCommand::Shutdown, 0),
+        Some("transfer-leader") => match args.get(1).and_then(|a| a.parse().ok()) {
+            Some(m) => (AdminCommand::TransferLeader, m),
+            None => usage(),
+        },
+        _ => usage(),
+    };
+    match admin.on_leader(command, target, timeout) {
+        Ok((leader, value)) => {
+            match command {
+                AdminCommand::Snapshot => println!(
+                    "leader {} appended a snapshot action at log position {value}; every replica snapshots there",
+                    leader.member_id
+                ),
+                AdminCommand::Shutdown => println!(
+                    "leader {} appended a shutdown action at log position {value}; every replica snapshots and stops there",
+                    leader.member_id
+                ),
+                _ => println!(
+                    "leader {} is handing leadership to member {value}",
+                    leader.member_id
+                ),
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("raftline: cluster: {e}");
+            1
+        }
     }
 }

@@ -8,6 +8,8 @@
 //! bounded: a full window is back-pressure (`ClientError::BackPressure`), never unbounded
 //! buffering.
 
+pub mod admin;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 

@@ -32,12 +32,18 @@ pub enum FrameType {
     CatchupPosition = 22,
     StopCatchup = 23,
     AppendData = 24,
+    /// The leader hands over: the named follower, fully caught up, starts an election now.
+    ElectNow = 25,
     /// Client → cluster: open a session (the client picks the session id).
     ClientConnect = 32,
     /// Cluster → client: the session opened, a message was applied, or a redirect.
     ClientEvent = 33,
     /// Cluster → client: a payload the service sent to the session.
     EgressMessage = 34,
+    /// Operator → member: describe, snapshot, step down, transfer leadership, shut down.
+    AdminRequest = 35,
+    /// Member → operator: the answer, with the member's state.
+    AdminResponse = 36,
 }
 
 impl FrameType {
@@ -60,9 +66,12 @@ impl FrameType {
             22 => CatchupPosition,
             23 => StopCatchup,
             24 => AppendData,
+            25 => ElectNow,
             32 => ClientConnect,
             33 => ClientEvent,
             34 => EgressMessage,
+            35 => AdminRequest,
+            36 => AdminResponse,
             _ => return None,
         })
     }
@@ -163,6 +172,8 @@ body!(
 pub enum ClusterActionKind {
     Snapshot = 1,
     DigestCheck = 2,
+    /// Take a snapshot, then stop (an orderly shutdown of the whole cluster).
+    Shutdown = 3,
 }
 
 impl ClusterActionKind {
@@ -170,6 +181,7 @@ impl ClusterActionKind {
         match value {
             1 => Some(Self::Snapshot),
             2 => Some(Self::DigestCheck),
+            3 => Some(Self::Shutdown),
             _ => None,
         }
     }
@@ -257,6 +269,75 @@ body!(
     StopCatchup { leadership_term_id: u64, follower_member_id: u32 }
 );
 body!(
+    /// The leader of `leadership_term_id` asks `candidate_member_id`, whose log matches its
+    /// own, to start an election at once (a planned leadership transfer).
+    ElectNow { leadership_term_id: u64, leader_member_id: u32, candidate_member_id: u32 }
+);
+body!(
+    /// An operator's command; `command` is one of [`AdminCommand`] as u8, `target` the member
+    /// a transfer names.
+    AdminRequest { correlation_id: u64, command: u8, target: u32 }
+);
+body!(
+    /// A member's answer to an [`AdminRequest`]: `status` one of [`AdminStatus`] as u8, the
+    /// member's state, and `value` (the log position of a snapshot or shutdown action).
+    AdminResponse {
+        correlation_id: u64,
+        status: u8,
+        member_id: u32,
+        role: u8,
+        leader: u32,
+        term: u64,
+        appended: u64,
+        commit: u64,
+        applied: u64,
+        snapshots: u64,
+        digest_mismatches: u64,
+        value: u64,
+    }
+);
+
+/// What an operator asks of a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AdminCommand {
+    /// Any member: its state.
+    Describe = 1,
+    /// Leader: every replica takes a snapshot at the next log position.
+    Snapshot = 2,
+    /// Leader: hand leadership to the most caught-up follower.
+    StepDown = 3,
+    /// Leader: hand leadership to `target`.
+    TransferLeader = 4,
+    /// Leader: every replica takes a snapshot and stops, at the same log position.
+    Shutdown = 5,
+}
+
+impl AdminCommand {
+    pub fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            1 => Self::Describe,
+            2 => Self::Snapshot,
+            3 => Self::StepDown,
+            4 => Self::TransferLeader,
+            5 => Self::Shutdown,
+            _ => return None,
+        })
+    }
+}
+
+/// How a member answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AdminStatus {
+    Done = 0,
+    /// Only the leader does this; `leader` names it (u32::MAX: none known).
+    NotLeader = 1,
+    /// Refused: no such member, a transfer already under way, or the log is full.
+    Refused = 2,
+}
+
+body!(
     /// A client asks to open `session_id`; the answer carries `correlation_id`.
     ClientConnect { correlation_id: u64, session_id: u64 }
 );
@@ -336,6 +417,9 @@ pub enum Message<'a> {
         header: AppendDataHeader,
         bytes: &'a [u8],
     },
+    ElectNow(ElectNow),
+    AdminRequest(AdminRequest),
+    AdminResponse(AdminResponse),
     ClientConnect(ClientConnect),
     ClientEvent(ClientEvent),
     /// The frame's session id names the session.
@@ -373,6 +457,9 @@ impl<'a> Message<'a> {
             Message::CatchupPosition(_) => FrameType::CatchupPosition,
             Message::StopCatchup(_) => FrameType::StopCatchup,
             Message::AppendData { .. } => FrameType::AppendData,
+            Message::ElectNow(_) => FrameType::ElectNow,
+            Message::AdminRequest(_) => FrameType::AdminRequest,
+            Message::AdminResponse(_) => FrameType::AdminResponse,
             Message::ClientConnect(_) => FrameType::ClientConnect,
             Message::ClientEvent(_) => FrameType::ClientEvent,
             Message::EgressMessage { .. } => FrameType::EgressMessage,
@@ -398,6 +485,9 @@ impl<'a> Message<'a> {
             Message::CatchupPosition(_) => CatchupPosition::LEN,
             Message::StopCatchup(_) => StopCatchup::LEN,
             Message::AppendData { bytes, .. } => AppendDataHeader::LEN + bytes.len(),
+            Message::ElectNow(_) => ElectNow::LEN,
+            Message::AdminRequest(_) => AdminRequest::LEN,
+            Message::AdminResponse(_) => AdminResponse::LEN,
             Message::ClientConnect(_) => ClientConnect::LEN,
             Message::ClientEvent(_) => ClientEvent::LEN,
             Message::EgressMessage { payload } => payload.len(),
@@ -433,6 +523,9 @@ impl<'a> Message<'a> {
                 header.put(out);
                 out[AppendDataHeader::LEN..].copy_from_slice(bytes);
             }
+            Message::ElectNow(b) => b.put(out),
+            Message::AdminRequest(b) => b.put(out),
+            Message::AdminResponse(b) => b.put(out),
             Message::ClientConnect(b) => b.put(out),
             Message::ClientEvent(b) => b.put(out),
             Message::EgressMessage { payload } => out.copy_from_slice(payload),
@@ -516,6 +609,17 @@ impl<'a> Message<'a> {
                 }
                 Message::AppendData { header, bytes }
             }
+            FrameType::ElectNow => Message::ElectNow(exact(ElectNow::take(p)?, n)?),
+            FrameType::AdminRequest => {
+                let body = exact(AdminRequest::take(p)?, n)?;
+                if AdminCommand::from_u8(body.command).is_none() {
+                    return Err(DecodeError::BadField {
+                        field: "AdminRequest.command",
+                    });
+                }
+                Message::AdminRequest(body)
+            }
+            FrameType::AdminResponse => Message::AdminResponse(exact(AdminResponse::take(p)?, n)?),
             FrameType::ClientConnect => Message::ClientConnect(exact(ClientConnect::take(p)?, n)?),
             FrameType::ClientEvent => {
                 let body = exact(ClientEvent::take(p)?, n)?;

@@ -82,6 +82,30 @@ mod tests {
             reason: CloseReason::Timeout as u8,
         }));
         roundtrip(Message::TimerEvent(TimerEvent { correlation_id: 5 }));
+        roundtrip(Message::ElectNow(ElectNow {
+            leadership_term_id: 4,
+            leader_member_id: 1,
+            candidate_member_id: 2,
+        }));
+        roundtrip(Message::AdminRequest(AdminRequest {
+            correlation_id: 9,
+            command: AdminCommand::TransferLeader as u8,
+            target: 2,
+        }));
+        roundtrip(Message::AdminResponse(AdminResponse {
+            correlation_id: 9,
+            status: AdminStatus::NotLeader as u8,
+            member_id: 1,
+            role: 0,
+            leader: 2,
+            term: 5,
+            appended: 6,
+            commit: 7,
+            applied: 8,
+            snapshots: 1,
+            digest_mismatches: 0,
+            value: 3,
+        }));
         roundtrip(Message::ClusterAction(ClusterAction {
             kind: ClusterActionKind::DigestCheck as u8,
             position: 4096,

@@ -29,7 +29,7 @@ mod core;
 #[cfg(test)]
 mod tests;
 
-pub use self::core::Consensus;
+pub use self::core::{Consensus, TransferError};
 
 use crate::codec::Message;
 use crate::log::TermEntry;
@@ -231,6 +231,8 @@ pub enum Reason {
     LeaderSilent,
     QuorumLost,
     AppointedLeader,
+    /// The leader handed over: this member was told to start an election now.
+    LeadershipTransfer,
 }
 
 /// Things the node must do, in the order given. Each one's ordering rule is on it.
@@ -289,6 +291,10 @@ pub struct Counters {
     pub truncations: u64,
     pub messages_dropped: u64,
     pub resends: u64,
+    /// Leadership transfers this member was asked to take (as the target).
+    pub transfers_received: u64,
+    /// Transfers this leader gave up (the target did not take over in time).
+    pub transfers_abandoned: u64,
 }
 
 /// Outbox capacity: the most actions one input can produce is bounded by a few per member.

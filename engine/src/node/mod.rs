@@ -13,10 +13,12 @@
 #![forbid(unsafe_code)]
 
 use crate::codec::message::{
+    AdminCommand, AdminRequest, AdminResponse, AdminStatus, ClusterAction, ClusterActionKind,
+};
+use crate::codec::message::{
     AppendDataHeader, ClientEvent, ClientEventKind, CloseReason, NewLeadershipTermEvent,
     SessionClose, SessionMessageHeader, SessionOpen, TimerEvent,
 };
-use crate::codec::message::{ClusterAction, ClusterActionKind};
 use crate::codec::{self, Decoded, FrameMeta, FrameType, Frames, Message};
 use crate::consensus::{
     Action, ConfigError, Consensus, ConsensusConfig, LogState, MemberId, Role, VoteState,
@@ -150,6 +152,8 @@ pub enum OfferError {
     NotLeader { leader: Option<MemberId> },
     #[error("the log is full; retry after the next duty cycle")]
     BackPressure,
+    #[error("leadership is being handed to member {to}; retry there")]
+    Transferring { to: MemberId },
     #[error("message of {len} bytes exceeds the largest frame ({max})")]
     TooLarge { len: usize, max: usize },
 }
@@ -222,6 +226,10 @@ pub struct Node<D: Disk, N: Datagrams, A: ApplyStage> {
     last_snapshot_action: u64,
     /// Leader: digests at snapshot positions, to append for every replica to compare.
     digest_checks: Vec<(u64, u64)>,
+    /// The leader as last seen, to tell clients when leadership moved away from this member.
+    last_leader: Option<MemberId>,
+    /// The cluster shuts down at this log position; when this replica applied it.
+    shutdown: Option<(u64, Option<u64>)>,
 }
 
 impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
@@ -272,6 +280,8 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             snapshot_interval_bytes: config.snapshot_interval_bytes,
             last_snapshot_action: 0,
             digest_checks: Vec::new(),
+            last_leader: None,
+            shutdown: None,
         };
         node.consensus.start(now);
         node.run_actions(now, None)?;
@@ -386,6 +396,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         work += self.fire_due_timers(now);
         self.route_egress(now);
         work += self.snapshot_actions(now);
+        self.announce_new_leader(now);
         self.net.flush();
         Ok(work)
     }
@@ -398,17 +409,21 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         let leader = self.consensus.role() == Role::Leader;
         let egress = std::mem::take(&mut self.egress);
         for e in &egress {
-            if let Egress::SnapshotTaken { position, digest } = *e {
-                self.last_snapshot_action = self.last_snapshot_action.max(position);
-                if leader {
-                    self.digest_checks.push((position, digest));
+            match *e {
+                Egress::SnapshotTaken { position, digest } => {
+                    self.last_snapshot_action = self.last_snapshot_action.max(position);
+                    if leader {
+                        self.digest_checks.push((position, digest));
+                    }
                 }
+                Egress::Shutdown { position } => self.shutdown = Some((position, Some(now))),
+                _ => {}
             }
         }
         if leader {
             for e in &egress {
                 let (session_id, message) = match e {
-                    Egress::SnapshotTaken { .. } => continue,
+                    Egress::SnapshotTaken { .. } | Egress::Shutdown { .. } => continue,
                     Egress::SessionOpened {
                         session_id,
                         correlation_id,
@@ -468,6 +483,10 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 let session = frame.meta.session_id;
                 self.client_endpoints.insert(session, from);
                 (session, self.offer(now, session, header.sequence, payload))
+            }
+            Ok(Message::AdminRequest(request)) => {
+                self.on_admin(now, from, request);
+                return;
             }
             _ => {
                 self.stats.frames_malformed += 1;
@@ -754,6 +773,10 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 leader: self.consensus.leader(),
             });
         };
+        if let Some(to) = self.consensus.transferring_to() {
+            // Nothing more goes into this leader's log: the target must hold all of it.
+            return Err(OfferError::Transferring { to });
+        }
         let max = self.log.config().frame_len_max();
         if message.encoded_len() > max {
             return Err(OfferError::TooLarge {
@@ -844,6 +867,156 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         }
         self.due = due;
         fired
+    }
+
+    /// When leadership moves from this member to another (a transfer, or a step-down after a
+    /// higher term), tells every client this member was serving, so they move at once instead
+    /// of waiting for their resend timer.
+    fn announce_new_leader(&mut self, now: u64) {
+        let leader = self.consensus.leader();
+        if leader == self.last_leader {
+            return;
+        }
+        let was_leader = self.last_leader == Some(self.id);
+        self.last_leader = leader;
+        let Some(new) = leader.filter(|&l| l != self.id && was_leader) else {
+            return;
+        };
+        let mut endpoints: Vec<(u64, u32)> = self
+            .client_endpoints
+            .iter()
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        endpoints.sort_unstable();
+        for (session_id, endpoint) in endpoints {
+            let event = Message::ClientEvent(ClientEvent {
+                session_id,
+                value: u64::from(new),
+                kind: ClientEventKind::Redirect as u8,
+            });
+            let meta = FrameMeta {
+                session_id,
+                timestamp_ns: now,
+                ..FrameMeta::default()
+            };
+            let len = event.encode(meta, &mut self.send_buf);
+            self.net.send(endpoint, &self.send_buf[..len]);
+        }
+    }
+
+    /// Leader: hands leadership to `to`; see [`Consensus::transfer_leadership`].
+    pub fn transfer_leadership(
+        &mut self,
+        now: u64,
+        to: MemberId,
+    ) -> Result<(), crate::consensus::TransferError> {
+        self.consensus.transfer_leadership(now, to)?;
+        self.run_actions(now, None).map_err(|e| {
+            self.fail(e);
+            crate::consensus::TransferError::NotLeader
+        })
+    }
+
+    /// Leader: hands leadership to the most caught-up follower.
+    pub fn step_down(&mut self, now: u64) -> Result<MemberId, crate::consensus::TransferError> {
+        let to = self
+            .consensus
+            .most_caught_up_follower()
+            .ok_or(crate::consensus::TransferError::NotLeader)?;
+        self.transfer_leadership(now, to)?;
+        Ok(to)
+    }
+
+    /// Leader: appends a shutdown action; every replica takes a snapshot and stops there.
+    pub fn request_shutdown(&mut self, now: u64) -> Result<u64, OfferError> {
+        let action = Message::ClusterAction(ClusterAction {
+            kind: ClusterActionKind::Shutdown as u8,
+            position: 0,
+            value: 0,
+        });
+        self.offer_message(now, 0, &action)
+    }
+
+    /// Whether this replica is done: it applied the cluster's shutdown action, and (on the
+    /// leader) every follower has it durable and has heard the commit, or a heartbeat timeout
+    /// passed.
+    pub fn finished(&self, now: u64) -> bool {
+        let Some((position, Some(applied_at))) = self.shutdown else {
+            return false;
+        };
+        if self.consensus.role() != Role::Leader {
+            return true;
+        }
+        let heartbeat = self.consensus.config().leader_heartbeat_interval_ns;
+        let timeout = self.consensus.config().leader_heartbeat_timeout_ns;
+        (self.consensus.durable_everywhere(position)
+            && now.saturating_sub(applied_at) >= 2 * heartbeat)
+            || now.saturating_sub(applied_at) >= timeout
+    }
+
+    /// The answer to an operator's command.
+    fn on_admin(&mut self, now: u64, from: u32, request: AdminRequest) {
+        let Some(command) = AdminCommand::from_u8(request.command) else {
+            return;
+        };
+        let leader = self.consensus.leader_term().is_some();
+        let mut value = 0;
+        let status = match command {
+            AdminCommand::Describe => AdminStatus::Done,
+            _ if !leader => AdminStatus::NotLeader,
+            AdminCommand::Snapshot => match self.request_snapshot(now) {
+                Ok(position) => {
+                    value = position;
+                    AdminStatus::Done
+                }
+                Err(_) => AdminStatus::Refused,
+            },
+            AdminCommand::StepDown => match self.step_down(now) {
+                Ok(to) => {
+                    value = u64::from(to);
+                    AdminStatus::Done
+                }
+                Err(_) => AdminStatus::Refused,
+            },
+            AdminCommand::TransferLeader => match self.transfer_leadership(now, request.target) {
+                Ok(()) => {
+                    value = u64::from(request.target);
+                    AdminStatus::Done
+                }
+                Err(_) => AdminStatus::Refused,
+            },
+            AdminCommand::Shutdown => match self.request_shutdown(now) {
+                Ok(position) => {
+                    value = position;
+                    AdminStatus::Done
+                }
+                Err(_) => AdminStatus::Refused,
+            },
+        };
+        let response = Message::AdminResponse(AdminResponse {
+            correlation_id: request.correlation_id,
+            status: status as u8,
+            member_id: self.id,
+            role: match self.consensus.role() {
+                Role::Follower => 0,
+                Role::Candidate => 1,
+                Role::Leader => 2,
+            },
+            leader: self.consensus.leader().unwrap_or(u32::MAX),
+            term: self.consensus.term(),
+            appended: self.log.appended_position(),
+            commit: self.commit,
+            applied: self.applier.applied_position(),
+            snapshots: self.applier.snapshots_taken(),
+            digest_mismatches: self.applier.digest_mismatches(),
+            value,
+        });
+        let meta = FrameMeta {
+            timestamp_ns: now,
+            ..FrameMeta::default()
+        };
+        let len = response.encode(meta, &mut self.send_buf);
+        self.net.send(from, &self.send_buf[..len]);
     }
 
     /// Leader: appends the digest checks of snapshots this replica took, and a snapshot action

@@ -59,6 +59,11 @@ pub trait Agent: Send {
     fn failure(&self) -> Option<String> {
         None
     }
+    /// Whether the agent has completed its work and its thread should end (an orderly
+    /// shutdown, not a failure).
+    fn finished(&self, _now_ns: u64) -> bool {
+        false
+    }
     /// Called once on the agent's thread when the runner stops.
     fn on_close(&mut self) {}
 }
@@ -124,7 +129,7 @@ pub fn spawn_agent<A: Agent + 'static>(
                 if cycle > STALL_NS {
                     stats.stalls += 1;
                 }
-                if agent.failure().is_some() {
+                if agent.failure().is_some() || agent.finished(now) {
                     break;
                 }
                 idler.idle(work);
@@ -254,6 +259,18 @@ impl<A: ApplyStage + Send> Agent for NodeAgent<A> {
 
     fn failure(&self) -> Option<String> {
         self.failure.clone()
+    }
+
+    fn finished(&self, now_ns: u64) -> bool {
+        let done = self.node.finished(now_ns);
+        if done {
+            eprintln!(
+                "raftline: {}: the cluster shut down at log position {}",
+                self.name,
+                self.node.applier().applied_position()
+            );
+        }
+        done
     }
 
     fn on_close(&mut self) {

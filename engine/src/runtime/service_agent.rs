@@ -42,6 +42,7 @@ const TIMER_SCHEDULED: u32 = 4;
 const TIMER_REMOVED: u32 = 5;
 const POSITION: u32 = 6;
 const SNAPSHOT_TAKEN: u32 = 7;
+const SHUTDOWN: u32 = 8;
 
 /// Records the service thread handles per duty cycle.
 const RECORDS_PER_CYCLE_MAX: usize = 256;
@@ -194,6 +195,7 @@ impl RemoteApplier {
                 position: a,
                 digest: b,
             }),
+            SHUTDOWN => egress.push(Egress::Shutdown { position: a }),
             _ => {}
         }
     }
@@ -386,6 +388,7 @@ impl<S: Service> ServiceAgent<S> {
                 Egress::SnapshotTaken { position, digest } => {
                     self.send_back(SNAPSHOT_TAKEN, &pair(position, digest))
                 }
+                Egress::Shutdown { position } => self.send_back(SHUTDOWN, &position.to_le_bytes()),
             }
         }
         if let Some(snapshot) = self.applier.take_snapshot() {

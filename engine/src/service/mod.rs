@@ -147,6 +147,8 @@ pub enum Egress {
     /// This replica took a snapshot (or, for a service without snapshots, recorded its digest)
     /// at `position`. The leader appends the digest to the log for every replica to compare.
     SnapshotTaken { position: u64, digest: u64 },
+    /// The cluster is shutting down at `position`: this replica took its snapshot and stops.
+    Shutdown { position: u64 },
 }
 
 /// Applies committed frames to a service; see the module docs.
@@ -487,6 +489,12 @@ impl<S: Service> Applier<S> {
             (Some(FrameType::ClusterAction), Message::ClusterAction(action)) => {
                 match ClusterActionKind::from_u8(action.kind) {
                     Some(ClusterActionKind::Snapshot) => self.snapshot_here(egress),
+                    Some(ClusterActionKind::Shutdown) => {
+                        self.snapshot_here(egress);
+                        egress.push(Egress::Shutdown {
+                            position: self.applied_position,
+                        });
+                    }
                     Some(ClusterActionKind::DigestCheck) => {
                         self.check_digest(action.position, action.value)
                     }

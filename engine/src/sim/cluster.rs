@@ -145,6 +145,8 @@ pub struct Faults {
     pub crash_per_step: f64,
     pub partition_per_step: f64,
     pub clock_step_per_step: f64,
+    /// A planned leadership transfer (to a random other member) asked of the leader.
+    pub transfer_per_step: f64,
 }
 
 impl Faults {
@@ -156,6 +158,7 @@ impl Faults {
             crash_per_step: [0.0, 1.0 / 3000.0, 1.0 / 1000.0, 1.0 / 300.0][rng.below(4) as usize],
             partition_per_step: [0.0, 1.0 / 2000.0, 1.0 / 500.0][rng.below(3) as usize],
             clock_step_per_step: [0.0, 1.0 / 2000.0][rng.below(2) as usize],
+            transfer_per_step: [0.0, 1.0 / 1500.0, 1.0 / 400.0][rng.below(3) as usize],
         }
     }
 }
@@ -558,6 +561,22 @@ impl Cluster {
             self.cut.clear();
             self.trace(|| "partition healed".into());
         }
+        if self.rng.chance(self.faults.transfer_per_step) {
+            let to = self.rng.below(n as u64) as MemberId;
+            let now = self.now_ns;
+            let leader = self.members.iter().position(|m| {
+                m.node
+                    .as_ref()
+                    .is_some_and(|node| node.consensus().role() == Role::Leader)
+            });
+            if let Some(id) = leader {
+                let local = self.local_now(id);
+                let node = self.members[id].node.as_mut().expect("running");
+                if node.transfer_leadership(local, to).is_ok() {
+                    self.trace(|| format!("at {now}: leader {id} hands over to {to}"));
+                }
+            }
+        }
         if self.cut.is_empty() && self.rng.chance(self.faults.partition_per_step) {
             let victim = self.rng.below(n as u64) as MemberId;
             let kind = self.rng.below(3);
@@ -699,7 +718,8 @@ impl Cluster {
                 c.acked.insert(sequence);
             }
             ClientResponse::Egress(Egress::Message { .. })
-            | ClientResponse::Egress(Egress::SnapshotTaken { .. }) => {}
+            | ClientResponse::Egress(Egress::SnapshotTaken { .. })
+            | ClientResponse::Egress(Egress::Shutdown { .. }) => {}
         }
     }
 
@@ -750,7 +770,7 @@ impl Cluster {
                     *session_id
                 }
                 Egress::Message { session_id, .. } => *session_id,
-                Egress::SnapshotTaken { .. } => continue,
+                Egress::SnapshotTaken { .. } | Egress::Shutdown { .. } => continue,
             };
             let Some(client) = self.clients.iter().position(|c| c.session == session) else {
                 continue;
