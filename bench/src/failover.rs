@@ -4,11 +4,17 @@
 //! Three nodes run in this process on loopback UDP; "kill" stops the leader's thread without
 //! a goodbye (its socket closes, it sends nothing more), which is what its peers see of a
 //! SIGKILL. The killed node is restarted from its log and must catch up before the next kill.
+//!
+//! With `--transfer`, the leader is not killed but asked over the admin channel to hand
+//! leadership to the next member (a planned transfer); the interruption is then from the
+//! command to the first message acknowledged under the new leader.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use raftline::client::admin::AdminClient;
 use raftline::client::{ClientConfig, ClientEvent, ClusterClient};
+use raftline::codec::message::AdminCommand;
 use raftline::config::Config;
 use raftline::log::Durability;
 use raftline::runtime::counters::{Counter, CountersReader};
@@ -41,6 +47,9 @@ pub struct Args {
     pub dir: PathBuf,
     #[arg(long)]
     pub json: Option<String>,
+    /// Hand leadership over (admin command) instead of killing the leader.
+    #[arg(long)]
+    pub transfer: bool,
     /// Write the timeline (CSV and SVG), every request's `.hgrm` and the JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -49,6 +58,8 @@ pub struct Args {
 #[derive(Serialize)]
 struct Summary {
     kills: usize,
+    /// "kill" (the leader's threads stopped) or "transfer" (a planned handover).
+    event: &'static str,
     interruption: Latency,
     /// Every request's latency from its intended send time to its acknowledgement, kills
     /// included.
@@ -199,6 +210,15 @@ pub fn run(args: Args) -> Result<bool, String> {
         first_ack
     };
 
+    let mut admin = if args.transfer {
+        let addrs = members
+            .iter()
+            .map(|m| m.parse().expect("address"))
+            .collect();
+        Some(AdminClient::connect(addrs, 3).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     let mut kills_at = Vec::new();
     for kill in 0..args.kills {
         // Steady state: a leader, every member caught up.
@@ -217,13 +237,18 @@ pub fn run(args: Args) -> Result<bool, String> {
             }
             drive(&mut client, 20_000_000, &mut acknowledged, 0, None);
         };
-        // Kill it, then time the first acknowledgement under the new leader: of a message
-        // offered after the old leader is gone (acks it sent before it stopped may still sit
-        // in the client's socket).
-        let node = cluster.nodes[leader].take().expect("running");
+        // Kill it (or ask it to hand over), then time the first acknowledgement under the new
+        // leader: of a message offered after the old leader is gone (acks it sent before it
+        // stopped may still sit in the client's socket).
         let killed_at = monotonic_ns();
         kills_at.push(killed_at - run_start);
-        drop(node.stop());
+        if let Some(admin) = admin.as_mut() {
+            let to = ((leader + 1) % 3) as u32;
+            admin.send(leader as u32, AdminCommand::TransferLeader, to);
+        } else {
+            let node = cluster.nodes[leader].take().expect("running");
+            drop(node.stop());
+        }
         let ack_from = client.next_sequence();
         let first = drive(
             &mut client,
@@ -245,10 +270,12 @@ pub fn run(args: Args) -> Result<bool, String> {
             args.kills,
             gap as f64 / 1e6
         );
-        cluster.nodes[leader] = Some(
-            RunningNode::start(&cluster.configs[leader], EchoService::default())
-                .map_err(|e| e.to_string())?,
-        );
+        if cluster.nodes[leader].is_none() {
+            cluster.nodes[leader] = Some(
+                RunningNode::start(&cluster.configs[leader], EchoService::default())
+                    .map_err(|e| e.to_string())?,
+            );
+        }
     }
     eprintln!();
     for n in cluster.nodes.into_iter().flatten() {
@@ -257,12 +284,17 @@ pub fn run(args: Args) -> Result<bool, String> {
     remove_run_dir(&args.dir);
     let lost = in_flight.len();
     let l = Latency::of(&h);
-    let target_p99_ms = 150.0;
+    // Kill: detection takes the heartbeat timeout. Transfer: the target, 5 ms.
+    let target_p99_ms = if args.transfer { 5.0 } else { 150.0 };
     let ok = l.p99_us / 1000.0 < target_p99_ms;
     let request_latency = Latency::of(&requests);
     println!(
-        "\nleader failover: {} kills, heartbeat timeout {} ms, election timeout {} ms, durability {}",
-        args.kills, args.heartbeat_timeout_ms, args.election_timeout_ms, args.durability
+        "\nleader failover: {} {}s, heartbeat timeout {} ms, election timeout {} ms, durability {}",
+        args.kills,
+        if args.transfer { "transfer" } else { "kill" },
+        args.heartbeat_timeout_ms,
+        args.election_timeout_ms,
+        args.durability
     );
     println!(
         "{:<30} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -270,7 +302,11 @@ pub fn run(args: Args) -> Result<bool, String> {
     );
     println!(
         "{:<30} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9}",
-        "kill -> first commit",
+        if args.transfer {
+            "transfer -> first commit"
+        } else {
+            "kill -> first commit"
+        },
         l.p50_us / 1000.0,
         l.p90_us / 1000.0,
         l.p99_us / 1000.0,
@@ -296,6 +332,7 @@ pub fn run(args: Args) -> Result<bool, String> {
     );
     let summary = Summary {
         kills: args.kills,
+        event: if args.transfer { "transfer" } else { "kill" },
         interruption: l,
         requests: request_latency,
         heartbeat_timeout_ms: args.heartbeat_timeout_ms,
@@ -327,8 +364,11 @@ pub fn run(args: Args) -> Result<bool, String> {
         crate::plot::timeline(
             &out.join("failover-timeline.svg"),
             &format!(
-                "latency over time, {} msg/s, {} leader kills (red), durability {}",
-                args.rate, args.kills, args.durability
+                "latency over time, {} msg/s, {} leader {}s (red), durability {}",
+                args.rate,
+                args.kills,
+                if args.transfer { "transfer" } else { "kill" },
+                args.durability
             ),
             &points,
             &marks,

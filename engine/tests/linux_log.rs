@@ -215,7 +215,8 @@ impl Drop for SmallTmpfs {
 
 #[test]
 fn a_full_disk_stops_the_writer_with_the_segment_name_and_keeps_durable_frames() {
-    let Some(fs) = SmallTmpfs::mount("600k") else {
+    // Two 256 KiB segments and the term index's two 64 KiB record slots fit; a third segment does not.
+    let Some(fs) = SmallTmpfs::mount("730k") else {
         eprintln!("SKIPPED: mounting a small tmpfs needs root (CAP_SYS_ADMIN); ENOSPC is covered by the simulated disk");
         return;
     };

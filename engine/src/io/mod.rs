@@ -109,6 +109,15 @@ pub trait Disk {
     /// Replaces the small file `name` with `bytes` atomically and durably
     /// (write a temporary, fsync, rename, fsync the directory).
     fn write_file_atomic(&mut self, name: &str, bytes: &[u8]) -> Result<(), DiskError>;
+    /// Replaces the small record `name` with `bytes` durably, as cheaply as the disk allows
+    /// (on Linux: one `fdatasync`, see `sys::record`). What [`Disk::load_record`] reads.
+    fn store_record(&mut self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
+        self.write_file_atomic(name, bytes)
+    }
+    /// The record `name` as last stored, or `None` if it never was.
+    fn load_record(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
+        self.read_file(name)
+    }
     /// Reads the whole small file `name`, or `None` if it does not exist.
     fn read_file(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError>;
 

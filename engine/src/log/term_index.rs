@@ -31,7 +31,7 @@ pub struct TermIndex {
 impl TermIndex {
     pub fn load(disk: &mut impl Disk) -> Result<Self, LogError> {
         let Some(bytes) = disk
-            .read_file(TERM_INDEX_FILE)
+            .load_record(TERM_INDEX_FILE)
             .map_err(|source| LogError::Io {
                 file: TERM_INDEX_FILE.into(),
                 position: 0,
@@ -94,7 +94,7 @@ impl TermIndex {
     }
 
     fn store(&self, disk: &mut impl Disk) -> Result<(), LogError> {
-        disk.write_file_atomic(TERM_INDEX_FILE, &self.encode())
+        disk.store_record(TERM_INDEX_FILE, &self.encode())
             .map_err(|source| LogError::Io {
                 file: TERM_INDEX_FILE.into(),
                 position: 0,
@@ -212,9 +212,9 @@ mod tests {
         index.truncate_terms_after(&mut disk, 4).unwrap();
         assert_eq!(TermIndex::load(&mut disk).unwrap().entries().len(), 1);
 
-        let mut bytes = disk.read_file(TERM_INDEX_FILE).unwrap().unwrap();
+        let mut bytes = disk.load_record(TERM_INDEX_FILE).unwrap().unwrap();
         bytes[20] ^= 1;
-        disk.write_file_atomic(TERM_INDEX_FILE, &bytes).unwrap();
+        disk.store_record(TERM_INDEX_FILE, &bytes).unwrap();
         assert!(matches!(
             TermIndex::load(&mut disk),
             Err(LogError::Corrupt { .. })

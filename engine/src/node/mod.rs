@@ -244,7 +244,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         let (mut log, _report) = Log::open(disk, config.log.clone())?;
         let vote = match log
             .disk_mut()
-            .read_file(VOTE_FILE)
+            .load_record(VOTE_FILE)
             .map_err(NodeError::Vote)?
         {
             None => VoteState::default(),
@@ -568,7 +568,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             Action::PersistVote(vote) => {
                 self.log
                     .disk_mut()
-                    .write_file_atomic(VOTE_FILE, &encode_vote(vote))
+                    .store_record(VOTE_FILE, &encode_vote(vote))
                     .map_err(NodeError::Vote)?;
             }
             Action::Send { to, message } => self.send(now, to, &message),

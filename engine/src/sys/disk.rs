@@ -78,6 +78,8 @@ pub struct LinuxDisk {
     in_flight: usize,
     done: VecDeque<Completion>,
     zeros: AlignedBuf,
+    /// Small records (vote, term index) in their slot files, opened on first use.
+    records: std::collections::HashMap<String, super::record::Record>,
 }
 
 fn io_err(op: &'static str) -> impl Fn(std::io::Error) -> DiskError {
@@ -153,6 +155,7 @@ impl LinuxDisk {
             in_flight: 0,
             done: VecDeque::new(),
             zeros: AlignedBuf::new(ZERO_CHUNK),
+            records: std::collections::HashMap::new(),
         })
     }
 
@@ -466,6 +469,24 @@ impl Disk for LinuxDisk {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(DiskError::from_io("read", &e)),
+        }
+    }
+
+    fn store_record(&mut self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
+        if !self.records.contains_key(name) {
+            let (record, _) = super::record::Record::open(&self.dir, name)?;
+            self.records.insert(name.to_string(), record);
+        }
+        self.records.get_mut(name).expect("opened").store(bytes)
+    }
+
+    fn load_record(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
+        let (record, value) = super::record::Record::open(&self.dir, name)?;
+        self.records.insert(name.to_string(), record);
+        match value {
+            Some(v) => Ok(Some(v)),
+            // Written by an older version as a whole file.
+            None => self.read_file(name),
         }
     }
 

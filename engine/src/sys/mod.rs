@@ -4,6 +4,7 @@
 pub mod disk;
 pub mod links;
 pub mod net;
+pub mod record;
 pub mod udp;
 
 pub use disk::{LinuxDisk, LinuxDiskOptions, WriterMode};
