@@ -118,7 +118,7 @@ fn describe_snapshot_transfer_step_down_and_shutdown_over_the_admin_channel() {
     assert_eq!(leader.member_id, first);
     let start = Instant::now();
     while (0..3).any(|id| {
-        snapshot::list(&dir.path().join(format!("node-{id}")).join("snapshots"))
+        snapshot::list(&dir.path().join(format!("node-{id}")))
             .unwrap()
             .is_empty()
     }) {
@@ -129,9 +129,7 @@ fn describe_snapshot_transfer_step_down_and_shutdown_over_the_admin_channel() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let taken: Vec<u64> = (0..3)
-        .map(|id| {
-            snapshot::list(&dir.path().join(format!("node-{id}")).join("snapshots")).unwrap()[0].0
-        })
+        .map(|id| snapshot::list(&dir.path().join(format!("node-{id}"))).unwrap()[0].0)
         .collect();
     assert!(
         taken.iter().all(|&p| p == taken[0] && p > position),
@@ -202,9 +200,7 @@ fn describe_snapshot_transfer_step_down_and_shutdown_over_the_admin_channel() {
         .collect();
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
     let last: Vec<u64> = (0..3)
-        .map(|id| {
-            snapshot::list(&dir.path().join(format!("node-{id}")).join("snapshots")).unwrap()[0].0
-        })
+        .map(|id| snapshot::list(&dir.path().join(format!("node-{id}"))).unwrap()[0].0)
         .collect();
     assert!(
         last.iter().all(|&p| p == last[0] && p > at),

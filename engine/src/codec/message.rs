@@ -34,6 +34,10 @@ pub enum FrameType {
     AppendData = 24,
     /// The leader hands over: the named follower, fully caught up, starts an election now.
     ElectNow = 25,
+    /// Leader → follower behind the leader's purged log: a chunk of a snapshot file.
+    InstallSnapshot = 26,
+    /// Follower → leader: the snapshot bytes received so far.
+    InstallAck = 27,
     /// Client → cluster: open a session (the client picks the session id).
     ClientConnect = 32,
     /// Cluster → client: the session opened, a message was applied, or a redirect.
@@ -67,6 +71,8 @@ impl FrameType {
             23 => StopCatchup,
             24 => AppendData,
             25 => ElectNow,
+            26 => InstallSnapshot,
+            27 => InstallAck,
             32 => ClientConnect,
             33 => ClientEvent,
             34 => EgressMessage,
@@ -274,6 +280,31 @@ body!(
     ElectNow { leadership_term_id: u64, leader_member_id: u32, candidate_member_id: u32 }
 );
 body!(
+    /// Header of a snapshot chunk: the file for `snapshot_position` is `total_len` bytes; this
+    /// chunk starts at `offset`. Once installed, the follower's log restarts empty at
+    /// `log_start` (the leader's first position, a segment boundary), whose preceding bytes are
+    /// of term `log_start_term`.
+    InstallSnapshotHeader {
+        leadership_term_id: u64,
+        snapshot_position: u64,
+        log_start: u64,
+        log_start_term: u64,
+        total_len: u64,
+        offset: u64,
+        leader_member_id: u32,
+    }
+);
+body!(
+    /// The follower has `received` bytes of the snapshot file for `snapshot_position`
+    /// (`received == total` once installed).
+    InstallAck {
+        leadership_term_id: u64,
+        snapshot_position: u64,
+        received: u64,
+        follower_member_id: u32,
+    }
+);
+body!(
     /// An operator's command; `command` is one of [`AdminCommand`] as u8, `target` the member
     /// a transfer names.
     AdminRequest { correlation_id: u64, command: u8, target: u32 }
@@ -418,6 +449,11 @@ pub enum Message<'a> {
         bytes: &'a [u8],
     },
     ElectNow(ElectNow),
+    InstallSnapshot {
+        header: InstallSnapshotHeader,
+        bytes: &'a [u8],
+    },
+    InstallAck(InstallAck),
     AdminRequest(AdminRequest),
     AdminResponse(AdminResponse),
     ClientConnect(ClientConnect),
@@ -458,6 +494,8 @@ impl<'a> Message<'a> {
             Message::StopCatchup(_) => FrameType::StopCatchup,
             Message::AppendData { .. } => FrameType::AppendData,
             Message::ElectNow(_) => FrameType::ElectNow,
+            Message::InstallSnapshot { .. } => FrameType::InstallSnapshot,
+            Message::InstallAck(_) => FrameType::InstallAck,
             Message::AdminRequest(_) => FrameType::AdminRequest,
             Message::AdminResponse(_) => FrameType::AdminResponse,
             Message::ClientConnect(_) => FrameType::ClientConnect,
@@ -486,6 +524,8 @@ impl<'a> Message<'a> {
             Message::StopCatchup(_) => StopCatchup::LEN,
             Message::AppendData { bytes, .. } => AppendDataHeader::LEN + bytes.len(),
             Message::ElectNow(_) => ElectNow::LEN,
+            Message::InstallSnapshot { bytes, .. } => InstallSnapshotHeader::LEN + bytes.len(),
+            Message::InstallAck(_) => InstallAck::LEN,
             Message::AdminRequest(_) => AdminRequest::LEN,
             Message::AdminResponse(_) => AdminResponse::LEN,
             Message::ClientConnect(_) => ClientConnect::LEN,
@@ -524,6 +564,11 @@ impl<'a> Message<'a> {
                 out[AppendDataHeader::LEN..].copy_from_slice(bytes);
             }
             Message::ElectNow(b) => b.put(out),
+            Message::InstallSnapshot { header, bytes } => {
+                header.put(out);
+                out[InstallSnapshotHeader::LEN..].copy_from_slice(bytes);
+            }
+            Message::InstallAck(b) => b.put(out),
             Message::AdminRequest(b) => b.put(out),
             Message::AdminResponse(b) => b.put(out),
             Message::ClientConnect(b) => b.put(out),
@@ -610,6 +655,20 @@ impl<'a> Message<'a> {
                 Message::AppendData { header, bytes }
             }
             FrameType::ElectNow => Message::ElectNow(exact(ElectNow::take(p)?, n)?),
+            FrameType::InstallSnapshot => {
+                let (header, bytes) = InstallSnapshotHeader::take(p)?;
+                if header
+                    .offset
+                    .checked_add(bytes.len() as u64)
+                    .is_none_or(|end| end > header.total_len)
+                {
+                    return Err(DecodeError::BadField {
+                        field: "InstallSnapshot.offset",
+                    });
+                }
+                Message::InstallSnapshot { header, bytes }
+            }
+            FrameType::InstallAck => Message::InstallAck(exact(InstallAck::take(p)?, n)?),
             FrameType::AdminRequest => {
                 let body = exact(AdminRequest::take(p)?, n)?;
                 if AdminCommand::from_u8(body.command).is_none() {

@@ -82,6 +82,24 @@ mod tests {
             reason: CloseReason::Timeout as u8,
         }));
         roundtrip(Message::TimerEvent(TimerEvent { correlation_id: 5 }));
+        roundtrip(Message::InstallSnapshot {
+            header: InstallSnapshotHeader {
+                leadership_term_id: 3,
+                snapshot_position: 4096,
+                log_start: 2048,
+                log_start_term: 2,
+                total_len: 100,
+                offset: 90,
+                leader_member_id: 1,
+            },
+            bytes: b"0123456789",
+        });
+        roundtrip(Message::InstallAck(InstallAck {
+            leadership_term_id: 3,
+            snapshot_position: 4096,
+            received: 100,
+            follower_member_id: 2,
+        }));
         roundtrip(Message::ElectNow(ElectNow {
             leadership_term_id: 4,
             leader_member_id: 1,

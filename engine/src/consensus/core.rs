@@ -154,6 +154,30 @@ impl Consensus {
         Ok(())
     }
 
+    /// Follower: the node installed a snapshot and restarted its log, empty, at `start` (the
+    /// leader's first position), after bytes of `term`. Everything before `start` is committed
+    /// (the leader purged it after a snapshot). Tells the leader where to resume.
+    pub fn on_log_restarted(&mut self, now: u64, start: u64, term: u64) {
+        let _ = now;
+        self.appended = start;
+        self.durable = start;
+        self.terms = if term > 0 {
+            vec![TermEntry {
+                term,
+                start_position: start.saturating_sub(1),
+            }]
+        } else {
+            Vec::new()
+        };
+        if start > self.commit {
+            self.commit = start;
+            self.push(Action::Commit { position: start });
+        }
+        if let Some(leader) = self.leader {
+            self.send_append_position(leader, FLAG_GAP);
+        }
+    }
+
     /// The member a transfer under way hands leadership to.
     pub fn transferring_to(&self) -> Option<MemberId> {
         self.transfer.map(|t| t.to)

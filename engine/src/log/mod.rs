@@ -57,6 +57,9 @@ const SLOT_LEN: usize = 2 * BLOCK_LEN;
 const SLOT_MAGIC: u64 = 0x746c_6961_746c_6672; // "rfltailt"
 const SEGMENT_SUFFIX: &str = ".seg";
 const SPARE_PREFIX: &str = "spare-";
+/// Segments taken out of the log by [`Log::retire_before`], for the runtime to delete off the
+/// node's thread (recovery ignores them; a restart deletes leftovers).
+pub const RETIRED_PREFIX: &str = "retired-";
 
 const _: () = assert!(BLOCK_LEN % FRAME_ALIGNMENT == 0);
 const _: () = assert!(HEADER_LEN < BLOCK_LEN);
@@ -1286,6 +1289,84 @@ impl<D: Disk> Log<D> {
     /// not have). The bytes are cut by [`Log::truncate`].
     pub fn truncate_terms_after(&mut self, term: u64) -> Result<(), LogError> {
         self.terms.truncate_terms_after(&mut self.disk, term)
+    }
+
+    /// Takes every segment that lies wholly before `position` (a durable snapshot position) out
+    /// of the log without writing to it: each is renamed `retired-…` and its name returned,
+    /// for the caller to delete elsewhere (zero-filling or deleting a large file here would
+    /// stall the node's thread).
+    pub fn retire_before(&mut self, position: u64) -> Result<Vec<String>, LogError> {
+        let limit = self.segment_base(position.min(self.durable));
+        let old: Vec<(u64, FileId)> = self
+            .segments
+            .range(..limit)
+            .map(|(&b, &f)| (b, f))
+            .collect();
+        let mut names = Vec::new();
+        for (base, file) in old {
+            self.disk.close(file);
+            let retired = format!("{RETIRED_PREFIX}{}{SEGMENT_SUFFIX}", self.spare_counter);
+            self.spare_counter += 1;
+            self.disk
+                .rename(&segment_name(base), &retired)
+                .map_err(|source| LogError::Io {
+                    file: segment_name(base),
+                    position: base,
+                    source,
+                })?;
+            self.segments.remove(&base);
+            self.start_position = base + self.config.segment_bytes;
+            names.push(retired);
+        }
+        Ok(names)
+    }
+
+    /// Discards the whole log and starts it again, empty, at `start` (a segment boundary), whose
+    /// preceding bytes belong to `term`: a follower that fell behind the leader's purged log
+    /// and installed a snapshot at or after `start`. Returns the retired segment names.
+    pub fn reset_to(&mut self, start: u64, term: u64) -> Result<Vec<String>, LogError> {
+        self.check_running()?;
+        assert!(
+            start % self.config.segment_bytes == 0,
+            "a log restarts at a segment boundary, not {start}"
+        );
+        self.drain()?;
+        let all: Vec<(u64, FileId)> = self.segments.iter().map(|(&b, &f)| (b, f)).collect();
+        let mut names = Vec::new();
+        for (base, file) in all {
+            self.disk.close(file);
+            let retired = format!("{RETIRED_PREFIX}{}{SEGMENT_SUFFIX}", self.spare_counter);
+            self.spare_counter += 1;
+            self.disk
+                .rename(&segment_name(base), &retired)
+                .map_err(|source| LogError::Io {
+                    file: segment_name(base),
+                    position: base,
+                    source,
+                })?;
+            names.push(retired);
+        }
+        self.segments.clear();
+        self.create_segment(start)?;
+        self.start_position = start;
+        self.appended = start;
+        self.submitted_end = start;
+        self.durable = start;
+        self.stage_base = start;
+        self.active = 0;
+        self.disk.buffer_mut(self.staging[0]).fill(0);
+        // The term of the bytes just before the start, so the log's last term is known; it
+        // sits one byte before the start, where no frame of this log can cut it.
+        let entries = if term > 0 {
+            vec![TermEntry {
+                term,
+                start_position: start.saturating_sub(1),
+            }]
+        } else {
+            Vec::new()
+        };
+        self.terms.replace(&mut self.disk, entries)?;
+        Ok(names)
     }
 
     /// Recycles every segment that lies wholly before `position` (a snapshot position the whole

@@ -127,6 +127,17 @@ impl TermIndex {
     }
 
     /// Records that `term` begins at `start_position`, durably, before the caller acts in it.
+    /// Replaces the whole index (a follower whose log restarts after a snapshot install).
+    pub fn replace(
+        &mut self,
+        disk: &mut impl Disk,
+        entries: Vec<TermEntry>,
+    ) -> Result<(), LogError> {
+        self.entries = entries;
+        assert!(self.is_ordered(), "term index out of order");
+        self.store(disk)
+    }
+
     /// Panics if the term does not follow the last one (a consensus bug).
     pub fn append(
         &mut self,

@@ -313,6 +313,54 @@ fn replicated_bytes_are_checked_before_they_are_accepted() {
 }
 
 #[test]
+fn retire_and_reset_take_segments_out_and_the_log_reopens_where_it_restarted() {
+    let config = small_config(Durability::Fdatasync);
+    let (mut log, _) =
+        Log::open(SimDisk::new(11, SimDiskConfig::default()), config.clone()).unwrap();
+    log.append_term(1, 0).unwrap();
+    for i in 0..400u64 {
+        append_retrying(&mut log, i, 400);
+    }
+    flush_all(&mut log);
+    let retired = log.retire_before(2 * SEGMENT + 100).unwrap();
+    assert_eq!(retired.len(), 2);
+    assert!(retired.iter().all(|n| n.starts_with(RETIRED_PREFIX)));
+    assert_eq!(log.start_position(), 2 * SEGMENT);
+    // A follower far behind restarts its log at the leader's start, after term 3's bytes.
+    let retired = log.reset_to(5 * SEGMENT, 3).unwrap();
+    assert!(!retired.is_empty());
+    assert_eq!(
+        (
+            log.start_position(),
+            log.appended_position(),
+            log.durable_position()
+        ),
+        (5 * SEGMENT, 5 * SEGMENT, 5 * SEGMENT)
+    );
+    assert_eq!(log.term_index().last().map(|t| t.term), Some(3));
+    let mut model = Vec::new();
+    for i in 0..100u64 {
+        let position = append_retrying(&mut log, i, 300);
+        model.push(Entry {
+            position,
+            session_id: i,
+            payload: payload(i, 300),
+        });
+    }
+    flush_all(&mut log);
+    assert_eq!(model[0].position, 5 * SEGMENT);
+    let (mut log, report) = reopen(log, &config);
+    assert_eq!(report.start_position, 5 * SEGMENT);
+    assert_eq!(frames_of(&mut log), model);
+    assert_eq!(log.term_index().last().map(|t| t.term), Some(3));
+    // An empty restarted log keeps the term of what came before it, across a restart too.
+    log.reset_to(8 * SEGMENT, 4).unwrap();
+    let (log, _) = reopen(log, &config);
+    assert_eq!(log.appended_position(), 8 * SEGMENT);
+    assert_eq!(log.term_index().last().map(|t| t.term), Some(4));
+}
+
+#[test]
 fn purge_recycles_whole_segments_before_a_position() {
     let config = small_config(Durability::Fdatasync);
     let (mut log, _) =

@@ -14,6 +14,7 @@
 
 use crate::codec::message::{
     AdminCommand, AdminRequest, AdminResponse, AdminStatus, ClusterAction, ClusterActionKind,
+    InstallAck, InstallSnapshotHeader,
 };
 use crate::codec::message::{
     AppendDataHeader, ClientEvent, ClientEventKind, CloseReason, NewLeadershipTermEvent,
@@ -25,8 +26,11 @@ use crate::consensus::{
 };
 use crate::io::{Datagrams, Disk, DiskError, CLIENT_ENDPOINT_BASE};
 use crate::log::{Log, LogConfig, LogError};
+use crate::service::snapshot;
 use crate::service::snapshot::TakenSnapshot;
 use crate::service::{Applier, Egress, Service};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// How a node hands committed frames to its service: applied right here on the node's thread
 /// ([`Applier`], shared threading and the simulator), or fed over a ring to a service thread
@@ -70,6 +74,10 @@ pub trait ApplyStage {
     }
     fn snapshots_taken(&self) -> u64;
     fn digest_mismatches(&self) -> u64;
+    /// Replaces the service's and the engine's state with the snapshot file `bytes` taken at
+    /// `position` (a follower that fell behind the leader's purged log); applying resumes
+    /// after `position`.
+    fn install(&mut self, position: u64, bytes: &[u8]) -> Result<(), String>;
 }
 
 impl<S: Service> ApplyStage for Applier<S> {
@@ -112,6 +120,9 @@ impl<S: Service> ApplyStage for Applier<S> {
     fn digest_mismatches(&self) -> u64 {
         Applier::digest_mismatches(self)
     }
+    fn install(&mut self, _position: u64, bytes: &[u8]) -> Result<(), String> {
+        Applier::install(self, bytes).map_err(|e| e.to_string())
+    }
 }
 use std::collections::HashMap;
 
@@ -143,6 +154,8 @@ pub enum NodeError {
     VoteCorrupt,
     #[error("the node stopped after an earlier error: {0}")]
     Stopped(Box<NodeError>),
+    #[error("installing the leader's snapshot at position {position}: {message}")]
+    Install { position: u64, message: String },
 }
 
 /// Why a client request was not taken.
@@ -168,6 +181,9 @@ pub struct NodeStats {
     pub client_requests: u64,
     pub client_redirects: u64,
     pub client_backpressure: u64,
+    /// Snapshots sent whole to a follower behind the leader's purged log, and installed here.
+    pub snapshots_sent: u64,
+    pub snapshots_installed: u64,
 }
 
 fn encode_vote(v: VoteState) -> Vec<u8> {
@@ -230,6 +246,22 @@ pub struct Node<D: Disk, N: Datagrams, A: ApplyStage> {
     last_leader: Option<MemberId>,
     /// The cluster shuts down at this log position; when this replica applied it.
     shutdown: Option<(u64, Option<u64>)>,
+    /// The newest snapshot position written durably (set by the runtime's snapshot writer):
+    /// segments before it are retired, and followers behind the log's start get it.
+    snapshot_durable: Option<Arc<AtomicU64>>,
+    /// Segment files retired from the log, for the runtime to delete.
+    retired: Vec<String>,
+    /// Leader: a snapshot file being sent, and how much each follower has acknowledged.
+    install_source: Option<(u64, Arc<Vec<u8>>)>,
+    installs: HashMap<MemberId, (u64, u64)>,
+    /// Follower: a snapshot file being received.
+    incoming: Option<Incoming>,
+}
+
+/// A snapshot file arriving in chunks.
+struct Incoming {
+    header: InstallSnapshotHeader,
+    bytes: Vec<u8>,
 }
 
 impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
@@ -282,6 +314,11 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             digest_checks: Vec::new(),
             last_leader: None,
             shutdown: None,
+            snapshot_durable: None,
+            retired: Vec::new(),
+            install_source: None,
+            installs: HashMap::new(),
+            incoming: None,
         };
         node.consensus.start(now);
         node.run_actions(now, None)?;
@@ -397,6 +434,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         self.route_egress(now);
         work += self.snapshot_actions(now);
         self.announce_new_leader(now);
+        self.retire_behind_snapshot()?;
         self.net.flush();
         Ok(work)
     }
@@ -535,6 +573,17 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                     continue;
                 }
             };
+            match message {
+                Message::InstallSnapshot { header, bytes } => {
+                    self.on_install_chunk(now, from, header, bytes)?;
+                    continue;
+                }
+                Message::InstallAck(ack) => {
+                    self.on_install_ack(now, from, ack);
+                    continue;
+                }
+                _ => {}
+            }
             self.consensus.on_message(now, from, &message);
             self.run_actions(now, Some(&message))?;
         }
@@ -667,6 +716,11 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         from: u64,
         end: u64,
     ) -> Result<(), NodeError> {
+        if from < self.log.start_position() {
+            // Purged here: the follower gets the snapshot, then the log from our start.
+            self.send_install_chunk(now, to);
+            return Ok(());
+        }
         let mut at = from;
         let mut read_buf = std::mem::take(&mut self.read_buf);
         // Whole frames per datagram, under the transport's limit (header and body included).
@@ -867,6 +921,207 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         }
         self.due = due;
         fired
+    }
+
+    /// Lets the node see which snapshot is durable (the runtime's writer updates it).
+    pub fn set_snapshot_progress(&mut self, durable: Arc<AtomicU64>) {
+        self.snapshot_durable = Some(durable);
+    }
+
+    /// Segment files retired from the log since the last call, to delete off this thread.
+    pub fn take_retired(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.retired)
+    }
+
+    fn durable_snapshot(&self) -> u64 {
+        self.snapshot_durable
+            .as_ref()
+            .map_or(0, |d| d.load(Ordering::Acquire))
+    }
+
+    /// Retires the segments wholly before the newest durable snapshot: every replica keeps
+    /// its log from there; a follower that needs older bytes is sent the snapshot.
+    fn retire_behind_snapshot(&mut self) -> Result<(), NodeError> {
+        let position = self.durable_snapshot();
+        let start = self.log.start_position();
+        if position < start + self.log.config().segment_bytes {
+            return Ok(());
+        }
+        let names = self.log.retire_before(position)?;
+        self.retired.extend(names);
+        Ok(())
+    }
+
+    /// Leader: sends follower `to` the next chunk of the newest durable snapshot.
+    fn send_install_chunk(&mut self, now: u64, to: MemberId) {
+        let Some(term) = self.consensus.leader_term() else {
+            return;
+        };
+        let position = self.durable_snapshot();
+        if position < self.log.start_position() {
+            return; // cannot happen: the log is retired only behind a durable snapshot
+        }
+        if self.install_source.as_ref().is_none_or(|s| s.0 != position) {
+            match self
+                .log
+                .disk_mut()
+                .read_file(&snapshot::file_name(position))
+            {
+                Ok(Some(bytes)) => self.install_source = Some((position, Arc::new(bytes))),
+                _ => {
+                    eprintln!(
+                        "raftline: member {}: snapshot {} is missing; member {to} cannot catch up",
+                        self.id,
+                        snapshot::file_name(position)
+                    );
+                    return;
+                }
+            }
+        }
+        let (position, bytes) = self.install_source.clone().expect("loaded");
+        let acked = match self.installs.get(&to) {
+            Some(&(p, acked)) if p == position => acked,
+            _ => {
+                self.stats.snapshots_sent += 1;
+                0
+            }
+        };
+        self.installs.insert(to, (position, acked));
+        let start = self.log.start_position();
+        let start_term = self
+            .log
+            .term_index()
+            .entries()
+            .iter()
+            .rev()
+            .find(|e| e.start_position < start)
+            .map_or(0, |e| e.term);
+        let overhead = codec::HEADER_LEN + InstallSnapshotHeader::LEN + 8;
+        let chunk = APPEND_CHUNK_BYTES
+            .min(self.net.max_payload().saturating_sub(overhead))
+            .max(256);
+        let from = acked as usize;
+        let end = (from + chunk).min(bytes.len());
+        let message = Message::InstallSnapshot {
+            header: InstallSnapshotHeader {
+                leadership_term_id: term,
+                snapshot_position: position,
+                log_start: start,
+                log_start_term: start_term,
+                total_len: bytes.len() as u64,
+                offset: acked,
+                leader_member_id: self.id,
+            },
+            bytes: &bytes[from..end],
+        };
+        self.send(now, to, &message);
+    }
+
+    /// Leader: a follower acknowledged snapshot bytes; send the next chunk, or stop.
+    fn on_install_ack(&mut self, now: u64, from: MemberId, ack: InstallAck) {
+        if ack.follower_member_id != from
+            || self.consensus.leader_term() != Some(ack.leadership_term_id)
+        {
+            return;
+        }
+        let Some(&(position, _)) = self.installs.get(&from) else {
+            return;
+        };
+        if position != ack.snapshot_position {
+            return;
+        }
+        let total = self.install_source.as_ref().map_or(0, |s| s.1.len() as u64);
+        if ack.received >= total {
+            self.installs.remove(&from);
+            return;
+        }
+        self.installs.insert(from, (position, ack.received));
+        self.send_install_chunk(now, from);
+    }
+
+    /// Follower: a chunk of the leader's snapshot. The whole file is checked, written, and
+    /// installed: the log restarts empty at the leader's start and the service takes the
+    /// snapshot's state.
+    fn on_install_chunk(
+        &mut self,
+        now: u64,
+        from: MemberId,
+        header: InstallSnapshotHeader,
+        bytes: &[u8],
+    ) -> Result<(), NodeError> {
+        if header.leader_member_id != from
+            || self.consensus.leader() != Some(from)
+            || self.consensus.role() != Role::Follower
+            || header.leadership_term_id != self.consensus.term()
+            || self.log.appended_position() >= header.log_start
+            || header.snapshot_position < header.log_start
+            || header.log_start % self.log.config().segment_bytes != 0
+        {
+            return Ok(());
+        }
+        let restart = self.incoming.as_ref().is_none_or(|i| {
+            i.header.snapshot_position != header.snapshot_position
+                || i.header.total_len != header.total_len
+        });
+        if restart {
+            self.incoming = Some(Incoming {
+                header,
+                bytes: Vec::with_capacity(header.total_len.min(1 << 30) as usize),
+            });
+        }
+        let incoming = self.incoming.as_mut().expect("set");
+        if header.offset == incoming.bytes.len() as u64 {
+            incoming.bytes.extend_from_slice(bytes);
+        }
+        let received = incoming.bytes.len() as u64;
+        let ack = Message::InstallAck(InstallAck {
+            leadership_term_id: header.leadership_term_id,
+            snapshot_position: header.snapshot_position,
+            received,
+            follower_member_id: self.id,
+        });
+        if received < header.total_len {
+            self.send(now, from, &ack);
+            return Ok(());
+        }
+        let incoming = self.incoming.take().expect("set");
+        let position = header.snapshot_position;
+        let install_error = |message: String| NodeError::Install { position, message };
+        match snapshot::decode(&incoming.bytes) {
+            Ok(view) if view.position == position => {}
+            Ok(view) => {
+                return Err(install_error(format!(
+                    "the file is for position {}",
+                    view.position
+                )))
+            }
+            // Damaged on the way: start over.
+            Err(_) => return Ok(()),
+        }
+        self.log
+            .disk_mut()
+            .write_file_atomic(&snapshot::file_name(position), &incoming.bytes)
+            .map_err(|e| install_error(e.to_string()))?;
+        let retired = self.log.reset_to(header.log_start, header.log_start_term)?;
+        self.retired.extend(retired);
+        self.applier
+            .install(position, &incoming.bytes)
+            .map_err(install_error)?;
+        self.stats.snapshots_installed += 1;
+        self.last_snapshot_action = self.last_snapshot_action.max(position);
+        if let Some(d) = &self.snapshot_durable {
+            d.fetch_max(position, Ordering::AcqRel);
+        }
+        eprintln!(
+            "raftline: member {}: installed the leader's snapshot at log position {position} ({} bytes); the log restarts at {}",
+            self.id,
+            incoming.bytes.len(),
+            header.log_start
+        );
+        self.send(now, from, &ack);
+        self.consensus
+            .on_log_restarted(now, header.log_start, header.log_start_term);
+        self.run_actions(now, None)
     }
 
     /// When leadership moves from this member to another (a transfer, or a step-down after a

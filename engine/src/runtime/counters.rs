@@ -54,9 +54,12 @@ pub enum Counter {
     RingFullDropped,
     SnapshotsTaken,
     DigestMismatches,
+    LogStartPosition,
+    SnapshotsSent,
+    SnapshotsInstalled,
 }
 
-pub const ALL: [Counter; 31] = [
+pub const ALL: [Counter; 34] = [
     Counter::Role,
     Counter::Term,
     Counter::Leader,
@@ -88,6 +91,9 @@ pub const ALL: [Counter; 31] = [
     Counter::RingFullDropped,
     Counter::SnapshotsTaken,
     Counter::DigestMismatches,
+    Counter::LogStartPosition,
+    Counter::SnapshotsSent,
+    Counter::SnapshotsInstalled,
 ];
 
 const _: () = assert!((HEADER_WORDS + ALL.len()) * 8 <= FILE_LEN);
@@ -126,6 +132,9 @@ impl Counter {
             Counter::RingFullDropped => "member ring sends dropped (ring full)",
             Counter::SnapshotsTaken => "snapshots taken",
             Counter::DigestMismatches => "DIGEST MISMATCHES (service not deterministic)",
+            Counter::LogStartPosition => "log start position (segments before it retired)",
+            Counter::SnapshotsSent => "snapshots sent to followers behind the log start",
+            Counter::SnapshotsInstalled => "snapshots installed from the leader",
         }
     }
 }

@@ -154,6 +154,8 @@ pub struct NodeAgent<A: ApplyStage + Send> {
     stats: CycleStats,
     /// Writes the snapshots this node's applier takes (shared threading).
     snapshots: Option<SnapshotWriter>,
+    /// The log directory (retired segments are deleted from it off this thread).
+    dir: std::path::PathBuf,
 }
 
 impl<A: ApplyStage + Send> NodeAgent<A> {
@@ -181,6 +183,7 @@ impl<A: ApplyStage + Send> NodeAgent<A> {
         c.set(Counter::AppliedMessages, n.applier().applied_messages());
         c.set(Counter::SnapshotsTaken, n.applier().snapshots_taken());
         c.set(Counter::DigestMismatches, n.applier().digest_mismatches());
+        c.set(Counter::LogStartPosition, n.log().start_position());
         let k = cons.counters();
         c.set(Counter::ElectionsStarted, k.elections_started);
         c.set(Counter::Leaderships, k.leaderships);
@@ -191,6 +194,8 @@ impl<A: ApplyStage + Send> NodeAgent<A> {
         c.set(Counter::ClientRequests, s.client_requests);
         c.set(Counter::ClientRedirects, s.client_redirects);
         c.set(Counter::ClientBackPressure, s.client_backpressure);
+        c.set(Counter::SnapshotsSent, s.snapshots_sent);
+        c.set(Counter::SnapshotsInstalled, s.snapshots_installed);
         let u = n.transport().udp().stats();
         let l = n.transport().links().map(|l| l.stats()).unwrap_or_default();
         c.set(Counter::DatagramsReceived, u.datagrams_received);
@@ -225,6 +230,18 @@ impl<A: ApplyStage + Send> Agent for NodeAgent<A> {
         }
         if now_ns >= self.next_housekeeping_ns {
             self.next_housekeeping_ns = now_ns + 1_000_000;
+            let retired = self.node.take_retired();
+            if !retired.is_empty() {
+                let paths: Vec<_> = retired.iter().map(|n| self.dir.join(n)).collect();
+                // Deleting a large file may take a while (discards): not on this thread.
+                let _ = std::thread::Builder::new()
+                    .name("raftline-retire".into())
+                    .spawn(move || {
+                        for p in paths {
+                            let _ = std::fs::remove_file(p);
+                        }
+                    });
+            }
             if let Some(rx) = &self.addresses {
                 while let Ok((member, addr)) = rx.try_recv() {
                     self.node
@@ -612,7 +629,10 @@ impl<S: Service + Send + 'static> RunningNode<S> {
         };
         // Recovery starts from the newest snapshot that passes its checksum, if any; the node
         // then replays the log from its position.
-        let snapshot_dir = dir.join("snapshots");
+        // Snapshot files live next to the log's segments (the node reads them through its
+        // disk to send a follower that needs one, and writes the ones it installs).
+        let snapshot_dir = dir.clone();
+        remove_retired_segments(&dir);
         let mut applier = Applier::new(service);
         let latest = snapshot::load_latest(&snapshot_dir, |path, why| {
             eprintln!(
@@ -638,8 +658,13 @@ impl<S: Service + Send + 'static> RunningNode<S> {
                 dir: snapshot_dir.display().to_string(),
                 message: e.to_string(),
             })?;
-        let snapshots = SnapshotWriter::start(snapshot_dir, format!("raftline-node-{id}"))
-            .map_err(StartError::Thread)?;
+        let snapshots = SnapshotWriter::start(
+            snapshot_dir,
+            format!("raftline-node-{id}"),
+            latest.as_ref().map_or(0, |(position, _)| *position),
+        )
+        .map_err(StartError::Thread)?;
+        let snapshot_progress = snapshots.progress();
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
         let resolver = spawn_resolver(
@@ -683,6 +708,7 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             core: cores.first().copied(),
             stop: stop.clone(),
             snapshots: None,
+            snapshot_progress,
         };
         let (threads, writer) = if config.threading()? == ThreadingMode::Dedicated {
             let name = format!("raftline-svc-{id}");
@@ -819,6 +845,23 @@ struct NodeParts {
     stop: Arc<AtomicBool>,
     /// Shared threading: the writer for the snapshots the node's applier takes.
     snapshots: Option<SnapshotWriter>,
+    /// The newest durable snapshot position, whichever thread writes them.
+    snapshot_progress: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Deletes segment files a previous run retired and did not get to delete.
+fn remove_retired_segments(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(crate::log::RETIRED_PREFIX))
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 type NodeThread<A> = JoinHandle<(NodeAgent<A>, CycleStats)>;
@@ -838,6 +881,7 @@ impl NodeParts {
             monotonic_ns(),
         )?;
         node.set_log_transitions(true);
+        node.set_snapshot_progress(self.snapshot_progress);
         let writer = node.log().disk().describe();
         let counters = match CountersFile::create(&self.dir) {
             Ok(c) => Some(c),
@@ -849,9 +893,10 @@ impl NodeParts {
                 None
             }
         };
-        let preparer = SegmentPreparer::start(self.dir, node.log().segment_file_len(), id)
+        let preparer = SegmentPreparer::start(self.dir.clone(), node.log().segment_file_len(), id)
             .map_err(StartError::Thread)?;
         let agent = NodeAgent {
+            dir: self.dir.clone(),
             snapshots: self.snapshots,
             preparer: Some(preparer),
             addresses: Some(self.addresses),

@@ -34,6 +34,8 @@ use super::Agent;
 const FRAME: u32 = 1;
 const ROLE: u32 = 2;
 const TERMINATE: u32 = 3;
+/// A snapshot to install, by position: the service thread reads the file itself.
+const INSTALL: u32 = 4;
 // Back records (service → node).
 const OPENED: u32 = 1;
 const APPLIED: u32 = 2;
@@ -279,6 +281,16 @@ impl ApplyStage for RemoteApplier {
     fn digest_mismatches(&self) -> u64 {
         self.digest_mismatches
     }
+
+    fn install(&mut self, position: u64, _bytes: &[u8]) -> Result<(), String> {
+        // The node wrote the file; the service thread reads it (a snapshot may not fit the
+        // ring). Frames after it follow in ring order.
+        self.stage(INSTALL, &position.to_le_bytes());
+        self.flush();
+        self.fed = position;
+        self.applied = position;
+        Ok(())
+    }
 }
 
 /// The service thread's agent: applies what the node fed it.
@@ -349,6 +361,21 @@ impl<S: Service> ServiceAgent<S> {
                 self.applier.service_mut().on_role_change(role);
             }
             TERMINATE => self.applier.service_mut().on_terminate(),
+            INSTALL => {
+                let position = u64_at(bytes, 0);
+                let name = crate::service::snapshot::file_name(position);
+                let result = match &self.snapshots {
+                    Some(w) => std::fs::read(w.dir().join(&name)).map_err(|e| e.to_string()),
+                    None => Err("no snapshot directory".into()),
+                }
+                .and_then(|b| self.applier.install(&b).map_err(|e| e.to_string()));
+                if let Err(e) = result {
+                    eprintln!(
+                        "raftline: {}: installing snapshot {name} failed: {e}; this replica's service state is not the cluster's",
+                        self.name
+                    );
+                }
+            }
             _ => {}
         }
     }

@@ -102,8 +102,10 @@ impl Context {
 /// node.stop();
 /// ```
 pub trait Service {
-    /// Called once, before the first frame, with the service's part of the snapshot recovery
-    /// starts from (what [`Service::on_take_snapshot`] wrote), or `None` to start empty.
+    /// Called before the first frame, with the service's part of the snapshot recovery starts
+    /// from (what [`Service::on_take_snapshot`] wrote), or `None` to start empty. Called again
+    /// with a snapshot when a replica that fell behind the leader's purged log installs the
+    /// leader's: the snapshot then replaces the whole state.
     /// An error refuses the snapshot and the node does not start. The default accepts only
     /// `None`: a service that takes no snapshots never gets one.
     fn on_start(&mut self, snapshot: Option<&[u8]>) -> Result<(), String> {
@@ -292,6 +294,26 @@ impl<S: Service> Applier<S> {
             );
         }
         Ok(())
+    }
+
+    /// Replaces everything with the snapshot file `bytes` (a follower that fell behind the
+    /// leader's purged log): the engine's state is cleared (a node on another thread hears
+    /// every timer removed, then the snapshot's scheduled) and restored, and the service's
+    /// `on_start` replaces its whole state.
+    pub fn install(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        snapshot::decode(bytes)?;
+        let ids: Vec<u64> = self.timers.keys().copied().collect();
+        for correlation_id in ids {
+            self.timer_changed(TimerChange::Removed { correlation_id });
+        }
+        self.sessions.clear();
+        self.timers.clear();
+        self.timers_by_deadline.clear();
+        self.replies.clear();
+        self.digests_at.clear();
+        self.pending_snapshot = None;
+        self.started = false;
+        self.start(Some(bytes))
     }
 
     /// A snapshot taken since the last call, for the writer.

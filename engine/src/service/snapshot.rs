@@ -229,30 +229,56 @@ pub fn write(dir: &Path, snapshot: &TakenSnapshot) -> std::io::Result<PathBuf> {
 /// disk. A failed write is reported and the next snapshot is tried as usual: the log still
 /// holds everything, so a missing snapshot costs only a longer replay.
 pub struct SnapshotWriter {
+    dir: PathBuf,
     tx: Option<std::sync::mpsc::Sender<TakenSnapshot>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The newest snapshot position written durably.
+    durable: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SnapshotWriter {
-    pub fn start(dir: PathBuf, name: String) -> std::io::Result<Self> {
+    /// `durable` starts at the newest snapshot already in `dir` (0 if none).
+    pub fn start(dir: PathBuf, name: String, durable: u64) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel::<TakenSnapshot>();
+        let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(durable));
+        let done = progress.clone();
+        let thread_dir = dir.clone();
         let thread = std::thread::Builder::new()
             .name(format!("{name}-snap"))
             .spawn(move || {
+                let dir = thread_dir;
                 for snapshot in rx {
-                    if let Err(e) = write(&dir, &snapshot) {
+                    match write(&dir, &snapshot) {
+                        Ok(_) => {
+                            done.fetch_max(snapshot.position, std::sync::atomic::Ordering::AcqRel);
+                        }
+                        Err(e) => {
                         eprintln!(
                             "raftline: {name}: writing the snapshot at position {} in {} failed: {e}; the log keeps everything, recovery replays more",
                             snapshot.position,
                             dir.display()
                         );
+                        }
                     }
                 }
             })?;
         Ok(Self {
+            dir,
             tx: Some(tx),
             thread: Some(thread),
+            durable: progress,
         })
+    }
+
+    /// The directory the snapshots are written in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The newest snapshot position written durably, shared with the node (which retires the
+    /// log behind it and sends it to followers that need it).
+    pub fn progress(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.durable.clone()
     }
 
     pub fn submit(&self, snapshot: TakenSnapshot) {
