@@ -67,6 +67,10 @@ pub struct Args {
     /// Milliseconds after which a client stops waiting for a reply (outcome unknown).
     #[arg(long, default_value_t = 2000)]
     pub op_timeout_ms: u64,
+    /// Every replica snapshots each this many KiB of log and retires the segments (1 MiB)
+    /// behind it; a node that comes back behind the others' logs is sent a snapshot.
+    #[arg(long, default_value_t = 256)]
+    pub snapshot_kib: u64,
     /// The `raftline` node binary (default: next to this program, or target/{release,debug}).
     #[arg(long)]
     pub node_bin: Option<PathBuf>,
@@ -140,6 +144,11 @@ struct Report {
     digests: Vec<u64>,
     applied_positions: Vec<u64>,
     logs_agree_up_to: Option<u64>,
+    /// Where the comparison started: every log still has bytes from here (earlier segments
+    /// were retired behind snapshots).
+    logs_compared_from: Option<u64>,
+    /// Per node: snapshots taken, snapshots installed from a leader, log start position.
+    snapshots: Vec<(u64, u64, u64)>,
     /// From a leader's SIGKILL to the first commit by a leader of a later term (counters
     /// polled every 0.5 ms; the counters are published every millisecond).
     failover_kill_to_first_commit: Option<Latency>,
@@ -429,12 +438,14 @@ fn write_config(path: &Path, id: usize, members: &[String], dir: &Path, args: &A
         "[cluster]\nid = 7\nmembers = [{list}]\n[node]\nid = {id}\nlog_dir = \"{}\"\n\
          [log]\nsegment_mib = 1\n[consensus]\nleader_heartbeat_interval_ms = {}\n\
          leader_heartbeat_timeout_ms = {}\nelection_timeout_ms = {}\n\
-         startup_canvass_timeout_ms = {}\n[runtime]\nidle = \"block\"\n",
+         startup_canvass_timeout_ms = {}\n[runtime]\nidle = \"block\"\n\
+         [snapshot]\ninterval_kib = {}\n",
         dir.display(),
         args.heartbeat_interval_ms,
         args.heartbeat_timeout_ms,
         args.election_timeout_ms,
         args.heartbeat_timeout_ms * 3,
+        args.snapshot_kib,
     );
     std::fs::write(path, text).expect("config written");
 }
@@ -757,6 +768,19 @@ fn run_with(
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    // What the snapshots did: taken, installed on a node that came back behind the others.
+    let snapshots: Vec<(u64, u64, u64)> = nodes
+        .iter()
+        .map(|n| {
+            n.counters().map_or((0, 0, 0), |c| {
+                (
+                    c.get(Counter::SnapshotsTaken),
+                    c.get(Counter::SnapshotsInstalled),
+                    c.get(Counter::LogStartPosition),
+                )
+            })
+        })
+        .collect();
     for n in nodes.iter_mut() {
         n.signal(libc::SIGTERM);
         if let Some(mut c) = n.child.take() {
@@ -867,7 +891,9 @@ fn run_with(
         converged,
         digests,
         applied_positions: applied,
-        logs_agree_up_to: logs_agree.as_ref().ok().copied(),
+        logs_agree_up_to: logs_agree.as_ref().ok().map(|r| r.1),
+        logs_compared_from: logs_agree.as_ref().ok().map(|r| r.0),
+        snapshots,
         failover_kill_to_first_commit: (!failover.is_empty()).then(|| Latency::of(&failover)),
         failover_not_within_hold: failover_missed,
         machine,
@@ -879,18 +905,30 @@ fn run_with(
     Ok(ok)
 }
 
-/// Reads every node's log up to `position` and checks the bytes are equal.
-fn compare_logs(nodes: &[Node], position: u64) -> Result<u64, String> {
+/// Reads every node's log up to `position`, from where every log still has bytes (segments
+/// behind a snapshot are retired), and checks the bytes are equal. Returns the range compared.
+fn compare_logs(nodes: &[Node], position: u64) -> Result<(u64, u64), String> {
     use raftline::log::Log;
     use raftline::sys::{LinuxDisk, LinuxDiskOptions};
-    let mut first: Option<Vec<u8>> = None;
+    let mut logs = Vec::new();
     for n in nodes {
         let text = std::fs::read_to_string(&n.config).map_err(|e| e.to_string())?;
         let config = Config::from_toml(&text, "node.toml").map_err(|e| e.to_string())?;
         let disk = LinuxDisk::open(&n.dir, LinuxDiskOptions::default())
             .map_err(|e| format!("node {}: {e}", n.id))?;
-        let (mut log, _) =
+        let (log, _) =
             Log::open(disk, config.log_config()).map_err(|e| format!("node {}: {e}", n.id))?;
+        logs.push((n.id, log));
+    }
+    let from = logs
+        .iter()
+        .map(|(_, l)| l.start_position())
+        .max()
+        .unwrap_or(0)
+        .min(position);
+    let mut first: Option<Vec<u8>> = None;
+    for (id, mut log) in logs {
+        let n = Node0 { id };
         if log.appended_position() < position {
             return Err(format!(
                 "node {}'s log ends at {} before the applied position {position}",
@@ -898,11 +936,11 @@ fn compare_logs(nodes: &[Node], position: u64) -> Result<u64, String> {
                 log.appended_position()
             ));
         }
-        let mut bytes = vec![0u8; position as usize];
-        let mut at = 0;
+        let mut bytes = vec![0u8; (position - from) as usize];
+        let mut at = from;
         while at < position {
             let got = log
-                .read(at, &mut bytes[at as usize..])
+                .read(at, &mut bytes[(at - from) as usize..])
                 .map_err(|e| format!("node {}: {e}", n.id))?;
             if got == 0 {
                 return Err(format!("node {}: no bytes at {at}", n.id));
@@ -913,7 +951,7 @@ fn compare_logs(nodes: &[Node], position: u64) -> Result<u64, String> {
             None => first = Some(bytes),
             Some(f) if *f == bytes => {}
             Some(f) => {
-                let at = f.iter().zip(&bytes).position(|(a, b)| a != b).unwrap_or(0);
+                let at = from + f.iter().zip(&bytes).position(|(a, b)| a != b).unwrap_or(0) as u64;
                 return Err(format!(
                     "node {}'s log differs from node 0's at byte {at}",
                     n.id
@@ -921,10 +959,15 @@ fn compare_logs(nodes: &[Node], position: u64) -> Result<u64, String> {
             }
         }
     }
-    Ok(position)
+    Ok((from, position))
 }
 
-fn print_report(r: &Report, logs: &Result<u64, String>) {
+/// A node's id, for the messages above.
+struct Node0 {
+    id: usize,
+}
+
+fn print_report(r: &Report, logs: &Result<(u64, u64), String>) {
     println!();
     println!(
         "{} operations: {} ok, {} failed (cas refused), {} unknown (no reply in time)",
@@ -955,8 +998,14 @@ fn print_report(r: &Report, logs: &Result<u64, String>) {
         "replicas converged: {} (applied positions {:?}, digests {:?})",
         r.converged, r.applied_positions, r.digests
     );
+    println!(
+        "snapshots taken {:?}, installed from a leader {:?}, log start positions {:?}",
+        r.snapshots.iter().map(|s| s.0).collect::<Vec<_>>(),
+        r.snapshots.iter().map(|s| s.1).collect::<Vec<_>>(),
+        r.snapshots.iter().map(|s| s.2).collect::<Vec<_>>()
+    );
     match logs {
-        Ok(p) => println!("logs agree byte for byte up to position {p}"),
+        Ok((from, to)) => println!("logs agree byte for byte from position {from} to {to}"),
         Err(e) => println!("LOGS DISAGREE: {e}"),
     }
     if r.anomalies.is_empty() {

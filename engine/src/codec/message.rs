@@ -280,15 +280,16 @@ body!(
     ElectNow { leadership_term_id: u64, leader_member_id: u32, candidate_member_id: u32 }
 );
 body!(
-    /// Header of a snapshot chunk: the file for `snapshot_position` is `total_len` bytes; this
-    /// chunk starts at `offset`. Once installed, the follower's log restarts empty at
-    /// `log_start` (the leader's first position, a segment boundary), whose preceding bytes are
-    /// of term `log_start_term`.
+    /// Header of a chunk of what a follower behind the leader's log start is sent:
+    /// `total_len` bytes, of which the first `terms_len` are the leader's term index before
+    /// `log_start` (`(term u64, start u64)` pairs) and the rest the snapshot file for
+    /// `snapshot_position`; this chunk starts at `offset`. Once installed, the follower's log
+    /// restarts empty at `log_start` (the leader's first position, a segment boundary).
     InstallSnapshotHeader {
         leadership_term_id: u64,
         snapshot_position: u64,
         log_start: u64,
-        log_start_term: u64,
+        terms_len: u64,
         total_len: u64,
         offset: u64,
         leader_member_id: u32,

@@ -87,7 +87,7 @@ mod tests {
                 leadership_term_id: 3,
                 snapshot_position: 4096,
                 log_start: 2048,
-                log_start_term: 2,
+                terms_len: 16,
                 total_len: 100,
                 offset: 90,
                 leader_member_id: 1,

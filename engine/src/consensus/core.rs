@@ -155,20 +155,13 @@ impl Consensus {
     }
 
     /// Follower: the node installed a snapshot and restarted its log, empty, at `start` (the
-    /// leader's first position), after bytes of `term`. Everything before `start` is committed
-    /// (the leader purged it after a snapshot). Tells the leader where to resume.
-    pub fn on_log_restarted(&mut self, now: u64, start: u64, term: u64) {
-        let _ = now;
+    /// leader's first position), with the leader's term history before it. Everything before
+    /// `start` is committed (the leader purged it after a snapshot). Tells the leader where to
+    /// resume.
+    pub fn on_log_restarted(&mut self, start: u64, terms: Vec<TermEntry>) {
         self.appended = start;
         self.durable = start;
-        self.terms = if term > 0 {
-            vec![TermEntry {
-                term,
-                start_position: start.saturating_sub(1),
-            }]
-        } else {
-            Vec::new()
-        };
+        self.terms = terms;
         if start > self.commit {
             self.commit = start;
             self.push(Action::Commit { position: start });

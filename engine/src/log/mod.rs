@@ -1321,10 +1321,12 @@ impl<D: Disk> Log<D> {
         Ok(names)
     }
 
-    /// Discards the whole log and starts it again, empty, at `start` (a segment boundary), whose
-    /// preceding bytes belong to `term`: a follower that fell behind the leader's purged log
-    /// and installed a snapshot at or after `start`. Returns the retired segment names.
-    pub fn reset_to(&mut self, start: u64, term: u64) -> Result<Vec<String>, LogError> {
+    /// Discards the whole log and starts it again, empty, at `start` (a segment boundary): a
+    /// follower that fell behind the leader's purged log and installed a snapshot at or after
+    /// `start`. `terms` is the leader's term index before `start` (it becomes this log's, so
+    /// that reconciling with any later leader compares the same term history). Returns the
+    /// retired segment names.
+    pub fn reset_to(&mut self, start: u64, terms: Vec<TermEntry>) -> Result<Vec<String>, LogError> {
         self.check_running()?;
         assert!(
             start % self.config.segment_bytes == 0,
@@ -1355,17 +1357,11 @@ impl<D: Disk> Log<D> {
         self.stage_base = start;
         self.active = 0;
         self.disk.buffer_mut(self.staging[0]).fill(0);
-        // The term of the bytes just before the start, so the log's last term is known; it
-        // sits one byte before the start, where no frame of this log can cut it.
-        let entries = if term > 0 {
-            vec![TermEntry {
-                term,
-                start_position: start.saturating_sub(1),
-            }]
-        } else {
-            Vec::new()
-        };
-        self.terms.replace(&mut self.disk, entries)?;
+        assert!(
+            terms.iter().all(|t| t.start_position < start),
+            "the terms given describe bytes before the log start"
+        );
+        self.terms.replace(&mut self.disk, terms)?;
         Ok(names)
     }
 

@@ -326,8 +326,18 @@ fn retire_and_reset_take_segments_out_and_the_log_reopens_where_it_restarted() {
     assert_eq!(retired.len(), 2);
     assert!(retired.iter().all(|n| n.starts_with(RETIRED_PREFIX)));
     assert_eq!(log.start_position(), 2 * SEGMENT);
-    // A follower far behind restarts its log at the leader's start, after term 3's bytes.
-    let retired = log.reset_to(5 * SEGMENT, 3).unwrap();
+    // A follower far behind restarts its log at the leader's start, taking its term history.
+    let terms = vec![
+        TermEntry {
+            term: 1,
+            start_position: 0,
+        },
+        TermEntry {
+            term: 3,
+            start_position: 3 * SEGMENT + 64,
+        },
+    ];
+    let retired = log.reset_to(5 * SEGMENT, terms.clone()).unwrap();
     assert!(!retired.is_empty());
     assert_eq!(
         (
@@ -337,7 +347,7 @@ fn retire_and_reset_take_segments_out_and_the_log_reopens_where_it_restarted() {
         ),
         (5 * SEGMENT, 5 * SEGMENT, 5 * SEGMENT)
     );
-    assert_eq!(log.term_index().last().map(|t| t.term), Some(3));
+    assert_eq!(log.term_index().entries(), &terms[..]);
     let mut model = Vec::new();
     for i in 0..100u64 {
         let position = append_retrying(&mut log, i, 300);
@@ -352,12 +362,12 @@ fn retire_and_reset_take_segments_out_and_the_log_reopens_where_it_restarted() {
     let (mut log, report) = reopen(log, &config);
     assert_eq!(report.start_position, 5 * SEGMENT);
     assert_eq!(frames_of(&mut log), model);
-    assert_eq!(log.term_index().last().map(|t| t.term), Some(3));
-    // An empty restarted log keeps the term of what came before it, across a restart too.
-    log.reset_to(8 * SEGMENT, 4).unwrap();
+    assert_eq!(log.term_index().entries(), &terms[..]);
+    // An empty restarted log keeps the terms of what came before it, across a restart too.
+    log.reset_to(8 * SEGMENT, terms.clone()).unwrap();
     let (log, _) = reopen(log, &config);
     assert_eq!(log.appended_position(), 8 * SEGMENT);
-    assert_eq!(log.term_index().last().map(|t| t.term), Some(4));
+    assert_eq!(log.term_index().entries(), &terms[..]);
 }
 
 #[test]

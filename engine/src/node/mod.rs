@@ -25,7 +25,7 @@ use crate::consensus::{
     Action, ConfigError, Consensus, ConsensusConfig, LogState, MemberId, Role, VoteState,
 };
 use crate::io::{Datagrams, Disk, DiskError, CLIENT_ENDPOINT_BASE};
-use crate::log::{Log, LogConfig, LogError};
+use crate::log::{Log, LogConfig, LogError, TermEntry};
 use crate::service::snapshot;
 use crate::service::snapshot::TakenSnapshot;
 use crate::service::{Applier, Egress, Service};
@@ -251,11 +251,21 @@ pub struct Node<D: Disk, N: Datagrams, A: ApplyStage> {
     snapshot_durable: Option<Arc<AtomicU64>>,
     /// Segment files retired from the log, for the runtime to delete.
     retired: Vec<String>,
-    /// Leader: a snapshot file being sent, and how much each follower has acknowledged.
-    install_source: Option<(u64, Arc<Vec<u8>>)>,
+    /// Leader: what a follower behind the log start is sent (the term history before the
+    /// start, then a snapshot file), for (snapshot position, log start); and how much each
+    /// follower has acknowledged.
+    install_source: Option<InstallSource>,
     installs: HashMap<MemberId, (u64, u64)>,
     /// Follower: a snapshot file being received.
     incoming: Option<Incoming>,
+}
+
+#[derive(Clone)]
+struct InstallSource {
+    position: u64,
+    log_start: u64,
+    terms_len: u64,
+    bytes: Arc<Vec<u8>>,
 }
 
 /// A snapshot file arriving in chunks.
@@ -662,9 +672,15 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 position,
                 last_term_kept,
             } => {
+                // After a snapshot install the applier may be ahead of the log (the snapshot
+                // covers bytes the log has yet to receive): then no byte present may go.
                 assert!(
-                    position >= self.applier.fed_position(),
-                    "truncating applied bytes"
+                    position >= self.applier.fed_position().min(self.log.appended_position()),
+                    "member {}: truncating to {position} would drop applied bytes (applied to {}, log {}..{}, last term kept {last_term_kept})",
+                    self.id,
+                    self.applier.fed_position(),
+                    self.log.start_position(),
+                    self.log.appended_position()
                 );
                 self.log.truncate(position)?;
                 self.log.truncate_terms_after(last_term_kept)?;
@@ -961,58 +977,72 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         if position < self.log.start_position() {
             return; // cannot happen: the log is retired only behind a durable snapshot
         }
-        if self.install_source.as_ref().is_none_or(|s| s.0 != position) {
+        let start = self.log.start_position();
+        if self
+            .install_source
+            .as_ref()
+            .is_none_or(|s| s.position != position || s.log_start != start)
+        {
             match self
                 .log
                 .disk_mut()
                 .read_file(&snapshot::file_name(position))
             {
-                Ok(Some(bytes)) => self.install_source = Some((position, Arc::new(bytes))),
+                Ok(Some(file)) => {
+                    let mut bytes = Vec::new();
+                    for e in self.log.term_index().entries() {
+                        if e.start_position < start {
+                            bytes.extend_from_slice(&e.term.to_le_bytes());
+                            bytes.extend_from_slice(&e.start_position.to_le_bytes());
+                        }
+                    }
+                    let terms_len = bytes.len() as u64;
+                    bytes.extend_from_slice(&file);
+                    self.install_source = Some(InstallSource {
+                        position,
+                        log_start: start,
+                        terms_len,
+                        bytes: Arc::new(bytes),
+                    });
+                }
                 _ => {
-                    eprintln!(
-                        "raftline: member {}: snapshot {} is missing; member {to} cannot catch up",
-                        self.id,
-                        snapshot::file_name(position)
-                    );
+                    if self.log_transitions {
+                        eprintln!(
+                            "raftline: member {}: snapshot {} is missing; member {to} cannot catch up",
+                            self.id,
+                            snapshot::file_name(position)
+                        );
+                    }
                     return;
                 }
             }
         }
-        let (position, bytes) = self.install_source.clone().expect("loaded");
+        let source = self.install_source.clone().expect("loaded");
         let acked = match self.installs.get(&to) {
-            Some(&(p, acked)) if p == position => acked,
+            Some(&(p, acked)) if p == source.position => acked,
             _ => {
                 self.stats.snapshots_sent += 1;
                 0
             }
         };
-        self.installs.insert(to, (position, acked));
-        let start = self.log.start_position();
-        let start_term = self
-            .log
-            .term_index()
-            .entries()
-            .iter()
-            .rev()
-            .find(|e| e.start_position < start)
-            .map_or(0, |e| e.term);
+        self.installs.insert(to, (source.position, acked));
         let overhead = codec::HEADER_LEN + InstallSnapshotHeader::LEN + 8;
         let chunk = APPEND_CHUNK_BYTES
             .min(self.net.max_payload().saturating_sub(overhead))
             .max(256);
         let from = acked as usize;
-        let end = (from + chunk).min(bytes.len());
+        let end = (from + chunk).min(source.bytes.len());
         let message = Message::InstallSnapshot {
             header: InstallSnapshotHeader {
                 leadership_term_id: term,
-                snapshot_position: position,
-                log_start: start,
-                log_start_term: start_term,
-                total_len: bytes.len() as u64,
+                snapshot_position: source.position,
+                log_start: source.log_start,
+                terms_len: source.terms_len,
+                total_len: source.bytes.len() as u64,
                 offset: acked,
                 leader_member_id: self.id,
             },
-            bytes: &bytes[from..end],
+            bytes: &source.bytes[from..end],
         };
         self.send(now, to, &message);
     }
@@ -1030,7 +1060,10 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         if position != ack.snapshot_position {
             return;
         }
-        let total = self.install_source.as_ref().map_or(0, |s| s.1.len() as u64);
+        let total = self
+            .install_source
+            .as_ref()
+            .map_or(0, |s| s.bytes.len() as u64);
         if ack.received >= total {
             self.installs.remove(&from);
             return;
@@ -1087,7 +1120,26 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         let incoming = self.incoming.take().expect("set");
         let position = header.snapshot_position;
         let install_error = |message: String| NodeError::Install { position, message };
-        match snapshot::decode(&incoming.bytes) {
+        let Some((term_bytes, file)) = (header.terms_len <= header.total_len
+            && header.terms_len % 16 == 0)
+            .then(|| incoming.bytes.split_at(header.terms_len as usize))
+        else {
+            return Ok(());
+        };
+        let terms: Vec<TermEntry> = term_bytes
+            .chunks_exact(16)
+            .map(|c| TermEntry {
+                term: u64::from_le_bytes(c[..8].try_into().expect("8 bytes")),
+                start_position: u64::from_le_bytes(c[8..].try_into().expect("8 bytes")),
+            })
+            .collect();
+        let ordered = terms
+            .windows(2)
+            .all(|w| w[0].term < w[1].term && w[0].start_position <= w[1].start_position);
+        if !ordered || terms.iter().any(|t| t.start_position >= header.log_start) {
+            return Ok(()); // damaged: start over
+        }
+        match snapshot::decode(file) {
             Ok(view) if view.position == position => {}
             Ok(view) => {
                 return Err(install_error(format!(
@@ -1100,27 +1152,28 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         }
         self.log
             .disk_mut()
-            .write_file_atomic(&snapshot::file_name(position), &incoming.bytes)
+            .write_file_atomic(&snapshot::file_name(position), file)
             .map_err(|e| install_error(e.to_string()))?;
-        let retired = self.log.reset_to(header.log_start, header.log_start_term)?;
+        let retired = self.log.reset_to(header.log_start, terms.clone())?;
         self.retired.extend(retired);
         self.applier
-            .install(position, &incoming.bytes)
+            .install(position, file)
             .map_err(install_error)?;
         self.stats.snapshots_installed += 1;
         self.last_snapshot_action = self.last_snapshot_action.max(position);
         if let Some(d) = &self.snapshot_durable {
             d.fetch_max(position, Ordering::AcqRel);
         }
-        eprintln!(
-            "raftline: member {}: installed the leader's snapshot at log position {position} ({} bytes); the log restarts at {}",
-            self.id,
-            incoming.bytes.len(),
-            header.log_start
-        );
+        if self.log_transitions {
+            eprintln!(
+                "raftline: member {}: installed the leader's snapshot at log position {position} ({} bytes); the log restarts at {}",
+                self.id,
+                file.len(),
+                header.log_start
+            );
+        }
         self.send(now, from, &ack);
-        self.consensus
-            .on_log_restarted(now, header.log_start, header.log_start_term);
+        self.consensus.on_log_restarted(header.log_start, terms);
         self.run_actions(now, None)
     }
 

@@ -22,6 +22,7 @@ use crate::codec::{FrameType, Frames};
 #[cfg(any(test, feature = "sim"))]
 use crate::consensus::BrokenRule;
 use crate::consensus::{ConsensusConfig, MemberId, Role};
+use crate::io::Disk;
 use crate::log::{Durability, LogConfig};
 use crate::node::{Node, NodeConfig, OfferError};
 use crate::rng::Rng;
@@ -101,6 +102,70 @@ impl Service for RecordingService {
     fn digest(&self) -> u64 {
         self.digest
     }
+
+    /// Everything, the history included (the exactly-once checks read it).
+    fn on_take_snapshot(&mut self, _position: u64, out: &mut Vec<u8>) -> bool {
+        let mut w = crate::service::snapshot::Writer { out };
+        w.u64(self.digest);
+        w.u64(self.timers);
+        w.u64(self.last_timestamp_ns);
+        w.u64(self.applied.len() as u64);
+        for &(session, sequence) in &self.applied {
+            w.u64(session);
+            w.u64(sequence);
+        }
+        w.u64(self.fired_timers.len() as u64);
+        for &id in &self.fired_timers {
+            w.u64(id);
+        }
+        true
+    }
+
+    fn on_start(&mut self, snapshot: Option<&[u8]>) -> Result<(), String> {
+        let Some(bytes) = snapshot else {
+            return Ok(());
+        };
+        let mut r = crate::service::snapshot::Reader::new(bytes);
+        let mut read = || r.u64().map_err(|e| e.to_string());
+        let digest = read()?;
+        let timers = read()?;
+        let last_timestamp_ns = read()?;
+        let mut applied = Vec::new();
+        for _ in 0..read()? {
+            applied.push((read()?, read()?));
+        }
+        let mut fired_timers = Vec::new();
+        for _ in 0..read()? {
+            fired_timers.push(read()?);
+        }
+        *self = Self {
+            digest,
+            applied,
+            timers,
+            fired_timers,
+            last_timestamp_ns,
+            time_went_back: None,
+        };
+        Ok(())
+    }
+}
+
+/// The newest snapshot on a member's disk that passes its checks.
+fn latest_snapshot(disk: &mut SimDisk) -> Option<(u64, Vec<u8>)> {
+    let mut found: Vec<u64> = disk
+        .list()
+        .ok()?
+        .iter()
+        .filter_map(|n| crate::service::snapshot::parse_file_name(n))
+        .collect();
+    found.sort_unstable_by(|a, b| b.cmp(a));
+    found.into_iter().find_map(|position| {
+        let bytes = disk
+            .read_file(&crate::service::snapshot::file_name(position))
+            .ok()??;
+        let ok = crate::service::snapshot::decode(&bytes).is_ok_and(|v| v.position == position);
+        ok.then_some((position, bytes))
+    })
 }
 
 type SimNode = Node<SimDisk, SimEndpoint, Applier<RecordingService>>;
@@ -226,6 +291,8 @@ struct Member {
     /// What the node may have reported durable before it crashed.
     durable_before_crash: u64,
     last_state: (Role, u64),
+    /// The newest snapshot written to its disk (the node retires its log behind it).
+    snapshot_durable: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 enum Event {
@@ -265,6 +332,8 @@ pub struct Cluster {
     leader_appended: BTreeMap<(MemberId, u64), u64>,
     applied_hash: BTreeMap<u64, u64>,
     applied_digest: BTreeMap<u64, u64>,
+    /// The chained log hash at segment boundaries, as logs passed them.
+    boundary_hash: BTreeMap<u64, u64>,
     crashes: u64,
     run_digest: u64,
     egress: Vec<Egress>,
@@ -332,6 +401,7 @@ impl Cluster {
             leader_appended: BTreeMap::new(),
             applied_hash: BTreeMap::new(),
             applied_digest: BTreeMap::new(),
+            boundary_hash: BTreeMap::new(),
             crashes: 0,
             run_digest: FNV_OFFSET,
             egress: Vec::new(),
@@ -349,6 +419,7 @@ impl Cluster {
                 clock_offset_ns: 0,
                 durable_before_crash: 0,
                 last_state: (Role::Follower, 0),
+                snapshot_durable: Default::default(),
             });
         }
         cluster
@@ -506,14 +577,18 @@ impl Cluster {
             self.config.broken_rule,
         );
         let now = self.local_now(id);
-        let node = Node::open(
-            config,
-            disk,
-            SimEndpoint::default(),
-            Applier::new(RecordingService::default()),
-            now,
-        )
-        .map_err(|e| self.violation("node start", e.to_string()))?;
+        let mut disk = disk;
+        let latest = latest_snapshot(&mut disk);
+        let mut applier = Applier::new(RecordingService::default());
+        if let Err(e) = applier.start(latest.as_ref().map(|(_, b)| b.as_slice())) {
+            return Err(self.violation("snapshot", format!("member {id}: {e}")));
+        }
+        let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
+            latest.as_ref().map_or(0, |l| l.0),
+        ));
+        self.members[id].snapshot_durable = progress.clone();
+        let node = Node::open(config, disk, SimEndpoint::default(), applier, now)
+            .map_err(|e| self.violation("node start", e.to_string()))?;
         let recovered = node.log().appended_position();
         if recovered < self.members[id].durable_before_crash {
             return Err(self.violation(
@@ -527,6 +602,7 @@ impl Cluster {
         self.trace(|| format!("member {id} started, log recovered to {recovered}"));
         let mut node = node;
         node.set_collect_egress(true);
+        node.set_snapshot_progress(progress);
         self.members[id].node = Some(node);
         Ok(())
     }
@@ -685,6 +761,10 @@ impl Cluster {
             ClientRequest::Message { session, sequence } => {
                 let mut payload = sequence.to_le_bytes().to_vec();
                 payload.extend_from_slice(&session.to_le_bytes());
+                // Some seeds send large messages, so the log spans several segments: snapshots,
+                // retired segments and snapshot installs for lagging members get exercised.
+                let filler = (self.config.seed % 4 == 0) as usize * 2000;
+                payload.resize(payload.len() + filler, (sequence % 251) as u8);
                 node.offer(now, session, sequence, &payload)
             }
         };
@@ -732,6 +812,34 @@ impl Cluster {
         node.log_mut().disk_mut().advance_to(global);
         if let Err(e) = node.tick(now) {
             return Err(self.violation("node error", format!("member {id}: {e}")));
+        }
+        // Snapshots go to the member's disk (the runtime writes them on a thread of its own),
+        // old ones and retired segments are deleted.
+        if let Some(snapshot) = node.take_snapshot() {
+            use crate::service::snapshot::{file_name, parse_file_name, SNAPSHOTS_KEPT};
+            let disk = node.log_mut().disk_mut();
+            if disk
+                .write_file_atomic(&file_name(snapshot.position), &snapshot.bytes)
+                .is_ok()
+            {
+                let mut kept: Vec<u64> = disk
+                    .list()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|n| parse_file_name(n))
+                    .collect();
+                kept.sort_unstable_by(|a, b| b.cmp(a));
+                for old in kept.into_iter().skip(SNAPSHOTS_KEPT) {
+                    disk.remove(&file_name(old));
+                }
+                self.members[id]
+                    .snapshot_durable
+                    .fetch_max(snapshot.position, std::sync::atomic::Ordering::AcqRel);
+            }
+        }
+        let node = self.members[id].node.as_mut().expect("running");
+        for name in node.take_retired() {
+            node.log_mut().disk_mut().remove(&name);
         }
         if node.applier().digest_mismatches() > 0 {
             return Err(self.violation(
@@ -956,28 +1064,45 @@ impl Cluster {
         Ok(())
     }
 
-    /// Frames of a member's log: (end position, frame term, chained hash up to the end).
-    fn log_summary(&mut self, id: usize) -> Vec<(u64, u64, u64)> {
+    /// Frames of a member's log: (end position, frame term, chained hash up to the end). A log
+    /// whose start was retired behind a snapshot chains on from the hash seen at its start
+    /// (segment boundaries are recorded as logs pass them); `None` if none was seen.
+    fn log_summary(&mut self, id: usize) -> Option<Vec<(u64, u64, u64)>> {
         let node = self.members[id].node.as_mut().expect("member is up");
+        let start = node.log().start_position();
         let end = node.log().appended_position();
-        let mut bytes = vec![0u8; end as usize];
-        node.log_mut().read(0, &mut bytes).expect("log is readable");
-        let mut hash = FNV_OFFSET;
+        let mut hash = if start == 0 {
+            FNV_OFFSET
+        } else {
+            *self.boundary_hash.get(&start)?
+        };
+        let mut bytes = vec![0u8; (end - start) as usize];
+        node.log_mut()
+            .read(start, &mut bytes)
+            .expect("log is readable");
+        let segment = node.log().config().segment_bytes;
+        // Only an applied (so committed) prefix is the cluster's: a log that has bytes no
+        // leader will keep must not set the hash others chain from.
+        let applied = node.applier().applied_position();
         let mut out = Vec::new();
         for (offset, frame) in Frames::new(&bytes).map_while(Result::ok) {
             let len = frame.encoded_len();
-            let position = offset as u64;
+            let position = start + offset as u64;
             hash = fnv1a(
                 fnv1a(hash, &position.to_le_bytes()),
                 &bytes[offset..offset + len],
             );
+            let frame_end = position + len as u64;
+            if frame_end % segment == 0 && frame_end <= applied {
+                self.boundary_hash.entry(frame_end).or_insert(hash);
+            }
             if frame.meta.frame_type != FrameType::Padding as u16 {
-                out.push((position + len as u64, frame.meta.term, hash));
+                out.push((frame_end, frame.meta.term, hash));
             } else {
-                out.push((position + len as u64, u64::MAX, hash));
+                out.push((frame_end, u64::MAX, hash));
             }
         }
-        out
+        Some(out)
     }
 
     /// Leader completeness: a new leader's log holds everything applied anywhere.
@@ -985,15 +1110,30 @@ impl Cluster {
         let Some((&position, &hash)) = self.applied_hash.iter().next_back() else {
             return Ok(());
         };
-        let summary = self.log_summary(id);
+        let Some(summary) = self.log_summary(id) else {
+            return Ok(());
+        };
+        let start = self.members[id]
+            .node
+            .as_ref()
+            .map_or(0, |n| n.log().start_position());
+        if position <= start {
+            return Ok(()); // behind the new leader's snapshot: in it, not in its log
+        }
         let found = summary
             .iter()
             .find(|(end, _, _)| *end == position)
             .map(|&(_, _, h)| h);
         if found != Some(hash) {
+            let (appended, at) = self.members[id].node.as_ref().map_or((0, 0), |n| {
+                (n.log().appended_position(), n.applier().applied_position())
+            });
             return Err(self.violation(
                 "leader completeness",
-                format!("new leader {id} lacks the committed prefix up to {position}"),
+                format!(
+                    "new leader {id} lacks the committed prefix up to {position} (its log {start}..{appended}, applied {at}, {})",
+                    if found.is_some() { "a frame ends there with other bytes before it" } else { "no frame of its log ends there" }
+                ),
             ));
         }
         Ok(())
@@ -1007,14 +1147,15 @@ impl Cluster {
             .collect();
         let summaries: Vec<(usize, FramesByEnd)> = up
             .iter()
-            .map(|&i| {
-                (
+            .filter_map(|&i| {
+                let summary = self.log_summary(i)?;
+                Some((
                     i,
-                    self.log_summary(i)
+                    summary
                         .into_iter()
                         .map(|(end, term, hash)| (end, (term, hash)))
                         .collect(),
-                )
+                ))
             })
             .collect();
         for a in 0..summaries.len() {

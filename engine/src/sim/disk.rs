@@ -235,6 +235,12 @@ impl SimDisk {
         }
     }
 
+    /// Deletes a file (the harness deletes retired segments and old snapshots, as the
+    /// runtime does off the node's thread).
+    pub fn remove(&mut self, name: &str) {
+        self.files.remove(name);
+    }
+
     fn used_bytes(&self) -> u64 {
         self.files.values().map(|f| f.current.len() as u64).sum()
     }
