@@ -73,6 +73,16 @@ impl Context {
 /// the machine's. What `ctx.send` sends leaves the node only on the leader; a follower's
 /// egress is dropped, so a service need not know its role to be correct.
 ///
+/// Snapshots: a service that writes its whole state in `on_take_snapshot` (and reads it back
+/// in `on_start`) is restarted from its newest snapshot and replays only the log after it, and
+/// a replica that fell behind the others' purged logs is sent one. Every replica snapshots at
+/// the same log positions and compares `digest()` there with the leader's.
+///
+/// Misuse has defined behaviour: egress sent while applying on a follower is dropped; a timer
+/// scheduled in the past fires at the leader's next duty cycle (through the log, once); a
+/// cancelled or unknown timer is ignored; the machine's clock, randomness or thread-local
+/// state make replicas diverge, which the digest check at the next snapshot reports.
+///
 /// ```no_run
 /// use raftline::config::Config;
 /// use raftline::runtime::RunningNode;
@@ -93,6 +103,21 @@ impl Context {
 ///     }
 ///     fn digest(&self) -> u64 {
 ///         self.digest
+///     }
+///     fn on_take_snapshot(&mut self, _position: u64, out: &mut Vec<u8>) -> bool {
+///         out.extend_from_slice(&self.count.to_le_bytes());
+///         out.extend_from_slice(&self.digest.to_le_bytes());
+///         true
+///     }
+///     fn on_start(&mut self, snapshot: Option<&[u8]>) -> Result<(), String> {
+///         if let Some(b) = snapshot {
+///             let word = |i: usize| b.get(i * 8..i * 8 + 8).map(|w| u64::from_le_bytes(w.try_into().unwrap()));
+///             let (Some(count), Some(digest)) = (word(0), word(1)) else {
+///                 return Err(format!("orders snapshot of {} bytes", b.len()));
+///             };
+///             *self = Orders { count, digest };
+///         }
+///         Ok(())
 ///     }
 /// }
 ///
