@@ -61,24 +61,43 @@ fn wait_leader(admin: &mut AdminClient, want: impl Fn(u32) -> bool) -> u32 {
 fn describe_snapshot_transfer_step_down_and_shutdown_over_the_admin_channel() {
     let dir = tempfile::tempdir().unwrap();
     let members = free_ports(3);
-    let nodes: Vec<RunningNode<EchoService>> = (0..3u32)
+    let configs: Vec<Config> = (0..3u32)
         .map(|id| {
-            let config =
-                Config::builder(id, members.clone(), dir.path().join(format!("node-{id}")))
-                    .cluster_id(44)
-                    .segment_mib(1)
-                    .snapshot_interval_kib(0)
-                    .timeouts_ms(20, 400, 100)
-                    .idle(IdleStrategy::parse("block").unwrap())
-                    .max_datagram_bytes(65_000)
-                    .build()
-                    .unwrap();
-            RunningNode::start(&config, EchoService::default()).unwrap()
+            Config::builder(id, members.clone(), dir.path().join(format!("node-{id}")))
+                .cluster_id(44)
+                .segment_mib(1)
+                .snapshot_interval_kib(0)
+                .timeouts_ms(20, 400, 100)
+                .idle(IdleStrategy::parse("block").unwrap())
+                .max_datagram_bytes(65_000)
+                .build()
+                .unwrap()
         })
+        .collect();
+    let nodes: Vec<RunningNode<EchoService>> = configs
+        .iter()
+        .map(|c| RunningNode::start(c, EchoService::default()).unwrap())
         .collect();
     let addrs: Vec<std::net::SocketAddr> = members.iter().map(|m| m.parse().unwrap()).collect();
     let mut admin = AdminClient::connect(addrs.clone(), 44).unwrap();
     let first = wait_leader(&mut admin, |_| true);
+
+    // The operator's command line: `raftline cluster describe` with a member's config.
+    let path = dir.path().join("node-0.toml");
+    std::fs::write(&path, configs[0].to_toml()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_raftline"))
+        .args(["cluster", "describe", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("Leader").count(), 1, "{text}");
+    assert_eq!(text.matches("Follower").count(), 2, "{text}");
 
     // A client streams a message every 500 µs in the background.
     let stop = Arc::new(AtomicBool::new(false));
