@@ -845,6 +845,15 @@ impl Consensus {
                 cut = cut.min(e.start_position);
             }
         }
+        // The leader matched our last term to one we never had (it led a term we missed
+        // between two of ours). Our bytes from where that term starts in the leader's log are
+        // not the leader's; and whether our earlier terms end where the leader's do is known
+        // only once the leader answers for the shorter log, so report it and wait.
+        let lacks_matched =
+            m.matched_term_id != 0 && !self.terms.iter().any(|e| e.term == m.matched_term_id);
+        if lacks_matched {
+            cut = cut.min(m.matched_term_start);
+        }
         let drops_terms = self
             .terms
             .iter()
@@ -866,6 +875,10 @@ impl Consensus {
             let kept = m.matched_term_id;
             self.terms
                 .retain(|e| e.term <= kept && e.start_position < cut);
+        }
+        if lacks_matched {
+            self.send_canvass_to(from);
+            return;
         }
         if self.state == State::FollowerReconcile {
             self.transition(now, State::FollowerLive, Reason::Reconciled);

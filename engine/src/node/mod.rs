@@ -1418,7 +1418,13 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             }
             assert!(
                 progressed,
-                "committed bytes at {at} do not hold a whole frame"
+                "member {}: committed bytes at {at} do not hold a whole frame (commit {}, read {n} of {want}, log {}..{}, durable {}, first bytes {:?})",
+                self.id,
+                self.commit,
+                self.log.start_position(),
+                self.log.appended_position(),
+                self.log.durable_position(),
+                &read_buf[..n.min(16)]
             );
         }
         self.read_buf = read_buf;

@@ -293,6 +293,8 @@ struct Member {
     last_state: (Role, u64),
     /// The newest snapshot written to its disk (the node retires its log behind it).
     snapshot_durable: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// (log start, snapshots installed, snapshots taken, truncations), for the trace.
+    last_log_view: (u64, u64, u64, u64),
 }
 
 enum Event {
@@ -420,6 +422,7 @@ impl Cluster {
                 durable_before_crash: 0,
                 last_state: (Role::Follower, 0),
                 snapshot_durable: Default::default(),
+                last_log_view: (0, 0, 0, 0),
             });
         }
         cluster
@@ -1002,9 +1005,25 @@ impl Cluster {
                 applier.log_hash(),
                 applier.service().digest(),
             );
+            let log_view = (
+                node.log().start_position(),
+                node.stats().snapshots_installed,
+                node.applier().snapshots_taken(),
+                c.counters().truncations,
+            );
+            let (applied, commit) = (applier.applied_position(), node.commit_position());
             if state != self.members[id].last_state {
                 self.members[id].last_state = state;
                 self.trace(|| format!("member {id} is {:?} in term {}", state.0, state.1));
+            }
+            if log_view != self.members[id].last_log_view {
+                self.members[id].last_log_view = log_view;
+                self.trace(|| {
+                    format!(
+                        "member {id}: log starts at {}, {} snapshots installed, {} taken, {} truncations; appended {appended}, commit {commit}, applied {applied}",
+                        log_view.0, log_view.1, log_view.2, log_view.3
+                    )
+                });
             }
             if let Some(term) = leader_term {
                 // Election safety: one leader per term.
