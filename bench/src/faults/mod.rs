@@ -928,11 +928,10 @@ fn compare_logs(nodes: &[Node], position: u64) -> Result<(u64, u64), String> {
         .min(position);
     let mut first: Option<Vec<u8>> = None;
     for (id, mut log) in logs {
-        let n = Node0 { id };
         if log.appended_position() < position {
             return Err(format!(
                 "node {}'s log ends at {} before the applied position {position}",
-                n.id,
+                id,
                 log.appended_position()
             ));
         }
@@ -941,9 +940,9 @@ fn compare_logs(nodes: &[Node], position: u64) -> Result<(u64, u64), String> {
         while at < position {
             let got = log
                 .read(at, &mut bytes[(at - from) as usize..])
-                .map_err(|e| format!("node {}: {e}", n.id))?;
+                .map_err(|e| format!("node {}: {e}", id))?;
             if got == 0 {
-                return Err(format!("node {}: no bytes at {at}", n.id));
+                return Err(format!("node {}: no bytes at {at}", id));
             }
             at += got as u64;
         }
@@ -954,17 +953,12 @@ fn compare_logs(nodes: &[Node], position: u64) -> Result<(u64, u64), String> {
                 let at = from + f.iter().zip(&bytes).position(|(a, b)| a != b).unwrap_or(0) as u64;
                 return Err(format!(
                     "node {}'s log differs from node 0's at byte {at}",
-                    n.id
+                    id
                 ));
             }
         }
     }
     Ok((from, position))
-}
-
-/// A node's id, for the messages above.
-struct Node0 {
-    id: usize,
 }
 
 fn print_report(r: &Report, logs: &Result<(u64, u64), String>) {

@@ -36,7 +36,8 @@ fn simulator_seeds_375_to_500() {
 
 /// Seeds that once failed, kept as regressions: 24 (a snapshot install gave the follower only
 /// the last term before the leader's log start, so a later reconciliation cut below its applied
-/// position), 9688 (a truncation after an install, with the applier ahead of the log), 28320 (a
+/// position), 2596 (the checker anchored a retired log's hashes on a prefix that was never
+/// applied), 9688 (a truncation after an install, with the applier ahead of the log), 28320 (a
 /// follower that missed a term between two of its own kept bytes of its term where the leader
 /// had the missed term: reconciliation matched its last term to one it never had).
 #[test]
