@@ -296,9 +296,16 @@ impl ClusterClient {
                         kind,
                     })) if session_id == self.session_id => match ClientEventKind::from_u8(kind) {
                         Some(ClientEventKind::Opened) => {
+                            let moved = self.opened && from != self.target;
                             self.opened = true;
                             self.target = from;
                             self.last_progress_ns = now;
+                            if moved {
+                                // A new leader answered a probe: what waits goes there now.
+                                events += 1;
+                                handler(ClientEvent::LeaderChanged { leader: from });
+                                self.resend_all(now);
+                            }
                         }
                         Some(ClientEventKind::Applied) => {
                             self.last_progress_ns = now;
@@ -348,10 +355,168 @@ impl ClusterClient {
                 }
                 // The session may have been opened on a leader that since lost its log tail.
                 self.send_connect();
+                if now.saturating_sub(self.last_progress_ns) > self.config.resend_timeout_ns {
+                    // Silence from the target (a dead leader?): ask every member. Followers
+                    // that know the new leader redirect to it; the new leader answers itself.
+                    let target = self.target;
+                    for m in 0..self.config.members.len() as u32 {
+                        if m != target {
+                            self.target = m;
+                            self.send_connect();
+                        }
+                    }
+                    self.target = target;
+                }
                 self.resend_all(now);
             }
         }
         self.transport.flush();
         events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::message::{ClientEventKind, SessionMessageHeader};
+    use crate::codec::{Decoded, FrameType};
+
+    /// A stand-in member: its transport, and what it received (message kinds by frame type).
+    struct FakeMember {
+        transport: UdpTransport,
+        buf: Vec<u8>,
+    }
+
+    impl FakeMember {
+        /// Frames received so far: (endpoint, frame type, session, sequence if a message).
+        fn receive(&mut self) -> Vec<(u32, u16, u64, Option<u64>)> {
+            let mut out = Vec::new();
+            while let Some((from, len)) = self.transport.receive(&mut self.buf) {
+                let bytes = self.buf[..len].to_vec();
+                for (_, frame) in Frames::new(&bytes).map_while(Result::ok) {
+                    let sequence = match Message::decode(&frame) {
+                        Ok(Message::SessionMessage {
+                            header: SessionMessageHeader { sequence },
+                            ..
+                        }) => Some(sequence),
+                        _ => None,
+                    };
+                    out.push((from, frame.meta.frame_type, frame.meta.session_id, sequence));
+                }
+            }
+            out
+        }
+
+        fn answer_opened(&mut self, to: u32, session_id: u64) {
+            let event = Message::ClientEvent(EventBody {
+                session_id,
+                value: session_id,
+                kind: ClientEventKind::Opened as u8,
+            });
+            let mut buf = vec![0u8; 256];
+            let len = event.encode(
+                FrameMeta {
+                    session_id,
+                    ..FrameMeta::default()
+                },
+                &mut buf,
+            );
+            let Ok(Decoded::Frame(..)) = crate::codec::decode(&buf[..len]) else {
+                panic!("encodes")
+            };
+            self.transport.send(to, &buf[..len]);
+            self.transport.flush();
+        }
+    }
+
+    fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(t) = f() {
+                return t;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "timed out"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_silent_leader_makes_the_client_ask_every_member_and_move_to_the_one_that_answers() {
+        let sockets: Vec<std::net::UdpSocket> = (0..3)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let addrs: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+        drop(sockets);
+        let mut members: Vec<FakeMember> = addrs
+            .iter()
+            .map(|&a| FakeMember {
+                transport: UdpTransport::bind(a, addrs.clone(), 9, 1472).unwrap(),
+                buf: vec![0u8; 70_000],
+            })
+            .collect();
+        let mut config = ClientConfig::new(addrs.clone(), 9);
+        config.resend_timeout_ns = 5_000_000;
+        // Member 0 opens the session, then goes silent (it died).
+        let opener = std::thread::spawn({
+            let mut m0 = members.remove(0);
+            move || {
+                let (from, session) = wait_for(|| {
+                    m0.receive()
+                        .into_iter()
+                        .find(|f| f.1 == FrameType::ClientConnect as u16)
+                        .map(|f| (f.0, f.2))
+                });
+                m0.answer_opened(from, session);
+                m0
+            }
+        });
+        let mut client = ClusterClient::connect(config, crate::runtime::monotonic_ns).unwrap();
+        let mut m0 = opener.join().unwrap();
+        // The client's clock is the caller's: drive it by hand, so what happens after how long
+        // is exact. One resend timeout of silence (not yet the three after which the client
+        // would move on to the next member by itself): every other member is asked at once.
+        let t = crate::runtime::monotonic_ns();
+        let sequence = client.offer(t, b"order").unwrap();
+        client.poll(t + 6_000_000, |_| {});
+        assert_eq!(client.leader(), 0, "still aimed at member 0");
+        let connect = FrameType::ClientConnect as u16;
+        let probe = |m: &mut FakeMember| {
+            wait_for(|| {
+                m.receive()
+                    .into_iter()
+                    .find(|f| f.1 == connect)
+                    .map(|f| (f.0, f.2))
+            })
+        };
+        let (_, session_1) = probe(&mut members[0]);
+        let (at_2, session_2) = probe(&mut members[1]);
+        assert_eq!(
+            (session_1, session_2),
+            (client.session_id(), client.session_id())
+        );
+        // Member 2, the new leader, answers: the client moves there and resends at once.
+        members[1].answer_opened(at_2, session_2);
+        let mut moved = None;
+        let resent = wait_for(|| {
+            client.poll(t + 7_000_000, |e| {
+                if let ClientEvent::LeaderChanged { leader } = e {
+                    moved = Some(leader);
+                }
+            });
+            members[1].receive().into_iter().find_map(|f| f.3)
+        });
+        assert_eq!(
+            moved,
+            Some(2),
+            "the client moved to the member that answered"
+        );
+        assert_eq!(resent, sequence, "and resent what waited there");
+        assert!(m0
+            .receive()
+            .iter()
+            .all(|f| f.1 != FrameType::ClientEvent as u16));
     }
 }
