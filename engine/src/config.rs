@@ -26,6 +26,8 @@
 //! ipc_ring_kib = 4096
 //! [snapshot]
 //! interval_kib = 262144         # every replica snapshots each 256 MiB of log; 0: only on request
+//! [session]
+//! timeout_ms = 10000            # the leader closes a session silent this long; 0: never
 //! ```
 //!
 //! The cluster section (`cluster.*`, `log.segment_mib`, the consensus timeouts) must be the
@@ -179,6 +181,20 @@ impl Default for SnapshotSection {
     }
 }
 
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionSection {
+    /// The leader closes (through the log, reason timeout) a session whose client it has not
+    /// heard from for this long; clients send keep-alives when idle. 0: never.
+    pub timeout_ms: u64,
+}
+
+impl Default for SessionSection {
+    fn default() -> Self {
+        Self { timeout_ms: 10_000 }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MemberTransport {
     Udp,
@@ -266,6 +282,8 @@ pub struct Config {
     pub transport: TransportSection,
     #[serde(default)]
     pub snapshot: SnapshotSection,
+    #[serde(default)]
+    pub session: SessionSection,
 }
 
 impl Config {
@@ -287,6 +305,7 @@ impl Config {
                 runtime: RuntimeSection::default(),
                 transport: TransportSection::default(),
                 snapshot: SnapshotSection::default(),
+                session: SessionSection::default(),
             },
         }
     }
@@ -481,6 +500,11 @@ impl ConfigBuilder {
     }
     pub fn segment_mib(mut self, mib: u64) -> Self {
         self.config.log.segment_mib = mib;
+        self
+    }
+    /// Close sessions silent for `ms` (0: never).
+    pub fn session_timeout_ms(mut self, ms: u64) -> Self {
+        self.config.session.timeout_ms = ms;
         self
     }
     /// Snapshot every `kib` KiB of log (0: only on request).

@@ -134,6 +134,7 @@ fn run_cluster(mode: ThreadingMode, over: Members) {
                 echoed += 1;
             }
             ClientEvent::LeaderChanged { .. } => {}
+            ClientEvent::SessionClosed { reason } => panic!("session closed: {reason:?}"),
         });
         std::thread::sleep(Duration::from_micros(100));
     }

@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use crate::codec::message::{
-    ClientConnect, ClientEvent as EventBody, ClientEventKind, SessionMessageHeader,
+    ClientConnect, ClientEvent as EventBody, ClientEventKind, CloseReason, SessionClose,
+    SessionKeepAlive, SessionMessageHeader,
 };
 use crate::codec::{FrameMeta, Frames, Message};
 use crate::io::Datagrams;
@@ -32,6 +33,9 @@ pub struct ClientConfig {
     /// Give up connecting after this long.
     pub connect_timeout_ns: u64,
     pub max_datagram_bytes: usize,
+    /// Send a keep-alive when nothing else was sent for this long (keep it well under the
+    /// cluster's `[session] timeout_ms`).
+    pub keepalive_interval_ns: u64,
 }
 
 impl ClientConfig {
@@ -43,6 +47,7 @@ impl ClientConfig {
             resend_timeout_ns: 200_000_000,
             connect_timeout_ns: 10_000_000_000,
             max_datagram_bytes: crate::sys::SAFE_MTU_DATAGRAM,
+            keepalive_interval_ns: 1_000_000_000,
         }
     }
 }
@@ -56,6 +61,8 @@ pub enum ClientError {
     BackPressure { outstanding: usize },
     #[error("message of {len} bytes exceeds the largest the client sends ({max}); split it or raise max_datagram_bytes")]
     TooLarge { len: usize, max: usize },
+    #[error("session closed by the cluster ({reason:?}); connect a new client to go on")]
+    SessionClosed { reason: CloseReason },
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -69,6 +76,9 @@ pub enum ClientEvent<'a> {
     Message { payload: &'a [u8] },
     /// The client now talks to `leader`.
     LeaderChanged { leader: u32 },
+    /// The session was closed: by this client, by the service, or because the cluster had not
+    /// heard from it within the session timeout. Nothing more is applied for it.
+    SessionClosed { reason: CloseReason },
 }
 
 /// Most messages resent in one round.
@@ -97,6 +107,9 @@ pub struct ClusterClient {
     /// Current resend interval: doubles (up to 2x) while resends go unanswered, so a long
     /// failover does not turn into a resend storm; back to the base on progress.
     resend_interval_ns: u64,
+    /// When the client last sent anything (keep-alives fill the silences).
+    last_sent_ns: u64,
+    closed: Option<CloseReason>,
 }
 
 /// Encodes one frame of the session and queues it for member `to`.
@@ -154,6 +167,8 @@ impl ClusterClient {
             resends: 0,
             last_progress_ns: 0,
             resend_interval_ns: config.resend_timeout_ns,
+            last_sent_ns: 0,
+            closed: None,
             config,
         };
         let start = now();
@@ -242,7 +257,31 @@ impl ClusterClient {
     }
 
     /// Sends `payload` as the session's next message; returns its sequence number.
+    /// Asks the cluster to close the session (the service hears `ClientAction`); the client
+    /// learns it is done from [`ClientEvent::SessionClosed`].
+    pub fn close(&mut self) {
+        let m = Message::SessionClose(SessionClose {
+            reason: CloseReason::ClientAction as u8,
+        });
+        send_frame(
+            &mut self.transport,
+            &mut self.send_buf,
+            self.target,
+            self.session_id,
+            &m,
+        );
+        self.transport.flush();
+    }
+
+    /// Why the session closed, once it has.
+    pub fn closed(&self) -> Option<CloseReason> {
+        self.closed
+    }
+
     pub fn offer(&mut self, now: u64, payload: &[u8]) -> Result<u64, ClientError> {
+        if let Some(reason) = self.closed {
+            return Err(ClientError::SessionClosed { reason });
+        }
         if payload.len() > self.max_payload() {
             return Err(ClientError::TooLarge {
                 len: payload.len(),
@@ -264,6 +303,7 @@ impl ClusterClient {
             },
         );
         self.send_message(sequence);
+        self.last_sent_ns = now;
         self.transport.flush();
         Ok(sequence)
     }
@@ -272,6 +312,7 @@ impl ClusterClient {
     /// applies a session's messages in sequence, so anything past the first gap waits for it
     /// anyway, and resending everything after a long failover would flood the new leader.
     fn resend_all(&mut self, now: u64) {
+        self.last_sent_ns = now;
         let sequences: Vec<u64> = self.unacked.keys().take(RESEND_BATCH).copied().collect();
         for s in sequences {
             self.send_message(s);
@@ -331,6 +372,17 @@ impl ClusterClient {
                                 }
                             }
                         }
+                        Some(ClientEventKind::Closed) => {
+                            let reason = CloseReason::from_u8(value as u8)
+                                .unwrap_or(CloseReason::ServiceAction);
+                            if self.closed.is_none() {
+                                self.closed = Some(reason);
+                                // Nothing more will be applied: what waits is dropped.
+                                self.unacked.clear();
+                                events += 1;
+                                handler(ClientEvent::SessionClosed { reason });
+                            }
+                        }
                         None => {}
                     },
                     Ok(Message::EgressMessage { payload })
@@ -344,6 +396,23 @@ impl ClusterClient {
             }
         }
         self.recv_buf = recv_buf;
+        // A quiet client tells the cluster it is alive.
+        if self.opened
+            && self.closed.is_none()
+            && now.saturating_sub(self.last_sent_ns) > self.config.keepalive_interval_ns
+        {
+            self.last_sent_ns = now;
+            let m = Message::SessionKeepAlive(SessionKeepAlive {
+                session_id: self.session_id,
+            });
+            send_frame(
+                &mut self.transport,
+                &mut self.send_buf,
+                self.target,
+                self.session_id,
+                &m,
+            );
+        }
         // Resend what waited too long; after repeated silence, try the next member.
         if let Some((_, oldest)) = self.unacked.iter().next() {
             if now.saturating_sub(oldest.sent_ns) > self.resend_interval_ns {

@@ -48,6 +48,8 @@ pub enum FrameType {
     AdminRequest = 35,
     /// Member → operator: the answer, with the member's state.
     AdminResponse = 36,
+    /// Client → cluster: the session is alive (sent when the client has nothing else to send).
+    SessionKeepAlive = 37,
 }
 
 impl FrameType {
@@ -78,6 +80,7 @@ impl FrameType {
             34 => EgressMessage,
             35 => AdminRequest,
             36 => AdminResponse,
+            37 => SessionKeepAlive,
             _ => return None,
         })
     }
@@ -370,6 +373,10 @@ pub enum AdminStatus {
 }
 
 body!(
+    /// The client of `session_id` is alive.
+    SessionKeepAlive { session_id: u64 }
+);
+body!(
     /// A client asks to open `session_id`; the answer carries `correlation_id`.
     ClientConnect { correlation_id: u64, session_id: u64 }
 );
@@ -391,6 +398,8 @@ pub enum ClientEventKind {
     Opened = 1,
     Applied = 2,
     Redirect = 3,
+    /// The session was closed (`value` is the [`CloseReason`]).
+    Closed = 4,
 }
 
 impl ClientEventKind {
@@ -399,6 +408,7 @@ impl ClientEventKind {
             1 => Some(Self::Opened),
             2 => Some(Self::Applied),
             3 => Some(Self::Redirect),
+            4 => Some(Self::Closed),
             _ => None,
         }
     }
@@ -457,6 +467,7 @@ pub enum Message<'a> {
     InstallAck(InstallAck),
     AdminRequest(AdminRequest),
     AdminResponse(AdminResponse),
+    SessionKeepAlive(SessionKeepAlive),
     ClientConnect(ClientConnect),
     ClientEvent(ClientEvent),
     /// The frame's session id names the session.
@@ -499,6 +510,7 @@ impl<'a> Message<'a> {
             Message::InstallAck(_) => FrameType::InstallAck,
             Message::AdminRequest(_) => FrameType::AdminRequest,
             Message::AdminResponse(_) => FrameType::AdminResponse,
+            Message::SessionKeepAlive(_) => FrameType::SessionKeepAlive,
             Message::ClientConnect(_) => FrameType::ClientConnect,
             Message::ClientEvent(_) => FrameType::ClientEvent,
             Message::EgressMessage { .. } => FrameType::EgressMessage,
@@ -529,6 +541,7 @@ impl<'a> Message<'a> {
             Message::InstallAck(_) => InstallAck::LEN,
             Message::AdminRequest(_) => AdminRequest::LEN,
             Message::AdminResponse(_) => AdminResponse::LEN,
+            Message::SessionKeepAlive(_) => SessionKeepAlive::LEN,
             Message::ClientConnect(_) => ClientConnect::LEN,
             Message::ClientEvent(_) => ClientEvent::LEN,
             Message::EgressMessage { payload } => payload.len(),
@@ -572,6 +585,7 @@ impl<'a> Message<'a> {
             Message::InstallAck(b) => b.put(out),
             Message::AdminRequest(b) => b.put(out),
             Message::AdminResponse(b) => b.put(out),
+            Message::SessionKeepAlive(b) => b.put(out),
             Message::ClientConnect(b) => b.put(out),
             Message::ClientEvent(b) => b.put(out),
             Message::EgressMessage { payload } => out.copy_from_slice(payload),
@@ -680,6 +694,9 @@ impl<'a> Message<'a> {
                 Message::AdminRequest(body)
             }
             FrameType::AdminResponse => Message::AdminResponse(exact(AdminResponse::take(p)?, n)?),
+            FrameType::SessionKeepAlive => {
+                Message::SessionKeepAlive(exact(SessionKeepAlive::take(p)?, n)?)
+            }
             FrameType::ClientConnect => Message::ClientConnect(exact(ClientConnect::take(p)?, n)?),
             FrameType::ClientEvent => {
                 let body = exact(ClientEvent::take(p)?, n)?;

@@ -82,6 +82,9 @@ mod tests {
             reason: CloseReason::Timeout as u8,
         }));
         roundtrip(Message::TimerEvent(TimerEvent { correlation_id: 5 }));
+        roundtrip(Message::SessionKeepAlive(SessionKeepAlive {
+            session_id: 77,
+        }));
         roundtrip(Message::InstallSnapshot {
             header: InstallSnapshotHeader {
                 leadership_term_id: 3,

@@ -78,6 +78,9 @@ pub trait ApplyStage {
     /// `position` (a follower that fell behind the leader's purged log); applying resumes
     /// after `position`.
     fn install(&mut self, position: u64, bytes: &[u8]) -> Result<(), String>;
+    /// The sessions open when the stage was made or last installed (the node follows later
+    /// opens and closes through the egress).
+    fn open_sessions(&self, out: &mut Vec<u64>);
 }
 
 impl<S: Service> ApplyStage for Applier<S> {
@@ -123,6 +126,9 @@ impl<S: Service> ApplyStage for Applier<S> {
     fn install(&mut self, _position: u64, bytes: &[u8]) -> Result<(), String> {
         Applier::install(self, bytes).map_err(|e| e.to_string())
     }
+    fn open_sessions(&self, out: &mut Vec<u64>) {
+        out.extend(Applier::open_sessions(self));
+    }
 }
 use std::collections::HashMap;
 
@@ -140,6 +146,8 @@ pub struct NodeConfig {
     /// The leader asks every replica for a snapshot each time the log has grown by this many
     /// bytes since the last one (0: only when asked, [`Node::request_snapshot`]).
     pub snapshot_interval_bytes: u64,
+    /// The leader closes a session it has not heard from for this long (0: never).
+    pub session_timeout_ns: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -258,6 +266,13 @@ pub struct Node<D: Disk, N: Datagrams, A: ApplyStage> {
     installs: HashMap<MemberId, (u64, u64)>,
     /// Follower: a snapshot file being received.
     incoming: Option<Incoming>,
+    /// Open sessions (from the apply stage at start, then its egress), and when the leader
+    /// last heard from each client; sessions whose timeout close is in the log.
+    open_sessions: std::collections::BTreeSet<u64>,
+    last_heard: HashMap<u64, u64>,
+    closing: std::collections::HashSet<u64>,
+    session_timeout_ns: u64,
+    next_session_check_ns: u64,
 }
 
 #[derive(Clone)]
@@ -329,7 +344,15 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             install_source: None,
             installs: HashMap::new(),
             incoming: None,
+            open_sessions: Default::default(),
+            last_heard: HashMap::new(),
+            closing: Default::default(),
+            session_timeout_ns: config.session_timeout_ns,
+            next_session_check_ns: 0,
         };
+        let mut open = Vec::new();
+        node.applier.open_sessions(&mut open);
+        node.open_sessions.extend(open);
         node.consensus.start(now);
         node.run_actions(now, None)?;
         Ok(node)
@@ -445,6 +468,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         work += self.snapshot_actions(now);
         self.announce_new_leader(now);
         self.retire_behind_snapshot()?;
+        self.close_silent_sessions(now);
         self.net.flush();
         Ok(work)
     }
@@ -465,6 +489,15 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                     }
                 }
                 Egress::Shutdown { position } => self.shutdown = Some((position, Some(now))),
+                Egress::SessionOpened { session_id, .. } => {
+                    self.open_sessions.insert(session_id);
+                    self.last_heard.entry(session_id).or_insert(now);
+                }
+                Egress::SessionClosed { session_id, .. } => {
+                    self.open_sessions.remove(&session_id);
+                    self.last_heard.remove(&session_id);
+                    self.closing.remove(&session_id);
+                }
                 _ => {}
             }
         }
@@ -472,6 +505,14 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             for e in &egress {
                 let (session_id, message) = match e {
                     Egress::SnapshotTaken { .. } | Egress::Shutdown { .. } => continue,
+                    Egress::SessionClosed { session_id, reason } => (
+                        *session_id,
+                        Message::ClientEvent(ClientEvent {
+                            session_id: *session_id,
+                            value: *reason as u64,
+                            kind: ClientEventKind::Closed as u8,
+                        }),
+                    ),
                     Egress::SessionOpened {
                         session_id,
                         correlation_id,
@@ -521,6 +562,9 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
     /// A frame from a client: requests go into the log on the leader; others redirect.
     fn on_client_frame(&mut self, now: u64, from: u32, frame: &codec::Frame<'_>) {
         self.stats.client_requests += 1;
+        if frame.meta.session_id != 0 {
+            self.last_heard.insert(frame.meta.session_id, now);
+        }
         let (session, result) = match Message::decode(frame) {
             Ok(Message::ClientConnect(connect)) => {
                 self.client_endpoints.insert(connect.session_id, from);
@@ -535,6 +579,25 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             Ok(Message::AdminRequest(request)) => {
                 self.on_admin(now, from, request);
                 return;
+            }
+            Ok(Message::SessionKeepAlive(alive)) => {
+                self.last_heard.insert(alive.session_id, now);
+                self.client_endpoints.insert(alive.session_id, from);
+                let result = match self.consensus.leader_term() {
+                    Some(_) => Ok(0),
+                    None => Err(OfferError::NotLeader {
+                        leader: self.consensus.leader(),
+                    }),
+                };
+                (alive.session_id, result)
+            }
+            Ok(Message::SessionClose(_)) => {
+                let session = frame.meta.session_id;
+                self.client_endpoints.insert(session, from);
+                (
+                    session,
+                    self.close_session(now, session, CloseReason::ClientAction),
+                )
             }
             _ => {
                 self.stats.frames_malformed += 1;
@@ -939,6 +1002,37 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         fired
     }
 
+    /// Leader: appends a timeout close for every open session whose client it has not heard
+    /// from within the session timeout (a new leader counts from its election).
+    fn close_silent_sessions(&mut self, now: u64) {
+        if self.session_timeout_ns == 0 || now < self.next_session_check_ns {
+            return;
+        }
+        self.next_session_check_ns = now + (self.session_timeout_ns / 10).max(1_000_000);
+        if self.consensus.leader_term().is_none() {
+            return;
+        }
+        let timeout = self.session_timeout_ns;
+        let silent: Vec<u64> = self
+            .open_sessions
+            .iter()
+            .copied()
+            .filter(|s| !self.closing.contains(s))
+            .filter(|s| {
+                let heard = *self.last_heard.entry(*s).or_insert(now);
+                now.saturating_sub(heard) > timeout
+            })
+            .collect();
+        for session in silent {
+            if self
+                .close_session(now, session, CloseReason::Timeout)
+                .is_ok()
+            {
+                self.closing.insert(session);
+            }
+        }
+    }
+
     /// Lets the node see which snapshot is durable (the runtime's writer updates it).
     pub fn set_snapshot_progress(&mut self, durable: Arc<AtomicU64>) {
         self.snapshot_durable = Some(durable);
@@ -1187,6 +1281,13 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         }
         let was_leader = self.last_leader == Some(self.id);
         self.last_leader = leader;
+        if leader == Some(self.id) {
+            // A new leader gives every session a full timeout from its election.
+            for s in &self.open_sessions {
+                self.last_heard.insert(*s, now);
+            }
+            self.closing.clear();
+        }
         let Some(new) = leader.filter(|&l| l != self.id && was_leader) else {
             return;
         };

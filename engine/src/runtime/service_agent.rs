@@ -45,6 +45,7 @@ const TIMER_REMOVED: u32 = 5;
 const POSITION: u32 = 6;
 const SNAPSHOT_TAKEN: u32 = 7;
 const SHUTDOWN: u32 = 8;
+const CLOSED: u32 = 9;
 
 /// Records the service thread handles per duty cycle.
 const RECORDS_PER_CYCLE_MAX: usize = 256;
@@ -102,6 +103,7 @@ pub fn split<S: Service>(
         applied_messages: applier.applied_messages(),
         snapshots_taken: 0,
         digest_mismatches: applier.digest_mismatches(),
+        initial_sessions: applier.open_sessions().collect(),
         timers: BTreeMap::new(),
         by_deadline: BTreeSet::new(),
         scratch: Vec::new(),
@@ -136,6 +138,9 @@ pub struct RemoteApplier {
     applied_messages: u64,
     snapshots_taken: u64,
     digest_mismatches: u64,
+    /// The sessions open when the service thread took over (after a snapshot install on that
+    /// thread this is not refreshed; see `Node`'s session timeouts).
+    initial_sessions: Vec<u64>,
     /// Mirror of the applier's timer table: correlation id → deadline, and by deadline.
     timers: BTreeMap<u64, u64>,
     by_deadline: BTreeSet<(u64, u64)>,
@@ -198,6 +203,11 @@ impl RemoteApplier {
                 digest: b,
             }),
             SHUTDOWN => egress.push(Egress::Shutdown { position: a }),
+            CLOSED => egress.push(Egress::SessionClosed {
+                session_id: a,
+                reason: crate::codec::message::CloseReason::from_u8(b as u8)
+                    .unwrap_or(crate::codec::message::CloseReason::ServiceAction),
+            }),
             _ => {}
         }
     }
@@ -280,6 +290,10 @@ impl ApplyStage for RemoteApplier {
 
     fn digest_mismatches(&self) -> u64 {
         self.digest_mismatches
+    }
+
+    fn open_sessions(&self, out: &mut Vec<u64>) {
+        out.extend_from_slice(&self.initial_sessions);
     }
 
     fn install(&mut self, position: u64, _bytes: &[u8]) -> Result<(), String> {
@@ -416,6 +430,9 @@ impl<S: Service> ServiceAgent<S> {
                     self.send_back(SNAPSHOT_TAKEN, &pair(position, digest))
                 }
                 Egress::Shutdown { position } => self.send_back(SHUTDOWN, &position.to_le_bytes()),
+                Egress::SessionClosed { session_id, reason } => {
+                    self.send_back(CLOSED, &pair(session_id, reason as u64))
+                }
             }
         }
         if let Some(snapshot) = self.applier.take_snapshot() {

@@ -27,6 +27,7 @@ pub struct Context {
     pub timestamp_ns: u64,
     egress: Vec<(u64, Vec<u8>)>,
     timer_commands: Vec<TimerCommand>,
+    closes: Vec<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +63,13 @@ impl Context {
     pub fn cancel_timer(&mut self, correlation_id: u64) {
         self.timer_commands
             .push(TimerCommand::Cancel { correlation_id });
+    }
+
+    /// Closes `session_id` once the current callback returns (on every replica, at the same
+    /// log position): the service then gets `on_session_close` with
+    /// [`CloseReason::ServiceAction`] and the client is told. Unknown sessions are ignored.
+    pub fn close_session(&mut self, session_id: u64) {
+        self.closes.push(session_id);
     }
 }
 
@@ -171,6 +179,11 @@ pub enum Egress {
     Applied { session_id: u64, sequence: u64 },
     /// A payload the service sent.
     Message { session_id: u64, payload: Vec<u8> },
+    /// The session closed (the client asked, it timed out, or the service closed it).
+    SessionClosed {
+        session_id: u64,
+        reason: CloseReason,
+    },
     /// This replica took a snapshot (or, for a service without snapshots, recorded its digest)
     /// at `position`. The leader appends the digest to the log for every replica to compare.
     SnapshotTaken { position: u64, digest: u64 },
@@ -521,14 +534,10 @@ impl<S: Service> Applier<S> {
                     correlation_id: open.correlation_id,
                 });
             }
-            (Some(FrameType::SessionClose), Message::SessionClose(close))
-                if self.sessions.remove(&session_id).is_some() =>
-            {
-                self.replies.remove(&session_id);
+            (Some(FrameType::SessionClose), Message::SessionClose(close)) => {
                 let reason =
                     CloseReason::from_u8(close.reason).unwrap_or(CloseReason::ServiceAction);
-                self.service
-                    .on_session_close(&mut self.context, session_id, reason);
+                self.close(session_id, reason, egress);
             }
             (Some(FrameType::SessionMessage), Message::SessionMessage { header, payload }) => {
                 self.apply_message(session_id, header, payload, egress);
@@ -591,12 +600,34 @@ impl<S: Service> Applier<S> {
                 }
             }
         }
+        // Sessions the service closed, after the callback (their own close callbacks may
+        // close more).
+        while let Some(session_id) = self.context.closes.pop() {
+            self.close(session_id, CloseReason::ServiceAction, egress);
+        }
         for (session_id, payload) in self.context.egress.drain(..) {
             egress.push(Egress::Message {
                 session_id,
                 payload,
             });
         }
+    }
+
+    /// Closes an open session: the engine forgets it, the service hears why, the client is
+    /// told. Unknown or already closed sessions are ignored (a close is applied once).
+    fn close(&mut self, session_id: u64, reason: CloseReason, egress: &mut Vec<Egress>) {
+        if self.sessions.remove(&session_id).is_none() {
+            return;
+        }
+        self.replies.remove(&session_id);
+        self.service
+            .on_session_close(&mut self.context, session_id, reason);
+        egress.push(Egress::SessionClosed { session_id, reason });
+    }
+
+    /// Open sessions, in id order.
+    pub fn open_sessions(&self) -> impl Iterator<Item = u64> + '_ {
+        self.sessions.keys().copied()
     }
 
     fn apply_message(

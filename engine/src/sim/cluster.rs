@@ -358,6 +358,7 @@ fn node_config(members: u32, id: MemberId, seed: u64, broken: Option<BrokenRule>
     NodeConfig {
         consensus,
         log,
+        session_timeout_ns: 0,
         // Snapshot actions and digest checks every half segment: the simulated services keep
         // no snapshots, but every replica records and compares its digest at each one.
         snapshot_interval_bytes: 32 << 10,
@@ -801,6 +802,7 @@ impl Cluster {
                 c.acked.insert(sequence);
             }
             ClientResponse::Egress(Egress::Message { .. })
+            | ClientResponse::Egress(Egress::SessionClosed { .. })
             | ClientResponse::Egress(Egress::SnapshotTaken { .. })
             | ClientResponse::Egress(Egress::Shutdown { .. }) => {}
         }
@@ -876,13 +878,14 @@ impl Cluster {
             }
         }
         for e in egress.drain(..) {
-            let session = match &e {
-                Egress::SessionOpened { session_id, .. } | Egress::Applied { session_id, .. } => {
-                    *session_id
-                }
-                Egress::Message { session_id, .. } => *session_id,
-                Egress::SnapshotTaken { .. } | Egress::Shutdown { .. } => continue,
-            };
+            let session =
+                match &e {
+                    Egress::SessionOpened { session_id, .. }
+                    | Egress::Applied { session_id, .. } => *session_id,
+                    Egress::Message { session_id, .. }
+                    | Egress::SessionClosed { session_id, .. } => *session_id,
+                    Egress::SnapshotTaken { .. } | Egress::Shutdown { .. } => continue,
+                };
             let Some(client) = self.clients.iter().position(|c| c.session == session) else {
                 continue;
             };

@@ -153,7 +153,7 @@ pub fn run(dir: &Path, count: u64, seed: u64) -> Result<Report, String> {
                     }
                 }
             }
-            ClientEvent::LeaderChanged { .. } => {}
+            ClientEvent::LeaderChanged { .. } | ClientEvent::SessionClosed { .. } => {}
         });
         if killed.is_none() && acked >= count / 2 {
             let leader = (0..3u32).find(|&id| role(dir, id) == Some(2));
