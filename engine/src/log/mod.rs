@@ -1304,21 +1304,26 @@ impl<D: Disk> Log<D> {
             .collect();
         let mut names = Vec::new();
         for (base, file) in old {
-            self.disk.close(file);
-            let retired = format!("{RETIRED_PREFIX}{}{SEGMENT_SUFFIX}", self.spare_counter);
-            self.spare_counter += 1;
-            self.disk
-                .rename(&segment_name(base), &retired)
-                .map_err(|source| LogError::Io {
-                    file: segment_name(base),
-                    position: base,
-                    source,
-                })?;
-            self.segments.remove(&base);
+            names.push(self.retire_segment(base, file)?);
             self.start_position = base + self.config.segment_bytes;
-            names.push(retired);
         }
         Ok(names)
+    }
+
+    /// Takes one segment out of the log: closed, renamed `retired-…`; returns the new name.
+    fn retire_segment(&mut self, base: u64, file: FileId) -> Result<String, LogError> {
+        self.disk.close(file);
+        let retired = format!("{RETIRED_PREFIX}{}{SEGMENT_SUFFIX}", self.spare_counter);
+        self.spare_counter += 1;
+        self.disk
+            .rename(&segment_name(base), &retired)
+            .map_err(|source| LogError::Io {
+                file: segment_name(base),
+                position: base,
+                source,
+            })?;
+        self.segments.remove(&base);
+        Ok(retired)
     }
 
     /// Discards the whole log and starts it again, empty, at `start` (a segment boundary): a
@@ -1336,19 +1341,8 @@ impl<D: Disk> Log<D> {
         let all: Vec<(u64, FileId)> = self.segments.iter().map(|(&b, &f)| (b, f)).collect();
         let mut names = Vec::new();
         for (base, file) in all {
-            self.disk.close(file);
-            let retired = format!("{RETIRED_PREFIX}{}{SEGMENT_SUFFIX}", self.spare_counter);
-            self.spare_counter += 1;
-            self.disk
-                .rename(&segment_name(base), &retired)
-                .map_err(|source| LogError::Io {
-                    file: segment_name(base),
-                    position: base,
-                    source,
-                })?;
-            names.push(retired);
+            names.push(self.retire_segment(base, file)?);
         }
-        self.segments.clear();
         self.create_segment(start)?;
         self.start_position = start;
         self.appended = start;
