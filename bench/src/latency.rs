@@ -268,6 +268,46 @@ pub struct RunResult {
     pub writer: String,
 }
 
+/// Echo latencies of one run: everything after the warm-up into one histogram, and into one
+/// histogram per second of intended send time (the `.hdr` interval log).
+pub struct Recorder {
+    warmup: u64,
+    measured_from: u64,
+    pub histogram: Histogram<u64>,
+    pub intervals: Vec<Histogram<u64>>,
+    /// Echoes of messages after the warm-up.
+    pub measured: u64,
+}
+
+impl Recorder {
+    /// Messages numbered below `warmup` are not recorded; measured load starts at
+    /// `measured_from` (ns).
+    pub fn new(warmup: u64, measured_from: u64) -> Self {
+        Self {
+            warmup,
+            measured_from,
+            histogram: histogram(),
+            intervals: Vec::new(),
+            measured: 0,
+        }
+    }
+
+    /// Message `index`, due at `intended`, came back at `done`.
+    pub fn record(&mut self, index: u64, intended: u64, done: u64) {
+        if index < self.warmup {
+            return;
+        }
+        self.measured += 1;
+        let latency = done.saturating_sub(intended).max(1);
+        self.histogram.record(latency).expect("in range");
+        let second = (intended.saturating_sub(self.measured_from) / 1_000_000_000) as usize;
+        while self.intervals.len() <= second {
+            self.intervals.push(histogram());
+        }
+        self.intervals[second].record(latency).expect("in range");
+    }
+}
+
 /// Starts 3 nodes, offers `rate` msg/s of `size` bytes open loop, and records every echo's
 /// latency from its intended send time.
 pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunResult, String> {
@@ -331,14 +371,11 @@ pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunRe
     let interval_ns = 1_000_000_000 / rate.max(1);
     let warmup = (args.warmup * rate as f64) as u64;
     let total = warmup + (args.seconds * rate as f64) as u64;
-    let mut h = histogram();
-    let mut intervals: Vec<Histogram<u64>> = Vec::new();
     let mut payload = vec![0x5au8; size];
     let start = monotonic_ns() + 10_000_000;
-    let measured_from = start + warmup * interval_ns;
+    let mut recorder = Recorder::new(warmup, start + warmup * interval_ns);
     let mut sent = 0u64;
     let mut received = 0u64;
-    let mut received_measured = 0u64;
     let deadline = start + total * interval_ns + 3_000_000_000;
     let mut last_progress = 0;
     let mut backpressure = 0u64;
@@ -362,17 +399,7 @@ pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunRe
                 let index = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
                 let intended = u64::from_le_bytes(payload[8..16].try_into().expect("8 bytes"));
                 received += 1;
-                if index >= warmup {
-                    received_measured += 1;
-                    let latency = now.saturating_sub(intended).max(1);
-                    h.record(latency).expect("in range");
-                    // Interval by intended send time, one per second of the measured load.
-                    let second = (intended.saturating_sub(measured_from) / 1_000_000_000) as usize;
-                    while intervals.len() <= second {
-                        intervals.push(histogram());
-                    }
-                    intervals[second].record(latency).expect("in range");
-                }
+                recorder.record(index, intended, now);
             }
         });
         if now - last_progress > 1_000_000_000 {
@@ -407,10 +434,10 @@ pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunRe
         remove_run_dir(&args.dir);
     }
     Ok(RunResult {
-        histogram: h,
-        intervals,
         achieved_rate: received as f64 / elapsed_s.max(1e-9),
-        missing: measured - received_measured,
+        missing: measured - recorder.measured,
+        histogram: recorder.histogram,
+        intervals: recorder.intervals,
         backpressure,
         writer,
     })

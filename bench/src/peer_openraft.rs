@@ -37,8 +37,7 @@ use raftline::log::Durability;
 use raftline::runtime::monotonic_ns;
 
 use crate::compare::PeerRun;
-use crate::latency::RunResult;
-use crate::report::histogram;
+use crate::latency::{Recorder, RunResult};
 
 /// The exact peer version measured (pinned in bench/Cargo.toml).
 pub const VERSION: &str = "openraft 0.9.25";
@@ -507,12 +506,8 @@ pub fn measure(run: &PeerRun) -> Result<RunResult, String> {
     let deadline = start + total * interval_ns + 3_000_000_000;
     let mut sent = 0u64;
     let mut t = Tally {
-        warmup,
-        measured_from,
-        histogram: histogram(),
-        intervals: Vec::new(),
+        recorder: Recorder::new(warmup, measured_from),
         received: 0,
-        received_measured: 0,
         failed: 0,
     };
     let mut last_progress = 0;
@@ -573,9 +568,9 @@ pub fn measure(run: &PeerRun) -> Result<RunResult, String> {
     }
     Ok(RunResult {
         achieved_rate: (t.received - t.failed) as f64 / elapsed_s.max(1e-9),
-        missing: measured - t.received_measured,
-        histogram: t.histogram,
-        intervals: t.intervals,
+        missing: measured - t.recorder.measured,
+        histogram: t.recorder.histogram,
+        intervals: t.recorder.intervals,
         backpressure: 0,
         writer: writer(durability),
     })
@@ -583,31 +578,18 @@ pub fn measure(run: &PeerRun) -> Result<RunResult, String> {
 
 /// Replies counted and recorded as they arrive.
 struct Tally {
-    warmup: u64,
-    measured_from: u64,
-    histogram: hdrhistogram::Histogram<u64>,
-    intervals: Vec<hdrhistogram::Histogram<u64>>,
+    recorder: Recorder,
     received: u64,
-    received_measured: u64,
     failed: u64,
 }
 
 impl Tally {
     fn record(&mut self, index: u64, intended: u64, done: u64, ok: bool) {
         self.received += 1;
-        if !ok {
+        if ok {
+            self.recorder.record(index, intended, done);
+        } else {
             self.failed += 1;
-            return;
-        }
-        if index >= self.warmup {
-            self.received_measured += 1;
-            let latency = done.saturating_sub(intended).max(1);
-            self.histogram.record(latency).expect("in range");
-            let second = (intended.saturating_sub(self.measured_from) / 1_000_000_000) as usize;
-            while self.intervals.len() <= second {
-                self.intervals.push(histogram());
-            }
-            self.intervals[second].record(latency).expect("in range");
         }
     }
 }

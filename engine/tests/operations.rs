@@ -36,6 +36,20 @@ fn leader_of(states: &[Option<MemberState>]) -> Option<u32> {
     (leaders.len() == 1).then(|| leaders[0])
 }
 
+/// Waits until the streaming client has had `more` further messages acknowledged (the stream
+/// goes on under whoever leads now).
+fn stream_progress(seen: &Mutex<Seen>, more: usize) {
+    let target = seen.lock().unwrap().acked.len() + more;
+    let start = Instant::now();
+    while seen.lock().unwrap().acked.len() < target {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the stream stalled"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Waits until every member answers and agrees that `want(leader)` holds.
 fn wait_leader(admin: &mut AdminClient, want: impl Fn(u32) -> bool) -> u32 {
     let start = Instant::now();
@@ -128,7 +142,7 @@ fn describe_snapshot_transfer_step_down_and_shutdown_over_the_admin_channel() {
             offered
         })
     };
-    std::thread::sleep(Duration::from_millis(200));
+    stream_progress(&seen, 100);
 
     // Snapshot: every replica takes one at the action's position.
     let (leader, position) = admin
@@ -162,7 +176,7 @@ fn describe_snapshot_transfer_step_down_and_shutdown_over_the_admin_channel() {
         .unwrap();
     assert_eq!(to, target as u64);
     let second = wait_leader(&mut admin, |l| l == target);
-    std::thread::sleep(Duration::from_millis(200));
+    stream_progress(&seen, 100);
     let (_, to) = admin
         .on_leader(AdminCommand::StepDown, 0, Duration::from_secs(5))
         .unwrap();
@@ -171,7 +185,7 @@ fn describe_snapshot_transfer_step_down_and_shutdown_over_the_admin_channel() {
     // A transfer to a member that does not exist is refused, naming the leader.
     let refused = admin.on_leader(AdminCommand::TransferLeader, 9, Duration::from_secs(5));
     assert!(refused.is_err(), "{refused:?}");
-    std::thread::sleep(Duration::from_millis(200));
+    stream_progress(&seen, 100);
 
     // Every message offered was applied exactly once, in order, through both handovers.
     stop.store(true, Ordering::Relaxed);

@@ -123,20 +123,18 @@ impl AdminClient {
         mut on_answer: impl FnMut(&AdminResponse) -> bool,
     ) -> bool {
         let start = Instant::now();
-        let mut recv = vec![0u8; 70_000];
-        while start.elapsed() < timeout {
-            while let Some((_, len)) = self.transport.receive(&mut recv) {
-                for (_, frame) in Frames::new(&recv[..len]).map_while(Result::ok) {
-                    if let Ok(Message::AdminResponse(r)) = Message::decode(&frame) {
-                        if correlation.contains(&r.correlation_id) && on_answer(&r) {
-                            return true;
-                        }
-                    }
+        let mut done = false;
+        while !done && start.elapsed() < timeout {
+            self.poll(|r| {
+                if !done && correlation.contains(&r.correlation_id) {
+                    done = on_answer(r);
                 }
+            });
+            if !done {
+                std::thread::sleep(Duration::from_micros(200));
             }
-            std::thread::sleep(Duration::from_micros(200));
         }
-        false
+        done
     }
 
     /// Every member's state (`None` for a member that did not answer within `timeout`).

@@ -219,19 +219,23 @@ impl ClusterClient {
         self.redirects
     }
 
-    fn send_connect(&mut self) {
-        let m = Message::ClientConnect(ClientConnect {
-            correlation_id: self.session_id,
-            session_id: self.session_id,
-        });
+    /// Sends one control frame of this session to the target and flushes.
+    fn send_control(&mut self, m: &Message<'_>) {
         send_frame(
             &mut self.transport,
             &mut self.send_buf,
             self.target,
             self.session_id,
-            &m,
+            m,
         );
         self.transport.flush();
+    }
+
+    fn send_connect(&mut self) {
+        self.send_control(&Message::ClientConnect(ClientConnect {
+            correlation_id: self.session_id,
+            session_id: self.session_id,
+        }));
     }
 
     fn send_message(&mut self, sequence: u64) {
@@ -260,17 +264,9 @@ impl ClusterClient {
     /// Asks the cluster to close the session (the service hears `ClientAction`); the client
     /// learns it is done from [`ClientEvent::SessionClosed`].
     pub fn close(&mut self) {
-        let m = Message::SessionClose(SessionClose {
+        self.send_control(&Message::SessionClose(SessionClose {
             reason: CloseReason::ClientAction as u8,
-        });
-        send_frame(
-            &mut self.transport,
-            &mut self.send_buf,
-            self.target,
-            self.session_id,
-            &m,
-        );
-        self.transport.flush();
+        }));
     }
 
     /// Why the session closed, once it has.
@@ -402,16 +398,9 @@ impl ClusterClient {
             && now.saturating_sub(self.last_sent_ns) > self.config.keepalive_interval_ns
         {
             self.last_sent_ns = now;
-            let m = Message::SessionKeepAlive(SessionKeepAlive {
+            self.send_control(&Message::SessionKeepAlive(SessionKeepAlive {
                 session_id: self.session_id,
-            });
-            send_frame(
-                &mut self.transport,
-                &mut self.send_buf,
-                self.target,
-                self.session_id,
-                &m,
-            );
+            }));
         }
         // Resend what waited too long; after repeated silence, try the next member.
         if let Some((_, oldest)) = self.unacked.iter().next() {
@@ -448,7 +437,7 @@ impl ClusterClient {
 mod tests {
     use super::*;
     use crate::codec::message::{ClientEventKind, SessionMessageHeader};
-    use crate::codec::{Decoded, FrameType};
+    use crate::codec::FrameType;
 
     /// A stand-in member: its transport, and what it received (message kinds by frame type).
     struct FakeMember {
@@ -490,9 +479,6 @@ mod tests {
                 },
                 &mut buf,
             );
-            let Ok(Decoded::Frame(..)) = crate::codec::decode(&buf[..len]) else {
-                panic!("encodes")
-            };
             self.transport.send(to, &buf[..len]);
             self.transport.flush();
         }

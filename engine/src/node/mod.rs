@@ -562,7 +562,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
     /// A frame from a client: requests go into the log on the leader; others redirect.
     fn on_client_frame(&mut self, now: u64, from: u32, frame: &codec::Frame<'_>) {
         self.stats.client_requests += 1;
-        if frame.meta.session_id != 0 {
+        if self.session_timeout_ns != 0 && frame.meta.session_id != 0 {
             self.last_heard.insert(frame.meta.session_id, now);
         }
         let (session, result) = match Message::decode(frame) {
@@ -787,6 +787,15 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
     }
 
     /// Sends log bytes `[from, to)` as `AppendData` datagrams of whole frames.
+    /// Bytes of log or snapshot one datagram to a member carries after a body header of
+    /// `header_len` bytes (frame header and body included, under the transport's limit).
+    fn chunk_bytes(&self, header_len: usize) -> usize {
+        let overhead = codec::HEADER_LEN + header_len + 8;
+        APPEND_CHUNK_BYTES
+            .min(self.net.max_payload().saturating_sub(overhead))
+            .max(256)
+    }
+
     fn send_log(
         &mut self,
         now: u64,
@@ -803,10 +812,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         let mut at = from;
         let mut read_buf = std::mem::take(&mut self.read_buf);
         // Whole frames per datagram, under the transport's limit (header and body included).
-        let overhead = codec::HEADER_LEN + AppendDataHeader::LEN + 8;
-        let chunk = APPEND_CHUNK_BYTES
-            .min(self.net.max_payload().saturating_sub(overhead))
-            .max(256);
+        let chunk = self.chunk_bytes(AppendDataHeader::LEN);
         while at < end {
             let want = ((end - at) as usize).min(chunk);
             read_buf.resize(want, 0);
@@ -1120,10 +1126,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             }
         };
         self.installs.insert(to, (source.position, acked));
-        let overhead = codec::HEADER_LEN + InstallSnapshotHeader::LEN + 8;
-        let chunk = APPEND_CHUNK_BYTES
-            .min(self.net.max_payload().saturating_sub(overhead))
-            .max(256);
+        let chunk = self.chunk_bytes(InstallSnapshotHeader::LEN);
         let from = acked as usize;
         let end = (from + chunk).min(source.bytes.len());
         let message = Message::InstallSnapshot {

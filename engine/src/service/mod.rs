@@ -840,10 +840,20 @@ mod tests {
 
     /// Applies `message` as the next frame; returns the egress.
     fn apply(a: &mut Applier<Echo>, session_id: u64, message: Message<'_>) -> Vec<Egress> {
+        apply_frame(a, session_id, message, 77)
+    }
+
+    /// Applies `message` as the next frame of `session_id`, stamped `timestamp_ns`.
+    fn apply_frame<S: Service>(
+        a: &mut Applier<S>,
+        session_id: u64,
+        message: Message<'_>,
+        timestamp_ns: u64,
+    ) -> Vec<Egress> {
         let mut buf = vec![0u8; message.encoded_len()];
         let meta = FrameMeta {
             session_id,
-            timestamp_ns: 77,
+            timestamp_ns,
             ..FrameMeta::default()
         };
         message.encode(meta, &mut buf);
@@ -1036,19 +1046,7 @@ mod tests {
     }
 
     fn apply_t(a: &mut Applier<Timers>, message: Message<'_>, timestamp_ns: u64) {
-        let mut buf = vec![0u8; message.encoded_len()];
-        message.encode(
-            FrameMeta {
-                session_id: 7,
-                timestamp_ns,
-                ..FrameMeta::default()
-            },
-            &mut buf,
-        );
-        let Ok(Decoded::Frame(frame, _)) = crate::codec::decode(&buf) else {
-            panic!()
-        };
-        a.apply(a.applied_position(), &buf, &frame, &mut Vec::new());
+        apply_frame(a, 7, message, timestamp_ns);
     }
 
     #[test]
