@@ -11,7 +11,7 @@ use raftline::consensus::BrokenRule;
 use raftline::sim::cluster::{run_seed, run_seed_twice, SimConfig};
 
 fn usage() -> ! {
-    eprintln!("usage: raftline-sim (--seeds A..B | --seed N [--trace]) [--members 3|5] [--broken commit-without-quorum|ignore-logs-in-election]");
+    eprintln!("usage: raftline-sim (--seeds A..B | --seed N [--trace]) [--members 3|5] [--broken commit-without-quorum|ignore-logs-in-election|trust-peer-positions]");
     std::process::exit(2);
 }
 
@@ -38,6 +38,7 @@ fn main() {
                 broken = Some(match value().as_str() {
                     "commit-without-quorum" => BrokenRule::CommitWithoutQuorum,
                     "ignore-logs-in-election" => BrokenRule::IgnoreLogsInElection,
+                    "trust-peer-positions" => BrokenRule::TrustPeerPositions,
                     _ => usage(),
                 })
             }

@@ -9,7 +9,7 @@ use super::{
 use crate::codec::message::{
     AppendPosition, CanvassPosition, CommitPosition, ElectNow, NewLeadershipTerm, RequestVote, Vote,
 };
-use crate::codec::Message;
+use crate::codec::{Message, FRAME_ALIGNMENT};
 use crate::log::TermEntry;
 use crate::rng::Rng;
 
@@ -17,6 +17,10 @@ use crate::rng::Rng;
 pub const FLAG_RECONCILED: u8 = 1;
 /// `AppendPosition.flags`: the follower saw a gap; resend from its end.
 pub const FLAG_GAP: u8 = 2;
+/// The largest term step a message may announce above this member's term. Real terms grow
+/// by one per election; a message claiming a jump beyond this is a lie (or a bug), and
+/// believing it could push the term to where `term + 1` overflows.
+pub const TERM_JUMP_MAX: u64 = 1 << 32;
 
 /// What this member knows of another.
 #[derive(Clone, Copy, Debug, Default)]
@@ -31,6 +35,9 @@ struct Peer {
     durable: u64,
     appended: u64,
     next_send: u64,
+    /// Leader: the highest position this term has sent the peer or heard it hold; a peer
+    /// cannot have appended bytes beyond it.
+    sent_high: u64,
     last_contact_ns: u64,
     last_progress_ns: u64,
 }
@@ -80,6 +87,21 @@ pub enum TransferError {
     NoSuchMember(MemberId),
     #[error("a transfer to member {0} is already under way")]
     InProgress(MemberId),
+}
+
+/// The term a consensus message announces, if it carries one.
+fn message_term(message: &Message<'_>) -> Option<u64> {
+    Some(match message {
+        Message::CanvassPosition(m) => m.leadership_term_id.max(m.log_leadership_term_id),
+        Message::RequestVote(m) => m.candidate_term_id.max(m.log_leadership_term_id),
+        Message::Vote(m) => m.candidate_term_id.max(m.log_leadership_term_id),
+        Message::NewLeadershipTerm(m) => m.leadership_term_id,
+        Message::AppendPosition(m) => m.leadership_term_id,
+        Message::CommitPosition(m) => m.leadership_term_id,
+        Message::ElectNow(m) => m.leadership_term_id,
+        Message::AppendData { header, .. } => header.leadership_term_id,
+        _ => return None,
+    })
 }
 
 fn log_is_newer(a: (u64, u64), b: (u64, u64)) -> bool {
@@ -532,6 +554,7 @@ impl Consensus {
             p.durable = 0;
             p.appended = 0;
             p.next_send = appended;
+            p.sent_high = 0;
             p.last_contact_ns = now;
             p.last_progress_ns = now;
         }
@@ -635,6 +658,7 @@ impl Consensus {
             }
             let from = p.next_send;
             p.next_send = self.appended;
+            p.sent_high = p.sent_high.max(self.appended);
             let action = Action::SendLog {
                 to,
                 leadership_term_id: self.vote.term,
@@ -692,6 +716,11 @@ impl Consensus {
             || self.state == State::Init
         {
             self.counters.messages_dropped += 1;
+            return;
+        }
+        if message_term(message).is_some_and(|t| t > self.vote.term.saturating_add(TERM_JUMP_MAX))
+        {
+            self.counters.messages_invalid += 1;
             return;
         }
         match *message {
@@ -814,11 +843,11 @@ impl Consensus {
         if !self.accept_leader_term(now, from, term) {
             return;
         }
-        assert!(
-            self.state != State::LeaderLive,
-            "member {} leads term {term} and received NewLeadershipTerm from {from}",
-            self.config.member_id
-        );
+        if self.state == State::LeaderLive {
+            // This member leads `term`: the sender lies about being its leader.
+            self.counters.messages_invalid += 1;
+            return;
+        }
         self.leader = Some(from);
         self.leader_contact_ns = now;
         if self.state != State::FollowerReconcile && self.state != State::FollowerLive {
@@ -858,13 +887,12 @@ impl Consensus {
             .terms
             .iter()
             .any(|e| e.term > m.matched_term_id || e.start_position >= cut);
+        if cut < self.commit {
+            // Committed bytes are never cut: no real leader of a later term lacks them.
+            self.counters.messages_invalid += 1;
+            return;
+        }
         if cut < self.appended || drops_terms {
-            assert!(
-                cut >= self.commit,
-                "member {}: truncating to {cut} would drop committed bytes up to {}",
-                self.config.member_id,
-                self.commit
-            );
             self.counters.truncations += 1;
             self.push(Action::Truncate {
                 position: cut,
@@ -907,9 +935,14 @@ impl Consensus {
         if self.state != State::LeaderLive || m.leadership_term_id != self.vote.term {
             return;
         }
+        if !self.plausible(from, &m) {
+            self.counters.messages_invalid += 1;
+            return;
+        }
         let p = &mut self.peers[from as usize];
         if m.flags & (FLAG_RECONCILED | FLAG_GAP) != 0 {
             p.reconciled = true;
+            p.sent_high = p.sent_high.max(m.appended_position);
             p.next_send = m.appended_position;
             p.appended = m.appended_position;
             p.durable = m.log_position;
@@ -925,6 +958,37 @@ impl Consensus {
         self.update_commit();
         self.replicate();
         self.try_transfer(now);
+    }
+
+    /// Whether a follower's report can be true: positions on frame boundaries, durable within
+    /// appended, nothing beyond this leader's log, and (outside reconciliation, where the
+    /// follower reports what it kept from earlier terms) nothing beyond what was sent to it.
+    fn plausible(&self, from: MemberId, m: &AppendPosition) -> bool {
+        #[cfg(any(test, feature = "sim"))]
+        if self.broken(BrokenRule::TrustPeerPositions) {
+            return true;
+        }
+        let aligned = |x: u64| x % FRAME_ALIGNMENT as u64 == 0;
+        let p = &self.peers[from as usize];
+        let reconciling = m.flags & (FLAG_RECONCILED | FLAG_GAP) != 0;
+        aligned(m.log_position)
+            && aligned(m.appended_position)
+            && m.log_position <= m.appended_position
+            && m.appended_position <= self.appended
+            && (reconciling || !p.reconciled || m.appended_position <= p.sent_high)
+    }
+
+    /// Leader: the node found that the position it was to send `to` from is not a frame
+    /// boundary of its log (a false report): forget what the follower claimed and have it
+    /// reconcile again.
+    pub fn on_bad_send_position(&mut self, to: MemberId) {
+        if let Some(p) = self.peers.get_mut(to as usize) {
+            p.reconciled = false;
+            p.durable = 0;
+            p.appended = 0;
+            p.next_send = self.appended;
+            self.counters.messages_invalid += 1;
+        }
     }
 
     fn on_commit_position(&mut self, now: u64, from: MemberId, m: CommitPosition) {

@@ -29,7 +29,7 @@ mod core;
 #[cfg(test)]
 mod tests;
 
-pub use self::core::{Consensus, TransferError};
+pub use self::core::{Consensus, TransferError, FLAG_GAP, FLAG_RECONCILED, TERM_JUMP_MAX};
 
 use crate::codec::Message;
 use crate::log::TermEntry;
@@ -74,6 +74,8 @@ pub enum BrokenRule {
     /// Elections ignore logs: members nominate themselves and grant votes without comparing
     /// their log with the candidate's (a vote for a stale log).
     IgnoreLogsInElection,
+    /// The leader believes every position a follower reports (no plausibility check).
+    TrustPeerPositions,
 }
 
 impl ConsensusConfig {
@@ -290,6 +292,10 @@ pub struct Counters {
     pub votes_refused: u64,
     pub truncations: u64,
     pub messages_dropped: u64,
+    /// Well-formed messages whose numbers cannot be true (a position beyond what this
+    /// member sent or holds, off a frame boundary, a term leap, a cut below the commit
+    /// position, a leader message to the leader of that term): dropped.
+    pub messages_invalid: u64,
     pub resends: u64,
     /// Leadership transfers this member was asked to take (as the target).
     pub transfers_received: u64,

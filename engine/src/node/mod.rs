@@ -192,6 +192,8 @@ pub struct NodeStats {
     /// Snapshots sent whole to a follower behind the leader's purged log, and installed here.
     pub snapshots_sent: u64,
     pub snapshots_installed: u64,
+    /// Follower reports of a log end that is not a frame boundary of this leader's log.
+    pub peer_reports_refused: u64,
 }
 
 fn encode_vote(v: VoteState) -> Vec<u8> {
@@ -830,10 +832,24 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 let len = match codec::decode(&read_buf[..n]) {
                     Err(codec::DecodeError::Truncated { needed, .. }) => codec::align_frame(needed),
                     Ok(Decoded::Frame(frame, _)) => frame.encoded_len(),
-                    _ => panic!("the log holds a damaged frame at {at}"),
+                    _ => 0,
                 };
                 read_buf.resize(len, 0);
                 self.log.read(at, &mut read_buf)?;
+                if len == 0 || !matches!(codec::decode(&read_buf), Ok(Decoded::Frame(..))) {
+                    if at == from {
+                        // No frame starts where the follower said its log ends: its report
+                        // was false. It reconciles again and tells us where it really is.
+                        self.stats.peer_reports_refused += 1;
+                        self.consensus.on_bad_send_position(to);
+                        break;
+                    }
+                    self.read_buf = read_buf;
+                    return Err(NodeError::Log(LogError::Corrupt {
+                        file: format!("segment holding position {at}"),
+                        reason: format!("no whole frame at log position {at} (sending to member {to})"),
+                    }));
+                }
                 whole = len;
             }
             let message = Message::AppendData {

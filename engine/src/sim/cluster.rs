@@ -17,6 +17,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
 use super::disk::{SimDisk, SimDiskConfig};
+use super::hostile::{Hostile, Target};
 use super::net::SimEndpoint;
 use crate::codec::{FrameType, Frames};
 #[cfg(any(test, feature = "sim"))]
@@ -240,6 +241,10 @@ pub struct SimOutcome {
     pub crashes: u64,
     /// Timer events applied (fired by whoever led, stamped with its time).
     pub timers_applied: u64,
+    /// Forged or replayed datagrams injected (the hostile fault), and the messages the
+    /// members refused as impossible.
+    pub hostile_injected: u64,
+    pub messages_refused: u64,
     /// A digest of the whole run, compared between two runs of one seed.
     pub run_digest: u64,
 }
@@ -339,6 +344,10 @@ pub struct Cluster {
     crashes: u64,
     run_digest: u64,
     egress: Vec<Egress>,
+    hostile: Hostile,
+    /// The highest durable position each member ever reported (a leader's commit position
+    /// may never exceed the quorum-th highest of these).
+    durable_ever: Vec<u64>,
 }
 
 fn node_config(members: u32, id: MemberId, seed: u64, broken: Option<BrokenRule>) -> NodeConfig {
@@ -408,6 +417,8 @@ impl Cluster {
             crashes: 0,
             run_digest: FNV_OFFSET,
             egress: Vec::new(),
+            hostile: Hostile::new(config.seed),
+            durable_ever: vec![0; members as usize],
             config,
         };
         for id in 0..members {
@@ -518,6 +529,13 @@ impl Cluster {
                 .node
                 .as_ref()
                 .map_or(0, |n| n.applier().service().timers),
+            hostile_injected: self.hostile.injected,
+            messages_refused: self
+                .members
+                .iter()
+                .filter_map(|m| m.node.as_ref())
+                .map(|n| n.consensus().counters().messages_invalid + n.stats().peer_reports_refused)
+                .sum(),
             run_digest: digest,
         })
     }
@@ -692,6 +710,9 @@ impl Cluster {
             let cut = self.cut.clone();
             self.trace(|| format!("partition {cut:?}"));
         }
+        if self.hostile.fire() {
+            self.inject_hostile();
+        }
         if self.rng.chance(self.faults.clock_step_per_step) {
             let id = self.rng.below(n as u64) as usize;
             let step = self.rng.range(1, 500) as i64
@@ -701,6 +722,32 @@ impl Cluster {
             self.trace(|| format!("member {id} clock stepped by {} ms", step / MS as i64));
         }
         Ok(())
+    }
+
+    /// One forged or replayed datagram to a random running member (see `sim::hostile`).
+    fn inject_hostile(&mut self) {
+        let up: Vec<usize> = (0..self.members.len())
+            .filter(|&i| self.members[i].node.is_some())
+            .collect();
+        if up.is_empty() {
+            return;
+        }
+        let id = up[self.rng.below(up.len() as u64) as usize];
+        let node = self.members[id].node.as_ref().expect("running");
+        let c = node.consensus();
+        let target = Target {
+            id: id as MemberId,
+            members: self.config.members,
+            term: c.term(),
+            role: c.role(),
+            leader: c.leader(),
+            appended: c.appended_position(),
+            commit: c.commit_position(),
+        };
+        let (from, bytes) = self.hostile.forge(target);
+        self.trace(|| format!("hostile datagram to member {id} \"from\" {from}"));
+        let node = self.members[id].node.as_mut().expect("running");
+        node.net_mut().incoming.push_back((from, bytes));
     }
 
     fn heal_all(&mut self) -> Result<(), Violation> {
@@ -857,6 +904,7 @@ impl Cluster {
         node.take_egress(&mut egress);
         for (to, bytes) in outgoing {
             self.run_digest = fnv1a(self.run_digest, &bytes);
+            self.hostile.observe(id as MemberId, &bytes);
             if faulty && self.rng.chance(self.faults.loss) {
                 continue;
             }
@@ -1000,6 +1048,8 @@ impl Cluster {
             let c = node.consensus();
             let state = (c.role(), c.term());
             let leader_term = c.leader_term();
+            let (durable_now, commit_now) = (c.durable_position(), c.commit_position());
+            let invalid = c.counters().messages_invalid + node.stats().peer_reports_refused;
             let appended = node.log().appended_position();
             let applier = node.applier();
             let time_went_back = applier.service().time_went_back;
@@ -1028,7 +1078,28 @@ impl Cluster {
                     )
                 });
             }
+            self.durable_ever[id] = self.durable_ever[id].max(durable_now);
+            if invalid > 0 && !self.hostile.active() {
+                return Err(self.violation(
+                    "honest peers believed",
+                    format!("member {id} refused {invalid} messages on an honest network"),
+                ));
+            }
             if let Some(term) = leader_term {
+                // Commit only with a real quorum: never past the quorum-th highest durable
+                // position that members really reported.
+                let mut durable = self.durable_ever.clone();
+                durable.sort_unstable_by(|a, b| b.cmp(a));
+                let quorum = durable[self.config.members as usize / 2];
+                if commit_now > quorum {
+                    return Err(self.violation(
+                        "commit quorum",
+                        format!(
+                            "leader {id} of term {term} committed {} but only {quorum} is durable on a quorum",
+                            commit_now
+                        ),
+                    ));
+                }
                 // Election safety: one leader per term.
                 match self.leaders.get(&term) {
                     Some(&other) if other != id as MemberId => {

@@ -75,3 +75,25 @@ fn checkers_have_teeth_ignore_logs_in_election() {
         "electing stale logs went unnoticed for 200 seeds"
     );
 }
+
+#[test]
+fn checkers_have_teeth_trust_peer_positions() {
+    let found = first_violation(BrokenRule::TrustPeerPositions, 200);
+    assert!(
+        found.is_some(),
+        "a leader believing forged follower positions went unnoticed for 200 seeds"
+    );
+}
+
+/// The hostile fault reaches the members and their checks refuse what it forges.
+#[test]
+fn hostile_network_is_injected_and_refused() {
+    let (mut injected, mut refused) = (0, 0);
+    for seed in 0..40 {
+        let outcome = run_seed(&SimConfig::new(seed)).unwrap_or_else(|v| panic!("{v}"));
+        injected += outcome.hostile_injected;
+        refused += outcome.messages_refused;
+    }
+    assert!(injected > 100, "only {injected} hostile datagrams in 40 seeds");
+    assert!(refused > 20, "only {refused} of {injected} hostile datagrams refused");
+}
