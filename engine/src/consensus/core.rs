@@ -996,12 +996,19 @@ impl Consensus {
         if !self.accept_leader_term(now, from, term) {
             return;
         }
-        self.leader_contact_ns = now;
         match self.state {
-            State::FollowerLive => self.follow_commit(m.log_position),
             State::LeaderLive => {}
-            State::FollowerReconcile => {}
+            State::FollowerLive | State::FollowerReconcile if self.leader != Some(from) => {
+                // One leader per term: a second one is a liar.
+                self.counters.messages_invalid += 1;
+            }
+            State::FollowerLive => {
+                self.leader_contact_ns = now;
+                self.follow_commit(m.log_position);
+            }
+            State::FollowerReconcile => self.leader_contact_ns = now,
             _ => {
+                self.leader_contact_ns = now;
                 // A live leader in our term: follow it; it will tell us how to reconcile.
                 self.leader = Some(from);
                 self.transition(now, State::FollowerReconcile, Reason::NewLeader);
@@ -1012,6 +1019,12 @@ impl Consensus {
 
     fn on_append_data(&mut self, now: u64, from: MemberId, term: u64, position: u64, len: usize) {
         if !self.accept_leader_term(now, from, term) {
+            return;
+        }
+        let following = matches!(self.state, State::FollowerLive | State::FollowerReconcile);
+        if following && self.leader != Some(from) {
+            // One leader per term: a second one is a liar.
+            self.counters.messages_invalid += 1;
             return;
         }
         self.leader_contact_ns = now;

@@ -745,7 +745,19 @@ impl Cluster {
             commit: c.commit_position(),
         };
         let (from, bytes) = self.hostile.forge(target);
-        self.trace(|| format!("hostile datagram to member {id} \"from\" {from}"));
+        self.trace(|| {
+            let what = crate::codec::decode(&bytes)
+                .ok()
+                .and_then(|d| match d {
+                    crate::codec::Decoded::Frame(f, _) => crate::codec::Message::decode(&f)
+                        .ok()
+                        .map(|m| format!("{m:?}")),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let what: String = what.chars().take(200).collect();
+            format!("hostile datagram to member {id} \"from\" {from}: {what}")
+        });
         let node = self.members[id].node.as_mut().expect("running");
         node.net_mut().incoming.push_back((from, bytes));
     }
