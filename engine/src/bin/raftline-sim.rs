@@ -11,7 +11,7 @@ use raftline::consensus::BrokenRule;
 use raftline::sim::cluster::{run_seed, run_seed_twice, SimConfig};
 
 fn usage() -> ! {
-    eprintln!("usage: raftline-sim (--seeds A..B | --seed N [--trace]) [--members 3|5] [--broken commit-without-quorum|ignore-logs-in-election|trust-peer-positions]");
+    eprintln!("usage: raftline-sim (--seeds A..B | --seed N [--trace]) [--members 3|5] [--broken commit-without-quorum|ignore-logs-in-election|trust-peer-positions|forget-damage]");
     std::process::exit(2);
 }
 
@@ -39,6 +39,7 @@ fn main() {
                     "commit-without-quorum" => BrokenRule::CommitWithoutQuorum,
                     "ignore-logs-in-election" => BrokenRule::IgnoreLogsInElection,
                     "trust-peer-positions" => BrokenRule::TrustPeerPositions,
+                    "forget-damage" => BrokenRule::ForgetDamage,
                     _ => usage(),
                 })
             }

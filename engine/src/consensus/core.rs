@@ -67,6 +67,10 @@ pub struct Consensus {
     counters: Counters,
     /// Leader: a planned handover to this member, abandoned at the deadline.
     transfer: Option<Transfer>,
+    /// The longest log (last term, end) this member reported durable before its disk was
+    /// found damaged: until its log is at least this again, it does not nominate itself and
+    /// votes only for logs at least this long. (0, 0) when nothing was ever damaged.
+    promised: (u64, u64),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -145,6 +149,7 @@ impl Consensus {
             outbox: Vec::with_capacity(OUTBOX_CAPACITY),
             counters: Counters::default(),
             transfer: None,
+            promised: log.promised,
         })
     }
 
@@ -248,6 +253,9 @@ impl Consensus {
         }
         // Our log holds everything the leader appended: start the election without the
         // canvass or the nomination delay.
+        if self.owes_log() {
+            return;
+        }
         self.counters.transfers_received += 1;
         self.transition(now, State::Canvass, Reason::LeadershipTransfer);
         self.transition(now, State::Nominate, Reason::LeadershipTransfer);
@@ -327,6 +335,25 @@ impl Consensus {
 
     fn my_log(&self) -> (u64, u64) {
         (self.last_log_term(), self.appended)
+    }
+
+    /// Whether this member's log is shorter than what it once reported durable (corruption
+    /// cut it): then it must not lead, whatever its log looks like to others.
+    pub fn owes_log(&self) -> bool {
+        #[cfg(any(test, feature = "sim"))]
+        if self.broken(BrokenRule::ForgetDamage) {
+            return false;
+        }
+        self.my_log() < self.promised
+    }
+
+    /// The log this member vouches for in elections: its own, or what it promised if more.
+    fn vouched_log(&self) -> (u64, u64) {
+        if self.owes_log() {
+            self.promised
+        } else {
+            self.my_log()
+        }
     }
 
     #[cfg(any(test, feature = "sim"))]
@@ -481,6 +508,10 @@ impl Consensus {
             if appointed != self.config.member_id {
                 return;
             }
+        }
+        if self.owes_log() {
+            // Waits for a leader with the promised log to repair it.
+            return;
         }
         let mine = self.my_log();
         let mut canvassed = 0;
@@ -718,8 +749,7 @@ impl Consensus {
             self.counters.messages_dropped += 1;
             return;
         }
-        if message_term(message).is_some_and(|t| t > self.vote.term.saturating_add(TERM_JUMP_MAX))
-        {
+        if message_term(message).is_some_and(|t| t > self.vote.term.saturating_add(TERM_JUMP_MAX)) {
             self.counters.messages_invalid += 1;
             return;
         }
@@ -774,6 +804,13 @@ impl Consensus {
         self.observe_term(now, m.candidate_term_id);
         let candidate_log = (m.log_leadership_term_id, m.log_position);
         let stale_log = log_is_newer(self.my_log(), candidate_log);
+        if !stale_log && log_is_newer(self.vouched_log(), candidate_log) {
+            // Our log was cut by corruption and the candidate lacks what we had vouched for.
+            // No vote, and no veto either (our own log is no better): a candidate the rest
+            // of a quorum elects holds every committed byte without us.
+            self.counters.votes_abstained += 1;
+            return;
+        }
         #[cfg(any(test, feature = "sim"))]
         let stale_log = stale_log && !self.broken(BrokenRule::IgnoreLogsInElection);
         let grant = m.candidate_term_id == self.vote.term

@@ -76,6 +76,9 @@ pub enum BrokenRule {
     IgnoreLogsInElection,
     /// The leader believes every position a follower reports (no plausibility check).
     TrustPeerPositions,
+    /// A member whose log corruption cut forgets what it had reported durable (the old
+    /// "cut at the first bad frame" recovery): it votes and leads with the shorter log.
+    ForgetDamage,
 }
 
 impl ConsensusConfig {
@@ -182,6 +185,9 @@ pub struct LogState {
     pub durable: u64,
     /// Terms with bytes in the log, in order.
     pub terms: Vec<TermEntry>,
+    /// (term, position) of the longest log this member reported durable before its disk was
+    /// found damaged; (0, 0) if it never was. See `Log::promise`.
+    pub promised: (u64, u64),
 }
 
 /// The member's role.
@@ -290,6 +296,9 @@ pub struct Counters {
     pub leaderships: u64,
     pub votes_granted: u64,
     pub votes_refused: u64,
+    /// Vote requests not answered because this member's log is shorter than what it had
+    /// vouched for before corruption cut it, and the candidate lacks that too.
+    pub votes_abstained: u64,
     pub truncations: u64,
     pub messages_dropped: u64,
     /// Well-formed messages whose numbers cannot be true (a position beyond what this

@@ -41,6 +41,7 @@ fn log(appended: u64, terms: &[(u64, u64)]) -> LogState {
                 start_position,
             })
             .collect(),
+        promised: (0, 0),
     }
 }
 
@@ -524,32 +525,32 @@ fn commit_5_3_is_the_quorum_durable_position_and_never_more() {
         0,
         "the leader alone is not a quorum of 3"
     );
-    c.on_message(2 * MS, 1, &append_position(1, 1, 300, 600, FLAG_RECONCILED));
-    assert_eq!(c.commit_position(), 300);
+    c.on_message(2 * MS, 1, &append_position(1, 1, 304, 600, FLAG_RECONCILED));
+    assert_eq!(c.commit_position(), 304);
     let got = actions(&mut c);
-    assert!(got.contains(&Action::Commit { position: 300 }));
+    assert!(got.contains(&Action::Commit { position: 304 }));
     // The slower follower does not hold commit back once a quorum is past it.
     c.on_message(3 * MS, 2, &append_position(2, 1, 100, 100, FLAG_RECONCILED));
-    assert_eq!(c.commit_position(), 300);
-    c.on_message(4 * MS, 1, &append_position(1, 1, 900, 1000, 0));
-    assert_eq!(c.commit_position(), 900);
+    assert_eq!(c.commit_position(), 304);
+    c.on_message(4 * MS, 1, &append_position(1, 1, 904, 1000, 0));
+    assert_eq!(c.commit_position(), 904);
 }
 
 #[test]
 fn commit_5_4_2_only_through_an_entry_of_the_leaders_own_term() {
-    // Elected with 500 bytes of term 1: the new term starts at 500.
-    let mut c = elected_leader(500, &[(1, 0)]);
+    // Elected with 504 bytes of term 1: the new term starts at 504.
+    let mut c = elected_leader(504, &[(1, 0)]);
     assert_eq!(c.term(), 2);
-    c.on_message(MS, 1, &append_position(1, 2, 500, 500, FLAG_RECONCILED));
+    c.on_message(MS, 1, &append_position(1, 2, 504, 504, FLAG_RECONCILED));
     assert_eq!(
         c.commit_position(),
         0,
-        "500 is all term 1: not committed by counting replicas"
+        "504 is all term 1: not committed by counting replicas"
     );
-    c.on_appended(2 * MS, 560);
-    c.on_durable(2 * MS, 560);
-    c.on_message(3 * MS, 1, &append_position(1, 2, 560, 560, 0));
-    assert_eq!(c.commit_position(), 560);
+    c.on_appended(2 * MS, 568);
+    c.on_durable(2 * MS, 568);
+    c.on_message(3 * MS, 1, &append_position(1, 2, 568, 568, 0));
+    assert_eq!(c.commit_position(), 568);
 }
 
 #[test]
@@ -590,28 +591,28 @@ fn replication_window_bounds_bytes_in_flight_per_follower() {
     let mut c = elected_leader(0, &[]);
     c.on_message(MS, 1, &append_position(1, 1, 0, 0, FLAG_RECONCILED));
     let window = c.config().replication_window_bytes;
-    c.on_appended(2 * MS, window + 10);
+    c.on_appended(2 * MS, window + 8);
     let got = actions(&mut c);
     assert!(got.contains(&Action::SendLog {
         to: 1,
         leadership_term_id: 1,
         from: 0,
-        to_position: window + 10
+        to_position: window + 8
     }));
-    c.on_appended(3 * MS, window + 20);
+    c.on_appended(3 * MS, window + 24);
     assert!(
         actions(&mut c)
             .iter()
             .all(|a| !matches!(a, Action::SendLog { to: 1, .. })),
         "window full"
     );
-    c.on_message(4 * MS, 1, &append_position(1, 1, 100, window + 10, 0));
+    c.on_message(4 * MS, 1, &append_position(1, 1, 104, window + 8, 0));
     let got = actions(&mut c);
     assert!(got.contains(&Action::SendLog {
         to: 1,
         leadership_term_id: 1,
-        from: window + 10,
-        to_position: window + 20
+        from: window + 8,
+        to_position: window + 24
     }));
 }
 

@@ -42,14 +42,17 @@
 //!   round 7's durable 5000 survives; round 8 was never reported durable.
 //! ```
 
+mod promise;
 mod term_index;
 
+pub use promise::{Damage, Promise, PROMISE_FILE};
 pub use term_index::{TermEntry, TermIndex, TERM_INDEX_FILE};
 
 use std::collections::BTreeMap;
 
 use crate::codec::{
-    self, Decoded, FrameMeta, FrameType, Message, FRAME_ALIGNMENT, FRAME_LEN_MAX, HEADER_LEN,
+    self, DecodeError, Decoded, FrameMeta, FrameType, Message, FRAME_ALIGNMENT, FRAME_LEN_MAX,
+    HEADER_LEN,
 };
 use crate::io::{BufId, Completion, Disk, DiskError, DiskOp, FileId, BLOCK_LEN};
 
@@ -203,6 +206,9 @@ pub struct RecoveryReport {
     pub discarded_bytes: u64,
     pub segments: usize,
     pub writer: String,
+    /// Corruption found at or below what the log had reported durable (not a torn tail): the
+    /// log was cut there and the promise recorded. See [`Log::promise`].
+    pub damage: Option<Damage>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -272,6 +278,11 @@ pub struct Log<D: Disk> {
     failed: Option<LogError>,
     terms: TermIndex,
     stats: LogStats,
+    promise: Option<Promise>,
+    damage: Option<Damage>,
+    /// The durable position before the last round completed: what recovery after a crash
+    /// now can tell from a torn tail (the slot of the round before the newest vouches for it).
+    vouched: u64,
 }
 
 fn segment_name(base: u64) -> String {
@@ -330,6 +341,9 @@ impl<D: Disk> Log<D> {
             }
         };
         let names = disk.list().map_err(io(".", 0))?;
+        // Only a member whose disk was once found damaged has a promise (opening a record
+        // creates its slot files).
+        let promised = names.iter().any(|n| n.starts_with(PROMISE_FILE));
         let mut bases = Vec::new();
         let mut spares = Vec::new();
         let mut spare_counter = 0;
@@ -394,6 +408,11 @@ impl<D: Disk> Log<D> {
         ];
         let slot_buf = disk.alloc_buffer(SLOT_LEN);
         let terms = TermIndex::load(&mut disk)?;
+        let promise = if promised {
+            Promise::load(&mut disk)?
+        } else {
+            None
+        };
         let start_position = bases[0];
         let mut log = Self {
             disk,
@@ -415,6 +434,9 @@ impl<D: Disk> Log<D> {
             failed: None,
             terms,
             stats: LogStats::default(),
+            promise,
+            damage: None,
+            vouched: start_position,
         };
         let report = log.recover()?;
         // A term whose first frame did not survive the crash never acted: forget it.
@@ -441,6 +463,23 @@ impl<D: Disk> Log<D> {
         Ok(out)
     }
 
+    /// Whether slot `index` of a segment holds bytes that are not a valid slot (a slot write
+    /// a crash interrupted), rather than nothing.
+    fn slot_torn(&mut self, base: u64, index: u64) -> Result<bool, LogError> {
+        let file = self.segments[&base];
+        let mut bytes = vec![0u8; SLOT_LEN];
+        let offset = self.config.segment_bytes + index * SLOT_LEN as u64;
+        self.disk
+            .read_at(file, offset, &mut bytes)
+            .map_err(|source| LogError::Io {
+                file: segment_name(base),
+                position: base,
+                source,
+            })?;
+        Ok(bytes.iter().any(|&b| b != 0)
+            && decode_slot(&bytes, self.config.segment_bytes).is_none())
+    }
+
     /// Finds the active segment and its end. See the module docs.
     fn recover(&mut self) -> Result<RecoveryReport, LogError> {
         let seg = self.config.segment_bytes;
@@ -464,9 +503,30 @@ impl<D: Disk> Log<D> {
             self.clean_after(start, 0, &[])?;
             return Ok(self.report(start, 0));
         };
+        // Segments before the active one are full and were durable: every frame is checked.
+        let mut damaged = None;
+        for &b in bases.iter().filter(|&&b| b < base) {
+            if let Some(offset) = self.verify_segment(b)? {
+                damaged = Some(b + offset);
+                break;
+            }
+        }
         let mut valid: Vec<SlotCopy> = slots.into_iter().flatten().collect();
         valid.sort_by_key(|(s, _)| s.seq);
         let (newest, newest_bytes) = valid.pop().expect("at least one valid slot");
+        // The end the round before the newest one made durable: everything below it was
+        // reported durable and no crash may have torn it. Bytes between it and the newest
+        // slot's end may be a torn last round.
+        // If instead the other slot holds a write that did not complete, that write was the
+        // round after the newest one: the newest round had completed, all of it durable.
+        let vouched_offset = match valid.last() {
+            Some((older, _)) if older.seq + 1 == newest.seq => {
+                older.end_offset.min(newest.end_offset)
+            }
+            Some(_) => 0,
+            None if self.slot_torn(base, (newest.seq + 1) % 2)? => newest.end_offset,
+            None => 0,
+        };
         let newest_block = align_down(newest.end_offset);
         let mut image = vec![0u8; newest.end_offset as usize];
         let file = self.segments[&base];
@@ -491,6 +551,12 @@ impl<D: Disk> Log<D> {
         }
 
         let end_offset = scan(&image);
+        if end_offset < vouched_offset {
+            damaged = damaged.or(Some(base + end_offset));
+        }
+        if let Some(position) = damaged {
+            self.record_damage(position, base + newest.end_offset)?;
+        }
         let end = base + end_offset;
         let discarded = newest.end_offset - end_offset;
         // The repaired block is below the new staging base: put it back in the data area.
@@ -516,7 +582,90 @@ impl<D: Disk> Log<D> {
         self.appended = end;
         self.submitted_end = end;
         self.durable = end;
-        Ok(self.report(end, discarded))
+        self.vouched = end;
+        if let Some(position) = damaged.filter(|&p| p < end) {
+            // Damage in an earlier segment: the log ends where the good frames end.
+            self.truncate(position)?;
+        }
+        let recovered = self.appended;
+        Ok(self.report(recovered, discarded))
+    }
+
+    /// Checks every frame of a full segment (one before the active one); returns the offset
+    /// of the first bad one.
+    fn verify_segment(&mut self, base: u64) -> Result<Option<u64>, LogError> {
+        let seg = self.config.segment_bytes;
+        // A chunk holds the largest frame, so a frame that does not fit one is damaged.
+        let chunk = (4usize << 20).max(self.config.frame_len_max() + BLOCK_LEN);
+        let file = self.segments[&base];
+        let mut buf = Vec::new();
+        let mut offset = 0u64;
+        while offset < seg {
+            let want = (chunk as u64).min(seg - offset) as usize;
+            buf.resize(want, 0);
+            self.disk
+                .read_at(file, offset, &mut buf)
+                .map_err(|source| LogError::Io {
+                    file: segment_name(base),
+                    position: base + offset,
+                    source,
+                })?;
+            let mut at = 0usize;
+            while at < want {
+                match codec::decode(&buf[at..]) {
+                    Ok(Decoded::Frame(frame, used))
+                        if used == codec::encoded_len(frame.payload.len()) =>
+                    {
+                        at += used
+                    }
+                    Err(DecodeError::Truncated { needed, .. })
+                        if at > 0 && offset + (at + needed) as u64 <= seg =>
+                    {
+                        break
+                    }
+                    _ => return Ok(Some(offset + at as u64)),
+                }
+            }
+            offset += at as u64;
+        }
+        Ok(None)
+    }
+
+    /// Corruption at `position`, below what the log may have reported durable (`claimed`):
+    /// before anything is cut, make durable that this member once held `claimed`, so it never
+    /// votes for or becomes a leader with less (see [`Log::promise`]).
+    fn record_damage(&mut self, position: u64, claimed: u64) -> Result<(), LogError> {
+        let term = self.terms.term_at(claimed.saturating_sub(1)).unwrap_or(0);
+        let promise = Promise {
+            term,
+            position: claimed,
+        };
+        if self.promise.is_none_or(|p| p < promise) {
+            promise.store(&mut self.disk)?;
+            self.promise = Some(promise);
+        }
+        self.damage = Some(Damage {
+            file: segment_name(self.segment_base(position)),
+            position,
+            promised: claimed,
+            term,
+        });
+        Ok(())
+    }
+
+    /// The longest log (term of its last byte, end position) this member ever reported
+    /// durable before corruption cut its log, if its disk was ever found damaged. Until the
+    /// log again reaches it, the member must not lead, and may vote only for a candidate
+    /// whose log is at least this: otherwise a write acknowledged with this member's help
+    /// could be lost. Kept durably (a later crash does not forget it).
+    pub fn promise(&self) -> Option<Promise> {
+        self.promise
+    }
+
+    /// Below this position, a checksum failure after a crash is corruption, never a torn
+    /// tail: the durable position before the last completed write round.
+    pub fn vouched_position(&self) -> u64 {
+        self.vouched.min(self.durable)
     }
 
     /// Makes the disk say exactly "the log ends at `base + end_offset`": both slots of the
@@ -609,6 +758,7 @@ impl<D: Disk> Log<D> {
             discarded_bytes,
             segments: self.segments.len(),
             writer: self.disk.describe(),
+            damage: self.damage.clone(),
         }
     }
 
@@ -966,6 +1116,7 @@ impl<D: Disk> Log<D> {
             } else {
                 let end = round.end;
                 assert!(end >= self.durable, "durable position went back");
+                self.vouched = self.durable;
                 self.durable = end;
                 self.round = None;
             }

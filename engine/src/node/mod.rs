@@ -194,6 +194,11 @@ pub struct NodeStats {
     pub snapshots_installed: u64,
     /// Follower reports of a log end that is not a frame boundary of this leader's log.
     pub peer_reports_refused: u64,
+    /// Apply cycles that found the commit position inside a frame (a false durable report
+    /// counted toward it); the frame waits.
+    pub commit_inside_frame: u64,
+    /// Corruption below the durable end found when the log was opened (0 or 1).
+    pub log_damage_found: u64,
 }
 
 fn encode_vote(v: VoteState) -> Vec<u8> {
@@ -259,6 +264,9 @@ pub struct Node<D: Disk, N: Datagrams, A: ApplyStage> {
     /// The newest snapshot position written durably (set by the runtime's snapshot writer):
     /// segments before it are retired, and followers behind the log's start get it.
     snapshot_durable: Option<Arc<AtomicU64>>,
+    /// What recovery found that an operator must hear of (corruption below the durable end),
+    /// for the runtime to print; the simulator reads the counters instead.
+    recovery_notes: Vec<String>,
     /// Segment files retired from the log, for the runtime to delete.
     retired: Vec<String>,
     /// Leader: what a follower behind the log start is sent (the term history before the
@@ -300,7 +308,23 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         applier: A,
         now: u64,
     ) -> Result<Self, NodeError> {
-        let (mut log, _report) = Log::open(disk, config.log.clone())?;
+        let (mut log, report) = Log::open(disk, config.log.clone())?;
+        let id = config.consensus.member_id;
+        let mut recovery_notes = Vec::new();
+        if let Some(d) = &report.damage {
+            recovery_notes.push(format!(
+                "raftline: member {id}: log corruption in {} at position {}, below the end {} it had reported durable (term {}): not a torn tail. The log now ends at {}; this member will not lead, and votes only for a log of at least (term {}, {}), until a leader has replicated the range back",
+                d.file, d.position, d.promised, d.term, report.recovered_position, d.term, d.promised
+            ));
+        } else if let Some(p) = log.promise().filter(|p| {
+            let last_term = log.term_index().last().map_or(0, |t| t.term);
+            (last_term, log.appended_position()) < (p.term, p.position)
+        }) {
+            recovery_notes.push(format!(
+                "raftline: member {id}: still repairing an earlier log corruption: the log ends at {}, it had vouched for (term {}, {})",
+                log.appended_position(), p.term, p.position
+            ));
+        }
         let vote = match log
             .disk_mut()
             .load_record(VOTE_FILE)
@@ -313,6 +337,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             appended: log.appended_position(),
             durable: log.durable_position(),
             terms: log.term_index().entries().to_vec(),
+            promised: log.promise().map_or((0, 0), |p| (p.term, p.position)),
         };
         let consensus = Consensus::new(config.consensus.clone(), vote, state)?;
         let frame_max = log.config().frame_len_max();
@@ -331,7 +356,10 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             last_timestamp_ns: 0,
             commit: 0,
             failed: None,
-            stats: NodeStats::default(),
+            stats: NodeStats {
+                log_damage_found: report.damage.is_some() as u64,
+                ..NodeStats::default()
+            },
             client_endpoints: HashMap::new(),
             collect_egress: false,
             log_transitions: false,
@@ -342,6 +370,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             last_leader: None,
             shutdown: None,
             snapshot_durable: None,
+            recovery_notes,
             retired: Vec::new(),
             install_source: None,
             installs: HashMap::new(),
@@ -388,6 +417,11 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         self.commit
     }
     /// Print each election state transition (with its reason) to stderr.
+    /// Lines about what the log's recovery found (corruption, repairs owed), to print once.
+    pub fn recovery_notes(&self) -> &[String] {
+        &self.recovery_notes
+    }
+
     pub fn set_log_transitions(&mut self, on: bool) {
         self.log_transitions = on;
     }
@@ -847,7 +881,9 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                     self.read_buf = read_buf;
                     return Err(NodeError::Log(LogError::Corrupt {
                         file: format!("segment holding position {at}"),
-                        reason: format!("no whole frame at log position {at} (sending to member {to})"),
+                        reason: format!(
+                            "no whole frame at log position {at} (sending to member {to})"
+                        ),
                     }));
                 }
                 whole = len;
@@ -1536,16 +1572,32 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 applied += 1;
                 progressed = true;
             }
-            assert!(
-                progressed,
-                "member {}: committed bytes at {at} do not hold a whole frame (commit {}, read {n} of {want}, log {}..{}, durable {}, first bytes {:?})",
-                self.id,
-                self.commit,
-                self.log.start_position(),
-                self.log.appended_position(),
-                self.log.durable_position(),
-                &read_buf[..n.min(16)]
-            );
+            if !progressed {
+                // The commit position falls inside the frame at `at`: a false durable report
+                // counted toward it (only an unauthenticated peer can make one). The frame
+                // waits for a commit position past its end; bytes that are no frame at all
+                // are a damaged log.
+                read_buf.resize(self.log.config().frame_len_max(), 0);
+                let n = self.log.read(at, &mut read_buf)?;
+                let whole = matches!(
+                    codec::decode(&read_buf[..n]),
+                    Ok(Decoded::Frame(frame, _)) if at + frame.encoded_len() as u64 > target
+                );
+                self.read_buf = read_buf;
+                if whole {
+                    self.stats.commit_inside_frame += 1;
+                    return Ok(applied);
+                }
+                return Err(NodeError::Log(LogError::Corrupt {
+                    file: format!("segment holding position {at}"),
+                    reason: format!(
+                        "committed bytes at {at} are not a frame (commit {}, log {}..{})",
+                        self.commit,
+                        self.log.start_position(),
+                        self.log.appended_position()
+                    ),
+                }));
+            }
         }
         self.read_buf = read_buf;
         self.applier.flush();

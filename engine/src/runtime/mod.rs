@@ -882,6 +882,9 @@ impl NodeParts {
             monotonic_ns(),
         )?;
         node.set_log_transitions(true);
+        for note in node.recovery_notes() {
+            eprintln!("{note}");
+        }
         node.set_snapshot_progress(self.snapshot_progress);
         let writer = node.log().disk().describe();
         let counters = match CountersFile::create(&self.dir) {

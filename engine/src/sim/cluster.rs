@@ -245,6 +245,8 @@ pub struct SimOutcome {
     /// members refused as impossible.
     pub hostile_injected: u64,
     pub messages_refused: u64,
+    /// Bits flipped in stopped members' segments (the storage fault).
+    pub corruptions: u64,
     /// A digest of the whole run, compared between two runs of one seed.
     pub run_digest: u64,
 }
@@ -295,6 +297,8 @@ struct Member {
     clock_offset_ns: i64,
     /// What the node may have reported durable before it crashed.
     durable_before_crash: u64,
+    /// Below this, its log can tell corruption from a torn tail after that crash.
+    vouched_before_crash: u64,
     last_state: (Role, u64),
     /// The newest snapshot written to its disk (the node retires its log behind it).
     snapshot_durable: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -345,6 +349,12 @@ pub struct Cluster {
     run_digest: u64,
     egress: Vec<Egress>,
     hostile: Hostile,
+    /// Storage corruption of stopped members: its own PRNG and rate (half the seeds).
+    storage_rng: Rng,
+    corrupt_per_step: f64,
+    /// Members whose disk was corrupted and whose log has not been repaired yet; at most one.
+    damaged: Vec<bool>,
+    corruptions: u64,
     /// The highest durable position each member ever reported (a leader's commit position
     /// may never exceed the quorum-th highest of these).
     durable_ever: Vec<u64>,
@@ -418,9 +428,15 @@ impl Cluster {
             run_digest: FNV_OFFSET,
             egress: Vec::new(),
             hostile: Hostile::new(config.seed),
+            storage_rng: Rng::new(config.seed ^ 0x7374_6f72_6167_6521),
+            corrupt_per_step: 0.0,
+            damaged: vec![false; members as usize],
+            corruptions: 0,
             durable_ever: vec![0; members as usize],
             config,
         };
+        cluster.corrupt_per_step =
+            [0.0, 0.0, 1.0 / 200.0, 1.0 / 50.0][cluster.storage_rng.below(4) as usize];
         for id in 0..members {
             let disk = SimDisk::new(
                 cluster.config.seed ^ (id as u64 + 1) << 32,
@@ -432,6 +448,7 @@ impl Cluster {
                 restart_at_ns: 0,
                 clock_offset_ns: 0,
                 durable_before_crash: 0,
+                vouched_before_crash: 0,
                 last_state: (Role::Follower, 0),
                 snapshot_durable: Default::default(),
                 last_log_view: (0, 0, 0, 0),
@@ -530,6 +547,7 @@ impl Cluster {
                 .as_ref()
                 .map_or(0, |n| n.applier().service().timers),
             hostile_injected: self.hostile.injected,
+            corruptions: self.corruptions,
             messages_refused: self
                 .members
                 .iter()
@@ -612,7 +630,8 @@ impl Cluster {
         let node = Node::open(config, disk, SimEndpoint::default(), applier, now)
             .map_err(|e| self.violation("node start", e.to_string()))?;
         let recovered = node.log().appended_position();
-        if recovered < self.members[id].durable_before_crash {
+        let promised = node.log().promise().map_or(0, |p| p.position);
+        if recovered.max(promised) < self.members[id].durable_before_crash {
             return Err(self.violation(
                 "durability",
                 format!(
@@ -634,6 +653,7 @@ impl Cluster {
             return;
         };
         self.members[id].durable_before_crash = node.consensus().durable_position();
+        self.members[id].vouched_before_crash = node.log().vouched_position();
         let mut disk = node.into_disk();
         disk.crash();
         self.members[id].disk = Some(disk);
@@ -653,6 +673,25 @@ impl Cluster {
         for id in 0..n {
             if self.members[id].node.is_none() && self.now_ns >= self.members[id].restart_at_ns {
                 self.start_member(id)?;
+                let damaged = self.members[id]
+                    .node
+                    .as_ref()
+                    .is_some_and(|node| node.stats().log_damage_found > 0);
+                if damaged && self.storage_rng.chance(0.5) {
+                    // The worst moment: the member that holds the most of what the damaged
+                    // one lost goes down too, so the cluster must not elect from the rest.
+                    let down = self.members.iter().filter(|m| m.node.is_none()).count();
+                    let longest = (0..n)
+                        .filter(|&j| j != id)
+                        .filter_map(|j| {
+                            let node = self.members[j].node.as_ref()?;
+                            Some((node.log().appended_position(), j))
+                        })
+                        .max();
+                    if let (true, Some((_, j))) = (down < minority, longest) {
+                        self.crash_member(j);
+                    }
+                }
             }
         }
         if !self.cut.is_empty() && self.now_ns >= self.heal_at_ns {
@@ -713,6 +752,9 @@ impl Cluster {
         if self.hostile.fire() {
             self.inject_hostile();
         }
+        if self.corrupt_per_step > 0.0 && self.storage_rng.chance(self.corrupt_per_step) {
+            self.corrupt_stopped_member();
+        }
         if self.rng.chance(self.faults.clock_step_per_step) {
             let id = self.rng.below(n as u64) as usize;
             let step = self.rng.range(1, 500) as i64
@@ -760,6 +802,46 @@ impl Cluster {
         });
         let node = self.members[id].node.as_mut().expect("running");
         node.net_mut().incoming.push_back((from, bytes));
+    }
+
+    /// Flips a bit in a segment of a stopped member, below what its log can vouch for after
+    /// the crash (the durable end before its last write round: above it, damage looks like a
+    /// torn tail and is one the member never promised). Only while no other member is damaged: the fault model's
+    /// minority.
+    fn corrupt_stopped_member(&mut self) {
+        let down: Vec<usize> = (0..self.members.len())
+            .filter(|&i| self.members[i].node.is_none() && !self.damaged[i])
+            .collect();
+        if down.is_empty() || self.damaged.iter().any(|&d| d) {
+            return;
+        }
+        let id = down[self.storage_rng.below(down.len() as u64) as usize];
+        let seg = node_config(self.config.members, 0, 0, None)
+            .log
+            .segment_bytes;
+        let limit = self.members[id].vouched_before_crash;
+        let disk = self.members[id]
+            .disk
+            .as_mut()
+            .expect("a down member has its disk");
+        let segments: Vec<(u64, String)> = disk
+            .file_names()
+            .into_iter()
+            .filter_map(|n| Some((n.strip_suffix(".seg")?.parse::<u64>().ok()?, n)))
+            .filter(|&(base, _)| base < limit)
+            .collect();
+        if segments.is_empty() {
+            return;
+        }
+        let (base, name) = &segments[self.storage_rng.below(segments.len() as u64) as usize];
+        let offset = self.storage_rng.below((limit - base).min(seg));
+        let bit = self.storage_rng.below(8) as u8;
+        if disk.corrupt(name, offset, bit) {
+            self.damaged[id] = true;
+            self.corruptions += 1;
+            let position = base + offset;
+            self.trace(|| format!("member {id}: CORRUPTED log byte at {position} ({name})"));
+        }
     }
 
     fn heal_all(&mut self) -> Result<(), Violation> {
@@ -1061,7 +1143,10 @@ impl Cluster {
             let state = (c.role(), c.term());
             let leader_term = c.leader_term();
             let (durable_now, commit_now) = (c.durable_position(), c.commit_position());
-            let invalid = c.counters().messages_invalid + node.stats().peer_reports_refused;
+            let invalid = c.counters().messages_invalid
+                + node.stats().peer_reports_refused
+                + node.stats().commit_inside_frame;
+            let owes = c.owes_log();
             let appended = node.log().appended_position();
             let applier = node.applier();
             let time_went_back = applier.service().time_went_back;
@@ -1091,6 +1176,9 @@ impl Cluster {
                 });
             }
             self.durable_ever[id] = self.durable_ever[id].max(durable_now);
+            if self.damaged[id] && !owes {
+                self.damaged[id] = false;
+            }
             if invalid > 0 && !self.hostile.active() {
                 return Err(self.violation(
                     "honest peers believed",

@@ -119,6 +119,28 @@ impl SimDisk {
         self.files.get(name).map(|f| f.durable.as_slice())
     }
 
+    /// Names of every file on the disk.
+    pub fn file_names(&self) -> Vec<String> {
+        self.files.keys().cloned().collect()
+    }
+
+    /// Storage corruption on a stopped member: flips one bit of the byte at `offset` of
+    /// `name`, in what reads see and in what survives (a latent sector error that reads back
+    /// wrong, below anything the log layer wrote recently). Returns false if there is no
+    /// such byte.
+    pub fn corrupt(&mut self, name: &str, offset: u64, bit: u8) -> bool {
+        let Some(file) = self.files.get_mut(name) else {
+            return false;
+        };
+        let i = offset as usize;
+        if i >= file.durable.len() {
+            return false;
+        }
+        file.durable[i] ^= 1 << (bit % 8);
+        file.current.clone_from(&file.durable);
+        true
+    }
+
     /// The process dies but the machine stays up: every completed write survives in the page
     /// cache; each write still in flight reached it or not.
     pub fn crash_process(&mut self) {

@@ -115,8 +115,8 @@ impl Hostile {
             // Off a frame boundary.
             2 => Message::AppendPosition(AppendPosition {
                 leadership_term_id: term,
-                log_position: inside / 2 + self.rng.range(1, 8),
-                appended_position: inside + self.rng.range(1, 8),
+                log_position: inside / 2 + 2 * self.rng.range(0, 1) + 1,
+                appended_position: inside + self.rng.range(1, 7),
                 follower_member_id: from,
                 flags: self.flags(),
             }),
@@ -177,10 +177,13 @@ impl Hostile {
                     leader_member_id: from,
                 };
                 let payload = [0xA5u8; 64];
-                return (from, encode(&Message::AppendData {
-                    header,
-                    bytes: &payload,
-                }));
+                return (
+                    from,
+                    encode(&Message::AppendData {
+                        header,
+                        bytes: &payload,
+                    }),
+                );
             }
         };
         (from, encode(&message))

@@ -39,10 +39,14 @@ fn simulator_seeds_375_to_500() {
 /// position), 2596 (the checker anchored a retired log's hashes on a prefix that was never
 /// applied), 9688 (a truncation after an install, with the applier ahead of the log), 28320 (a
 /// follower that missed a term between two of its own kept bytes of its term where the leader
-/// had the missed term: reconciliation matched its last term to one it never had).
+/// had the missed term: reconciliation matched its last term to one it never had); with the
+/// hostile and storage faults: 452 (a forged AppendData left a follower reconciling with a
+/// member that never led), 11964 (a forged durable report put the commit position inside a
+/// frame), 32 (recovery could not vouch for a completed round whose successor's slot write a
+/// crash interrupted), 97 (a damaged member's refusal vetoed the only electable candidate).
 #[test]
 fn simulator_regression_seeds() {
-    for seed in [24, 2596, 9688, 28320] {
+    for seed in [24, 32, 97, 452, 2596, 9688, 11964, 28320] {
         seeds(seed..seed + 1);
     }
 }
@@ -94,6 +98,39 @@ fn hostile_network_is_injected_and_refused() {
         injected += outcome.hostile_injected;
         refused += outcome.messages_refused;
     }
-    assert!(injected > 100, "only {injected} hostile datagrams in 40 seeds");
-    assert!(refused > 20, "only {refused} of {injected} hostile datagrams refused");
+    assert!(
+        injected > 100,
+        "only {injected} hostile datagrams in 40 seeds"
+    );
+    assert!(
+        refused > 20,
+        "only {refused} of {injected} hostile datagrams refused"
+    );
+}
+
+/// The old recovery (cut the log at the first bad frame and carry on as if nothing had
+/// been promised) loses acknowledged writes under the storage fault.
+#[test]
+fn checkers_have_teeth_forget_damage() {
+    let found = first_violation(BrokenRule::ForgetDamage, 300);
+    assert!(
+        found.is_some(),
+        "a member forgetting what corruption cut went unnoticed for 300 seeds"
+    );
+}
+
+/// The storage fault reaches the disks and recovery finds it below the durable end.
+#[test]
+fn storage_corruption_is_injected() {
+    let corruptions: u64 = (0..40)
+        .map(|seed| {
+            run_seed(&SimConfig::new(seed))
+                .unwrap_or_else(|v| panic!("{v}"))
+                .corruptions
+        })
+        .sum();
+    assert!(
+        corruptions > 20,
+        "only {corruptions} corruptions in 40 seeds"
+    );
 }
