@@ -1293,6 +1293,27 @@ impl<D: Disk> Log<D> {
     }
 
     /// Waits for the round in flight, if any, to finish.
+    /// An orderly stop: once everything appended is durable, writes the other tail slot with
+    /// the same end, so that recovery vouches for the whole log (without it, damage inside the
+    /// last write round is indistinguishable from a write a crash tore, and is cut as one).
+    pub fn seal(&mut self) -> Result<(), LogError> {
+        self.check_running()?;
+        self.flush_to(self.appended)?;
+        self.drain()?;
+        let end = self.durable;
+        if end != self.appended || end == self.start_position {
+            return Ok(());
+        }
+        let base = self.segment_base(end - 1);
+        let file = self.segments[&base];
+        let block = align_down(end);
+        let mut tail = vec![0u8; (end - block) as usize];
+        self.read(block, &mut tail)?;
+        self.write_slot_sync(file, base, end - base, &tail)?;
+        self.vouched = end;
+        Ok(())
+    }
+
     fn drain(&mut self) -> Result<(), LogError> {
         while self.round.is_some() {
             if self.reap()? == 0 && self.round.is_some() {

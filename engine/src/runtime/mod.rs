@@ -291,9 +291,9 @@ impl<A: ApplyStage + Send> Agent for NodeAgent<A> {
     }
 
     fn on_close(&mut self) {
-        // Finish the write in flight so a clean stop loses nothing it appended.
-        let end = self.node.log().appended_position();
-        if let Err(e) = self.node.log_mut().flush_to(end) {
+        // Finish the write in flight so a clean stop loses nothing it appended, and seal the
+        // log so that recovery can tell damage anywhere in it from a torn write.
+        if let Err(e) = self.node.log_mut().seal() {
             eprintln!("raftline: {}: final flush failed: {e}", self.name);
         }
         self.node.terminate();
