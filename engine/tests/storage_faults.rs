@@ -140,7 +140,10 @@ fn corrupt_segment(dir: &Path) -> u64 {
     let file = File::options().read(true).write(true).open(&path).unwrap();
     let mut data = vec![0u8; 1 << 20];
     file.read_exact_at(&mut data, 0).unwrap();
-    let written = data.iter().rposition(|&b| b != 0).expect("the segment holds frames") as u64;
+    let written = data
+        .iter()
+        .rposition(|&b| b != 0)
+        .expect("the segment holds frames") as u64;
     let at = written / 2;
     let mut bytes = [0u8; 4];
     file.read_exact_at(&mut bytes, at).unwrap();
@@ -182,10 +185,14 @@ fn corruption_on_one_of_the_two_holders_loses_no_acknowledged_write() {
     // F1 and F2 come back without L: F1 reports the damage and must not help elect F2.
     members[f1].start();
     members[f2].start();
-    let said = wait_for("the damaged member's report", Duration::from_secs(10), || {
-        let said = members[f1].said();
-        said.contains("log corruption").then_some(said)
-    });
+    let said = wait_for(
+        "the damaged member's report",
+        Duration::from_secs(10),
+        || {
+            let said = members[f1].said();
+            said.contains("log corruption").then_some(said)
+        },
+    );
     assert!(
         said.contains("00000000000000000000.seg") && said.contains("not a torn tail"),
         "the report names the file and what it is: {said}"
@@ -198,19 +205,26 @@ fn corruption_on_one_of_the_two_holders_loses_no_acknowledged_write() {
     let mut client = self::client(&addrs);
     let mut more = BTreeSet::new();
     stream(&mut client, &mut more, 10);
-    wait_for("every replica to apply all 210 messages", Duration::from_secs(30), || {
-        let state: Vec<(u64, u64)> = members
-            .iter()
-            .map(|m| {
-                m.counters().map_or((0, 0), |c| {
-                    (c.get(Counter::AppliedMessages), c.get(Counter::ServiceDigest))
+    wait_for(
+        "every replica to apply all 210 messages",
+        Duration::from_secs(30),
+        || {
+            let state: Vec<(u64, u64)> = members
+                .iter()
+                .map(|m| {
+                    m.counters().map_or((0, 0), |c| {
+                        (
+                            c.get(Counter::AppliedMessages),
+                            c.get(Counter::ServiceDigest),
+                        )
+                    })
                 })
-            })
-            .collect();
-        let done = state.iter().all(|s| s.0 == 210) && state.windows(2).all(|w| w[0] == w[1]);
-        assert!(state.iter().all(|s| s.0 <= 210), "applied twice: {state:?}");
-        done.then_some(())
-    });
+                .collect();
+            let done = state.iter().all(|s| s.0 == 210) && state.windows(2).all(|w| w[0] == w[1]);
+            assert!(state.iter().all(|s| s.0 <= 210), "applied twice: {state:?}");
+            done.then_some(())
+        },
+    );
     for m in &mut members {
         m.stop();
     }

@@ -347,6 +347,30 @@ impl Consensus {
         self.my_log() < self.promised
     }
 
+    /// A damaged member's promise protects only what may be committed. A committed byte is on
+    /// a quorum; every quorum that includes this member shares another member with any set of
+    /// `member_count - quorum + 1` other members. So once that many others have reported their
+    /// logs in this canvass, nothing beyond the best of those reports (or this member's own
+    /// log) can be committed, and the promise comes down to it. A member that alone holds
+    /// the best surviving log may then lead again.
+    fn release_promise(&mut self) {
+        let needed = self.config.member_count as usize - self.config.quorum() + 1;
+        let reports: Vec<(u64, u64)> = self
+            .others()
+            .map(|m| &self.peers[m as usize])
+            .filter(|p| p.canvassed)
+            .map(|p| (p.log_term, p.log_position))
+            .collect();
+        if reports.len() >= needed {
+            let best = reports.into_iter().max().unwrap_or_default();
+            let released = best.max(self.my_log());
+            if released < self.promised {
+                self.promised = released;
+                self.counters.promises_released += 1;
+            }
+        }
+    }
+
     /// The log this member vouches for in elections: its own, or what it promised if more.
     fn vouched_log(&self) -> (u64, u64) {
         if self.owes_log() {
@@ -508,6 +532,9 @@ impl Consensus {
             if appointed != self.config.member_id {
                 return;
             }
+        }
+        if self.owes_log() {
+            self.release_promise();
         }
         if self.owes_log() {
             // Waits for a leader with the promised log to repair it.

@@ -161,11 +161,13 @@ impl Hostile {
                 leader_member_id: from,
                 is_startup: false,
             }),
-            // A canvass from the current term: harmless noise a member must bear.
+            // A canvass in a term above the current one: a member steps down to canvass
+            // (liveness only). A forged canvass in the current term is a plausible lie about a
+            // member's log, which a damaged member would believe: authentication's job.
             5 | 6 => Message::CanvassPosition(CanvassPosition {
-                log_leadership_term_id: self.rng.below(term + 1),
+                log_leadership_term_id: term + 1,
                 log_position: inside,
-                leadership_term_id: term,
+                leadership_term_id: term + 1,
                 follower_member_id: from,
             }),
             // Log bytes ahead of the follower's end, "from" its leader: a gap, never appended.
