@@ -74,6 +74,9 @@ pub struct ClusterSection {
 pub struct NodeSection {
     pub id: u32,
     pub log_dir: PathBuf,
+    /// Set by `raftline node --recover-vote` for one start, never from a file.
+    #[serde(skip)]
+    pub recover_vote: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -299,6 +302,7 @@ impl Config {
                 node: NodeSection {
                     id: node_id,
                     log_dir: log_dir.into(),
+                    recover_vote: false,
                 },
                 log: LogSection::default(),
                 consensus: ConsensusSection::default(),

@@ -1,7 +1,7 @@
 //! raftline: run a cluster member, or watch one.
 //!
 //! ```text
-//! raftline node --config node.toml [--service echo|kv]
+//! raftline node --config node.toml [--service echo|kv] [--recover-vote]
 //!                                      run a member with a built-in service: echo (the
 //!                                      default) or kv (registers, for the fault tests)
 //! raftline stat <log-dir> [--once]     print a running member's counters, refreshed each second
@@ -26,7 +26,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: raftline node --config node.toml [--service echo|kv]\n       raftline stat <log-dir> [--once]\n       raftline cluster describe|snapshot|step-down|transfer-leader <member>|shutdown --config node.toml"
+        "usage: raftline node --config node.toml [--service echo|kv] [--recover-vote]\n       raftline stat <log-dir> [--once]\n       raftline cluster describe|snapshot|step-down|transfer-leader <member>|shutdown --config node.toml"
     );
     std::process::exit(2);
 }
@@ -44,9 +44,10 @@ fn main() {
                 None => "echo",
                 Some(i) => args.get(i + 1).map_or_else(|| usage(), String::as_str),
             };
+            let recover_vote = args.iter().any(|a| a == "--recover-vote");
             let code = match service {
-                "echo" => run_node(path, EchoService::default()),
-                "kv" => run_node(path, KvService::default()),
+                "echo" => run_node(path, recover_vote, EchoService::default()),
+                "kv" => run_node(path, recover_vote, KvService::default()),
                 other => {
                     eprintln!("raftline: --service {other}: use echo or kv");
                     2
@@ -63,14 +64,15 @@ fn main() {
     }
 }
 
-fn run_node<S: Service + Send + 'static>(path: PathBuf, service: S) -> i32 {
-    let config = match Config::load(&path) {
+fn run_node<S: Service + Send + 'static>(path: PathBuf, recover_vote: bool, service: S) -> i32 {
+    let mut config = match Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("raftline: {e}");
             return 2;
         }
     };
+    config.node.recover_vote = recover_vote;
     for signal in [libc::SIGTERM, libc::SIGINT] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(signal, on_signal as *const () as libc::sighandler_t) };

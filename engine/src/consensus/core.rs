@@ -71,6 +71,13 @@ pub struct Consensus {
     /// found damaged: until its log is at least this again, it does not nominate itself and
     /// votes only for logs at least this long. (0, 0) when nothing was ever damaged.
     promised: (u64, u64),
+    /// A member that lost its vote record (started with `--recover-vote`): which others it
+    /// has heard from since. Until it has heard from all of them it neither votes nor
+    /// nominates itself; after, it votes only in terms above every term they announced (a
+    /// vote it cast and forgot was for a candidate whose term is at least that vote's).
+    vote_recovery: Option<Vec<bool>>,
+    /// Terms in which this member grants no vote (see `vote_recovery`).
+    abstain_through: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -150,6 +157,8 @@ impl Consensus {
             counters: Counters::default(),
             transfer: None,
             promised: log.promised,
+            vote_recovery: None,
+            abstain_through: 0,
         })
     }
 
@@ -196,6 +205,20 @@ impl Consensus {
         if let Some(leader) = self.leader {
             self.send_append_position(leader, FLAG_GAP);
         }
+    }
+
+    /// This member lost its vote record: it abstains from every election until it has heard
+    /// from every other member, and then from every term they announced. See the field docs.
+    pub fn recover_vote(&mut self) {
+        let mut heard = vec![false; self.config.member_count as usize];
+        heard[self.config.member_id as usize] = true;
+        self.abstain_through = self.abstain_through.max(self.vote.term);
+        self.vote_recovery = Some(heard);
+    }
+
+    /// Whether a vote recovery (see [`Consensus::recover_vote`]) is still under way.
+    pub fn recovering_vote(&self) -> bool {
+        self.vote_recovery.is_some()
     }
 
     /// The member a transfer under way hands leadership to.
@@ -253,7 +276,7 @@ impl Consensus {
         }
         // Our log holds everything the leader appended: start the election without the
         // canvass or the nomination delay.
-        if self.owes_log() {
+        if self.owes_log() || self.vote_recovery.is_some() {
             return;
         }
         self.counters.transfers_received += 1;
@@ -533,6 +556,9 @@ impl Consensus {
                 return;
             }
         }
+        if self.vote_recovery.is_some() {
+            return;
+        }
         if self.owes_log() {
             self.release_promise();
         }
@@ -780,6 +806,21 @@ impl Consensus {
             self.counters.messages_invalid += 1;
             return;
         }
+        if let Some(heard) = &mut self.vote_recovery {
+            self.abstain_through = self.abstain_through.max(message_term(message).unwrap_or(0));
+            heard[from as usize] = true;
+            if heard.iter().all(|&h| h) {
+                // Done: the recovered bound becomes an ordinary durable vote, for ourselves,
+                // in the highest term announced (so no other vote is granted in it).
+                self.vote_recovery = None;
+                let through = self.abstain_through;
+                self.observe_term(now, through);
+                if self.vote.voted_for != Some(self.config.member_id) {
+                    self.vote.voted_for = Some(self.config.member_id);
+                    self.push(Action::PersistVote(self.vote));
+                }
+            }
+        }
         match *message {
             Message::CanvassPosition(m) if m.follower_member_id == from => {
                 self.on_canvass(now, from, m)
@@ -830,6 +871,11 @@ impl Consensus {
         p.log_position = m.log_position;
         self.observe_term(now, m.candidate_term_id);
         let candidate_log = (m.log_leadership_term_id, m.log_position);
+        if self.vote_recovery.is_some() || m.candidate_term_id <= self.abstain_through {
+            // This member may have voted in that term before it lost its vote record.
+            self.counters.votes_abstained += 1;
+            return;
+        }
         let stale_log = log_is_newer(self.my_log(), candidate_log);
         if !stale_log && log_is_newer(self.vouched_log(), candidate_log) {
             // Our log was cut by corruption and the candidate lacks what we had vouched for.

@@ -78,6 +78,7 @@ fn hint(errno: i32) -> &'static str {
     match errno {
         libc::ENOSPC | libc::EDQUOT => "; free space in the log directory or purge old segments",
         libc::EIO => "; the device reported an IO error: check dmesg and the disk",
+        libc::EBADMSG => "; the bytes read back are damaged (a checksum failed): the file is corrupt, not unreadable",
         libc::EINVAL => "; the filesystem may not support O_DIRECT with this alignment",
         libc::EPERM | libc::ENOSYS => {
             "; io_uring may be disabled (kernel.io_uring_disabled, seccomp)"

@@ -148,7 +148,14 @@ pub struct NodeConfig {
     pub snapshot_interval_bytes: u64,
     /// The leader closes a session it has not heard from for this long (0: never).
     pub session_timeout_ns: u64,
+    /// The operator confirmed that this member's vote record is lost (`raftline node
+    /// --recover-vote`): start without it, taking the safe path of [`Consensus::recover_vote`].
+    pub recover_vote: bool,
 }
+
+/// `voted_for` of a vote record written by `--recover-vote`: the recovery is under way
+/// (survives a restart) and no vote is granted in the record's term.
+pub const VOTE_RECOVERING: MemberId = u32::MAX;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
@@ -160,6 +167,12 @@ pub enum NodeError {
     Vote(DiskError),
     #[error("{VOTE_FILE} is damaged (bad length or checksum)")]
     VoteCorrupt,
+    #[error("the vote record ({VOTE_FILE}) is missing or unreadable ({why}), but the log holds bytes up to position {log_end} in terms up to {last_term}: this member may have voted in a term it no longer remembers, and voting again could elect two leaders in one term. Restore the file from a backup of this member, or start once with `raftline node --recover-vote`: the member then votes in no election until it has heard from every other member, and afterwards only in terms above every term they announce")]
+    VoteMissing {
+        why: String,
+        log_end: u64,
+        last_term: u64,
+    },
     #[error("the node stopped after an earlier error: {0}")]
     Stopped(Box<NodeError>),
     #[error("installing the leader's snapshot at position {position}: {message}")]
@@ -325,13 +338,36 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 log.appended_position(), p.term, p.position
             ));
         }
-        let vote = match log
-            .disk_mut()
-            .load_record(VOTE_FILE)
-            .map_err(NodeError::Vote)?
-        {
-            None => VoteState::default(),
-            Some(bytes) => decode_vote(&bytes).ok_or(NodeError::VoteCorrupt)?,
+        let loaded = match log.disk_mut().load_record(VOTE_FILE) {
+            Ok(Some(bytes)) => decode_vote(&bytes).ok_or_else(|| "bad length or checksum".into()),
+            Ok(None) => Err("no record".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let last_term = log.term_index().last().map_or(0, |t| t.term);
+        let log_empty = log.appended_position() == 0 && last_term == 0;
+        let vote = match loaded {
+            Ok(vote) => vote,
+            Err(_) if log_empty => VoteState::default(),
+            Err(why) if !config.recover_vote => {
+                return Err(NodeError::VoteMissing {
+                    why,
+                    log_end: log.appended_position(),
+                    last_term,
+                })
+            }
+            Err(why) => {
+                let vote = VoteState {
+                    term: last_term,
+                    voted_for: Some(VOTE_RECOVERING),
+                };
+                log.disk_mut()
+                    .store_record(VOTE_FILE, &encode_vote(vote))
+                    .map_err(NodeError::Vote)?;
+                recovery_notes.push(format!(
+                    "raftline: member {id}: vote record lost ({why}); recovering it: no vote in any election until every other member has been heard from, then only in terms above every term they announce"
+                ));
+                vote
+            }
         };
         let state = LogState {
             appended: log.appended_position(),
@@ -339,7 +375,10 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             terms: log.term_index().entries().to_vec(),
             promised: log.promise().map_or((0, 0), |p| (p.term, p.position)),
         };
-        let consensus = Consensus::new(config.consensus.clone(), vote, state)?;
+        let mut consensus = Consensus::new(config.consensus.clone(), vote, state)?;
+        if vote.voted_for == Some(VOTE_RECOVERING) {
+            consensus.recover_vote();
+        }
         let frame_max = log.config().frame_len_max();
         let mut node = Self {
             id: config.consensus.member_id,

@@ -627,6 +627,7 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             log: config.log_config(),
             snapshot_interval_bytes: config.snapshot.interval_kib * 1024,
             session_timeout_ns: config.session.timeout_ms * 1_000_000,
+            recover_vote: config.node.recover_vote,
         };
         // Recovery starts from the newest snapshot that passes its checksum, if any; the node
         // then replays the log from its position.

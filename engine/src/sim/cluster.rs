@@ -299,6 +299,8 @@ struct Member {
     durable_before_crash: u64,
     /// Below this, its log can tell corruption from a torn tail after that crash.
     vouched_before_crash: u64,
+    /// Its vote record was lost: the next start recovers it (`--recover-vote`).
+    lost_vote: bool,
     last_state: (Role, u64),
     /// The newest snapshot written to its disk (the node retires its log behind it).
     snapshot_durable: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -378,6 +380,7 @@ fn node_config(members: u32, id: MemberId, seed: u64, broken: Option<BrokenRule>
         consensus,
         log,
         session_timeout_ns: 0,
+        recover_vote: false,
         // Snapshot actions and digest checks every half segment: the simulated services keep
         // no snapshots, but every replica records and compares its digest at each one.
         snapshot_interval_bytes: 32 << 10,
@@ -449,6 +452,7 @@ impl Cluster {
                 clock_offset_ns: 0,
                 durable_before_crash: 0,
                 vouched_before_crash: 0,
+                lost_vote: false,
                 last_state: (Role::Follower, 0),
                 snapshot_durable: Default::default(),
                 last_log_view: (0, 0, 0, 0),
@@ -616,6 +620,8 @@ impl Cluster {
             self.config.seed,
             self.config.broken_rule,
         );
+        let mut config = config;
+        config.recover_vote = std::mem::take(&mut self.members[id].lost_vote);
         let now = self.local_now(id);
         let mut disk = disk;
         let latest = latest_snapshot(&mut disk);
@@ -831,6 +837,15 @@ impl Cluster {
             .filter(|&(base, _)| base < limit)
             .collect();
         if segments.is_empty() {
+            return;
+        }
+        if self.storage_rng.chance(0.25) {
+            // The vote record is lost: the operator restarts the member with --recover-vote.
+            disk.remove(crate::node::VOTE_FILE);
+            self.members[id].lost_vote = true;
+            self.damaged[id] = true;
+            self.corruptions += 1;
+            self.trace(|| format!("member {id}: LOST its vote record"));
             return;
         }
         let (base, name) = &segments[self.storage_rng.below(segments.len() as u64) as usize];
@@ -1146,7 +1161,7 @@ impl Cluster {
             let invalid = c.counters().messages_invalid
                 + node.stats().peer_reports_refused
                 + node.stats().commit_inside_frame;
-            let owes = c.owes_log();
+            let owes = c.owes_log() || c.recovering_vote();
             let appended = node.log().appended_position();
             let applier = node.applier();
             let time_went_back = applier.service().time_went_back;

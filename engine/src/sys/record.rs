@@ -127,8 +127,8 @@ impl Record {
         }
         if best.is_none() && damaged {
             return Err(DiskError::new(
-                "load record (both slots damaged)",
-                libc::EIO,
+                "load record (both slots fail their checksum)",
+                libc::EBADMSG,
             ));
         }
         let slot_len = files
