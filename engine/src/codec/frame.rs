@@ -203,6 +203,19 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     ))
 }
 
+/// The bytes the frame at the front of `bytes` occupies if it is whole and verified *and*
+/// its padding is present and zero, as the log writes it (recovery's check: a flipped padding
+/// byte is damage too, though no checksum covers it).
+pub fn stored_len(bytes: &[u8]) -> Option<usize> {
+    match decode(bytes) {
+        Ok(Decoded::Frame(frame, used)) if used == frame.encoded_len() => {
+            let length = HEADER_LEN + frame.payload.len();
+            bytes[length..used].iter().all(|&b| b == 0).then_some(used)
+        }
+        _ => None,
+    }
+}
+
 /// Iterates over the frames packed back to back in `bytes` (a datagram or a log range).
 /// Stops at the first zero length; yields the first error and then stops.
 pub struct Frames<'a> {

@@ -10,8 +10,8 @@ pub mod frame;
 pub mod message;
 
 pub use frame::{
-    align_frame, decode, encode_into, encode_with, encoded_len, Decoded, Frame, FrameHeader,
-    FrameMeta, Frames, FRAME_ALIGNMENT, FRAME_LEN_MAX, HEADER_LEN, VERSION,
+    align_frame, decode, encode_into, encode_with, encoded_len, stored_len, Decoded, Frame,
+    FrameHeader, FrameMeta, Frames, FRAME_ALIGNMENT, FRAME_LEN_MAX, HEADER_LEN, VERSION,
 };
 pub use message::{CloseReason, FrameType, Message};
 

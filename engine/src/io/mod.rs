@@ -65,6 +65,11 @@ impl DiskError {
         }
     }
 
+    /// The bytes were read but failed their checksum (EBADMSG): damage, not a device error.
+    pub fn is_corrupt(&self) -> bool {
+        self.errno == libc::EBADMSG
+    }
+
     pub fn is_no_space(&self) -> bool {
         self.errno == libc::ENOSPC || self.errno == libc::EDQUOT
     }

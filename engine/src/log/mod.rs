@@ -209,6 +209,8 @@ pub struct RecoveryReport {
     /// Corruption found at or below what the log had reported durable (not a torn tail): the
     /// log was cut there and the promise recorded. See [`Log::promise`].
     pub damage: Option<Damage>,
+    /// The term index was missing or damaged (why) and was rebuilt from the log's frames.
+    pub terms_rebuilt: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -407,7 +409,16 @@ impl<D: Disk> Log<D> {
             disk.alloc_buffer(config.write_bytes_max),
         ];
         let slot_buf = disk.alloc_buffer(SLOT_LEN);
-        let terms = TermIndex::load(&mut disk)?;
+        // A damaged term index is rebuilt from the log's frames (below), not trusted and not
+        // a reason to throw the log away.
+        let (terms, terms_lost) = match TermIndex::load(&mut disk) {
+            Ok(t) => (t, None),
+            Err(LogError::Corrupt { reason, .. }) => (TermIndex::default(), Some(reason)),
+            Err(LogError::Io { source, .. }) if source.is_corrupt() => {
+                (TermIndex::default(), Some(source.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
         let promise = if promised {
             Promise::load(&mut disk)?
         } else {
@@ -438,7 +449,13 @@ impl<D: Disk> Log<D> {
             damage: None,
             vouched: start_position,
         };
-        let report = log.recover()?;
+        let mut report = log.recover()?;
+        if log.terms.entries().is_empty() && log.appended > log.start_position {
+            let why = terms_lost.unwrap_or_else(|| "missing".into());
+            let entries = log.terms_from_frames()?;
+            log.terms.replace(&mut log.disk, entries)?;
+            report.terms_rebuilt = Some(why);
+        }
         // A term whose first frame did not survive the crash never acted: forget it.
         let end = log.appended;
         log.terms.truncate_from(&mut log.disk, end)?;
@@ -591,6 +608,44 @@ impl<D: Disk> Log<D> {
         Ok(self.report(recovered, discarded))
     }
 
+    /// The term index as the log's frames tell it: each term from its first frame (its
+    /// `NewLeadershipTermEvent`; for the term of the log's first frame, the log's start).
+    fn terms_from_frames(&mut self) -> Result<Vec<TermEntry>, LogError> {
+        let mut entries: Vec<TermEntry> = Vec::new();
+        let mut at = self.start_position;
+        let mut buf = vec![0u8; (4usize << 20).max(self.config.frame_len_max())];
+        while at < self.appended {
+            let n = self.read(at, &mut buf)?;
+            let mut used = 0;
+            for (offset, frame) in codec::Frames::new(&buf[..n]).map_while(Result::ok) {
+                let end = offset + frame.encoded_len();
+                if end > n {
+                    break;
+                }
+                let term = frame.meta.term;
+                if frame.meta.frame_type != FrameType::Padding as u16
+                    && entries.last().is_none_or(|e| e.term < term)
+                {
+                    entries.push(TermEntry {
+                        term,
+                        start_position: at + offset as u64,
+                    });
+                }
+                used = end;
+            }
+            if used == 0 {
+                return Err(LogError::Corrupt {
+                    file: segment_name(self.segment_base(at)),
+                    reason: format!(
+                        "no whole frame at log position {at} while rebuilding the term index"
+                    ),
+                });
+            }
+            at += used as u64;
+        }
+        Ok(entries)
+    }
+
     /// Checks every frame of a full segment (one before the active one); returns the offset
     /// of the first bad one.
     fn verify_segment(&mut self, base: u64) -> Result<Option<u64>, LogError> {
@@ -612,12 +667,11 @@ impl<D: Disk> Log<D> {
                 })?;
             let mut at = 0usize;
             while at < want {
+                if let Some(used) = codec::stored_len(&buf[at..]) {
+                    at += used;
+                    continue;
+                }
                 match codec::decode(&buf[at..]) {
-                    Ok(Decoded::Frame(frame, used))
-                        if used == codec::encoded_len(frame.payload.len()) =>
-                    {
-                        at += used
-                    }
                     Err(DecodeError::Truncated { needed, .. })
                         if at > 0 && offset + (at + needed) as u64 <= seg =>
                     {
@@ -635,12 +689,24 @@ impl<D: Disk> Log<D> {
     /// before anything is cut, make durable that this member once held `claimed`, so it never
     /// votes for or becomes a leader with less (see [`Log::promise`]).
     fn record_damage(&mut self, position: u64, claimed: u64) -> Result<(), LogError> {
-        let term = self.terms.term_at(claimed.saturating_sub(1)).unwrap_or(0);
-        let promise = Promise {
-            term,
-            position: claimed,
+        // Without a term index the term of the vouched end is unknown: promise the highest,
+        // which only the release rule (enough others reporting their logs) brings down.
+        let term = if self.terms.entries().is_empty() {
+            u64::MAX
+        } else {
+            self.terms.term_at(claimed.saturating_sub(1)).unwrap_or(0)
         };
-        if self.promise.is_none_or(|p| p < promise) {
+        // Kept with an earlier promise: at least both (the later damage may be in a shorter
+        // log, if the earlier one was never repaired).
+        let old = self.promise.unwrap_or(Promise {
+            term: 0,
+            position: 0,
+        });
+        let promise = Promise {
+            term: term.max(old.term),
+            position: claimed.max(old.position),
+        };
+        if self.promise != Some(promise) {
             promise.store(&mut self.disk)?;
             self.promise = Some(promise);
         }
@@ -759,6 +825,7 @@ impl<D: Disk> Log<D> {
             segments: self.segments.len(),
             writer: self.disk.describe(),
             damage: self.damage.clone(),
+            terms_rebuilt: None,
         }
     }
 
@@ -1565,11 +1632,9 @@ impl<D: Disk> Log<D> {
 fn scan(image: &[u8]) -> u64 {
     let mut offset = 0usize;
     while offset < image.len() {
-        match codec::decode(&image[offset..]) {
-            Ok(Decoded::Frame(frame, used)) if used == codec::encoded_len(frame.payload.len()) => {
-                offset += used
-            }
-            _ => break,
+        match codec::stored_len(&image[offset..]) {
+            Some(used) => offset += used,
+            None => break,
         }
     }
     offset as u64

@@ -800,3 +800,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_lost_term_index_is_rebuilt_from_the_log_not_the_log_discarded() {
+    let config = small_config(Durability::Fdatasync);
+    let (mut log, _) =
+        Log::open(SimDisk::new(41, SimDiskConfig::default()), config.clone()).unwrap();
+    for (term, n) in [(1u64, 20u64), (3, 30), (4, 10)] {
+        let start = log.appended_position();
+        log.append_term(term, start).unwrap();
+        for i in 0..n {
+            let meta = FrameMeta { term, ..meta(i) };
+            log.append(&meta, &payload(i, 300)).unwrap();
+            log.do_work().unwrap();
+            log.disk_mut().wait().unwrap();
+        }
+    }
+    log.seal().unwrap();
+    let before = log.term_index().entries().to_vec();
+    let end = log.appended_position();
+    let mut disk = log.into_disk();
+    disk.remove(TERM_INDEX_FILE);
+    let (log, report) = Log::open(disk, config).unwrap();
+    assert_eq!(report.recovered_position, end, "the log is kept");
+    assert_eq!(report.terms_rebuilt.as_deref(), Some("missing"));
+    assert_eq!(log.term_index().entries(), &before[..]);
+}

@@ -324,6 +324,12 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         let (mut log, report) = Log::open(disk, config.log.clone())?;
         let id = config.consensus.member_id;
         let mut recovery_notes = Vec::new();
+        if let Some(why) = &report.terms_rebuilt {
+            recovery_notes.push(format!(
+                "raftline: member {id}: the term index was {why}; rebuilt from the log's frames ({} terms)",
+                log.term_index().entries().len()
+            ));
+        }
         if let Some(d) = &report.damage {
             recovery_notes.push(format!(
                 "raftline: member {id}: log corruption in {} at position {}, below the end {} it had reported durable (term {}): not a torn tail. The log now ends at {}; this member will not lead, and votes only for a log of at least (term {}, {}), until a leader has replicated the range back",

@@ -839,6 +839,13 @@ impl Cluster {
         if segments.is_empty() {
             return;
         }
+        if self.storage_rng.chance(0.15) {
+            // The term index is lost: the log rebuilds it from its frames.
+            disk.remove(crate::log::TERM_INDEX_FILE);
+            self.corruptions += 1;
+            self.trace(|| format!("member {id}: LOST its term index"));
+            return;
+        }
         if self.storage_rng.chance(0.25) {
             // The vote record is lost: the operator restarts the member with --recover-vote.
             disk.remove(crate::node::VOTE_FILE);
