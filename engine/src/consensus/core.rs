@@ -78,6 +78,11 @@ pub struct Consensus {
     vote_recovery: Option<Vec<bool>>,
     /// Terms in which this member grants no vote (see `vote_recovery`).
     abstain_through: u64,
+    /// Follower: the log end and time of the last resend request (see `on_append_data`).
+    last_gap: Option<(u64, u64)>,
+    /// Where the log starts: bytes before it are committed and in a snapshot, never cut.
+    log_start: u64,
+    last_refusal: Option<&'static str>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -159,6 +164,9 @@ impl Consensus {
             promised: log.promised,
             vote_recovery: None,
             abstain_through: 0,
+            last_gap: None,
+            last_refusal: None,
+            log_start: log.start,
         })
     }
 
@@ -195,6 +203,7 @@ impl Consensus {
     /// `start` is committed (the leader purged it after a snapshot). Tells the leader where to
     /// resume.
     pub fn on_log_restarted(&mut self, start: u64, terms: Vec<TermEntry>) {
+        self.log_start = start;
         self.appended = start;
         self.durable = start;
         self.terms = terms;
@@ -219,6 +228,17 @@ impl Consensus {
     /// Whether a vote recovery (see [`Consensus::recover_vote`]) is still under way.
     pub fn recovering_vote(&self) -> bool {
         self.vote_recovery.is_some()
+    }
+
+    /// Counts a message refused as impossible, and remembers why (for the operator's line).
+    fn refuse(&mut self, why: &'static str) {
+        self.counters.messages_invalid += 1;
+        self.last_refusal = Some(why);
+    }
+
+    /// Why the last message refused as impossible was refused.
+    pub fn last_refusal(&self) -> Option<&'static str> {
+        self.last_refusal
     }
 
     /// The member a transfer under way hands leadership to.
@@ -740,14 +760,17 @@ impl Consensus {
             if !p.reconciled || p.next_send >= self.appended || p.next_send - p.appended >= window {
                 continue;
             }
+            // At most a window beyond what the follower acknowledged (the end may fall inside
+            // a frame: the next send carries on from there).
             let from = p.next_send;
-            p.next_send = self.appended;
-            p.sent_high = p.sent_high.max(self.appended);
+            let to_position = self.appended.min(p.appended.saturating_add(window));
+            p.next_send = to_position;
+            p.sent_high = p.sent_high.max(to_position);
             let action = Action::SendLog {
                 to,
                 leadership_term_id: self.vote.term,
                 from,
-                to_position: self.appended,
+                to_position,
             };
             self.push(action);
         }
@@ -803,7 +826,7 @@ impl Consensus {
             return;
         }
         if message_term(message).is_some_and(|t| t > self.vote.term.saturating_add(TERM_JUMP_MAX)) {
-            self.counters.messages_invalid += 1;
+            self.refuse("a term beyond the jump limit");
             return;
         }
         if let Some(heard) = &mut self.vote_recovery {
@@ -955,7 +978,7 @@ impl Consensus {
         }
         if self.state == State::LeaderLive {
             // This member leads `term`: the sender lies about being its leader.
-            self.counters.messages_invalid += 1;
+            self.refuse("a leader message to the leader of that term");
             return;
         }
         self.leader = Some(from);
@@ -993,13 +1016,16 @@ impl Consensus {
         if lacks_matched {
             cut = cut.min(m.matched_term_start);
         }
+        // A leader whose history starts later (its log was reset by a snapshot install) may
+        // match a term this log has only before its start: the start is as far as it goes.
+        cut = cut.max(self.log_start.min(self.appended));
         let drops_terms = self
             .terms
             .iter()
             .any(|e| e.term > m.matched_term_id || e.start_position >= cut);
         if cut < self.commit {
             // Committed bytes are never cut: no real leader of a later term lacks them.
-            self.counters.messages_invalid += 1;
+            self.refuse("a cut below the commit position");
             return;
         }
         if cut < self.appended || drops_terms {
@@ -1046,7 +1072,7 @@ impl Consensus {
             return;
         }
         if !self.plausible(from, &m) {
-            self.counters.messages_invalid += 1;
+            self.refuse("an impossible follower position");
             return;
         }
         let p = &mut self.peers[from as usize];
@@ -1088,6 +1114,14 @@ impl Consensus {
             && (reconciling || !p.reconciled || m.appended_position <= p.sent_high)
     }
 
+    /// Leader: the node sends `to` a snapshot and then the log from `position` (its log's
+    /// start): the follower may report a log that ends there.
+    pub fn on_install_sent(&mut self, to: MemberId, position: u64) {
+        if let Some(p) = self.peers.get_mut(to as usize) {
+            p.sent_high = p.sent_high.max(position);
+        }
+    }
+
     /// Leader: the node found that the position it was to send `to` from is not a frame
     /// boundary of its log (a false report): forget what the follower claimed and have it
     /// reconcile again.
@@ -1097,7 +1131,7 @@ impl Consensus {
             p.durable = 0;
             p.appended = 0;
             p.next_send = self.appended;
-            self.counters.messages_invalid += 1;
+            self.refuse("a log end that is not a frame boundary");
         }
     }
 
@@ -1110,7 +1144,7 @@ impl Consensus {
             State::LeaderLive => {}
             State::FollowerLive | State::FollowerReconcile if self.leader != Some(from) => {
                 // One leader per term: a second one is a liar.
-                self.counters.messages_invalid += 1;
+                self.refuse("a commit from a second leader in the term");
             }
             State::FollowerLive => {
                 self.leader_contact_ns = now;
@@ -1134,7 +1168,7 @@ impl Consensus {
         let following = matches!(self.state, State::FollowerLive | State::FollowerReconcile);
         if following && self.leader != Some(from) {
             // One leader per term: a second one is a liar.
-            self.counters.messages_invalid += 1;
+            self.refuse("log bytes from a second leader in the term");
             return;
         }
         self.leader_contact_ns = now;
@@ -1147,7 +1181,18 @@ impl Consensus {
             return;
         }
         if position > self.appended {
-            self.send_append_position(from, FLAG_GAP);
+            // Bytes ahead of our end: ask for a resend from it, once per heartbeat interval
+            // for the same end. The pieces of a large frame and reordered datagrams arrive
+            // out of order by the dozen, and each request makes the leader resend all it has
+            // in flight: answering every one would multiply the traffic.
+            let due = self.last_gap.is_none_or(|(end, at)| {
+                end != self.appended
+                    || now.saturating_sub(at) >= self.config.leader_heartbeat_interval_ns
+            });
+            if due {
+                self.last_gap = Some((self.appended, now));
+                self.send_append_position(from, FLAG_GAP);
+            }
             return;
         }
         let end = position + len as u64;

@@ -188,6 +188,8 @@ pub struct LogState {
     /// (term, position) of the longest log this member reported durable before its disk was
     /// found damaged; (0, 0) if it never was. See `Log::promise`.
     pub promised: (u64, u64),
+    /// Where the log starts (bytes before it are committed, in a snapshot).
+    pub start: u64,
 }
 
 /// The member's role.
@@ -254,8 +256,10 @@ pub enum Action {
         to: MemberId,
         message: Message<'static>,
     },
-    /// Send the log bytes `[from, to)` (whole frames) to a member as `AppendData` in the
-    /// leader's term, in as many datagrams as needed.
+    /// Send the log bytes `[from, to)` to a member as `AppendData` in the leader's term, in
+    /// as many datagrams as needed. `from` is a frame boundary or where the previous
+    /// `SendLog` to that member ended; `to` may fall inside a frame (the replication window
+    /// ends there).
     SendLog {
         to: MemberId,
         leadership_term_id: u64,

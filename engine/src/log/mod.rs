@@ -449,7 +449,25 @@ impl<D: Disk> Log<D> {
             damage: None,
             vouched: start_position,
         };
+        let terms_lost = terms_lost.or_else(|| {
+            log.terms
+                .entries()
+                .is_empty()
+                .then(|| "missing".to_string())
+        });
         let mut report = log.recover()?;
+        if let Some(why) = terms_lost
+            .as_ref()
+            .filter(|_| log.appended == log.start_position)
+        {
+            if log.start_position > 0 {
+                // The terms before a snapshot's position are not in the log to rebuild from.
+                return Err(LogError::Corrupt {
+                    file: TERM_INDEX_FILE.into(),
+                    reason: format!("{why}, and the log (which starts at {} after a snapshot) holds no frame to rebuild it from: restore the file from a backup of this member", log.start_position),
+                });
+            }
+        }
         if log.terms.entries().is_empty() && log.appended > log.start_position {
             let why = terms_lost.unwrap_or_else(|| "missing".into());
             let entries = log.terms_from_frames()?;

@@ -289,6 +289,11 @@ pub struct Node<D: Disk, N: Datagrams, A: ApplyStage> {
     installs: HashMap<MemberId, (u64, u64)>,
     /// Follower: a snapshot file being received.
     incoming: Option<Incoming>,
+    /// Follower: the piece of a frame that the last `AppendData` ended in.
+    partial: Option<Partial>,
+    /// Leader: where the last `SendLog` to each member ended (the next may start there,
+    /// inside a frame).
+    sent_to: HashMap<MemberId, u64>,
     /// Open sessions (from the apply stage at start, then its egress), and when the leader
     /// last heard from each client; sessions whose timeout close is in the log.
     open_sessions: std::collections::BTreeSet<u64>,
@@ -304,6 +309,15 @@ struct InstallSource {
     log_start: u64,
     terms_len: u64,
     bytes: Arc<Vec<u8>>,
+}
+
+/// Follower: the first bytes of a frame larger than one datagram, from `start` (the end of
+/// the log), waiting for the rest from the same leader in the same term.
+struct Partial {
+    leader: MemberId,
+    term: u64,
+    start: u64,
+    bytes: Vec<u8>,
 }
 
 /// A snapshot file arriving in chunks.
@@ -380,8 +394,14 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             durable: log.durable_position(),
             terms: log.term_index().entries().to_vec(),
             promised: log.promise().map_or((0, 0), |p| (p.term, p.position)),
+            start: log.start_position(),
         };
-        let mut consensus = Consensus::new(config.consensus.clone(), vote, state)?;
+        // A window smaller than the largest frame could never carry that frame whole.
+        let mut consensus_config = config.consensus.clone();
+        consensus_config.replication_window_bytes = consensus_config
+            .replication_window_bytes
+            .max(2 * log.config().frame_len_max() as u64);
+        let mut consensus = Consensus::new(consensus_config, vote, state)?;
         if vote.voted_for == Some(VOTE_RECOVERING) {
             consensus.recover_vote();
         }
@@ -420,6 +440,8 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             install_source: None,
             installs: HashMap::new(),
             incoming: None,
+            partial: None,
+            sent_to: HashMap::new(),
             open_sessions: Default::default(),
             last_heard: HashMap::new(),
             closing: Default::default(),
@@ -728,6 +750,10 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 }
             };
             match message {
+                Message::AppendData { header, bytes } => {
+                    self.on_append_data(now, from, header, bytes)?;
+                    continue;
+                }
                 Message::InstallSnapshot { header, bytes } => {
                     self.on_install_chunk(now, from, header, bytes)?;
                     continue;
@@ -872,9 +898,11 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
     /// `header_len` bytes (frame header and body included, under the transport's limit).
     fn chunk_bytes(&self, header_len: usize) -> usize {
         let overhead = codec::HEADER_LEN + header_len + 8;
+        // A multiple of the frame alignment: a frame's pieces start on aligned positions.
         APPEND_CHUNK_BYTES
             .min(self.net.max_payload().saturating_sub(overhead))
             .max(256)
+            & !(codec::FRAME_ALIGNMENT - 1)
     }
 
     fn send_log(
@@ -887,11 +915,18 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
     ) -> Result<(), NodeError> {
         if from < self.log.start_position() {
             // Purged here: the follower gets the snapshot, then the log from our start.
+            // Consensus counts the range as sent; a send that follows on from its end is
+            // not a follower's report (the follower answers it with where it really is).
+            self.sent_to.insert(to, end);
+            self.consensus
+                .on_install_sent(to, self.log.start_position());
             self.send_install_chunk(now, to);
             return Ok(());
         }
         let mut at = from;
         let mut read_buf = std::mem::take(&mut self.read_buf);
+        let continues = self.sent_to.insert(to, end) == Some(from);
+
         // Whole frames per datagram, under the transport's limit (header and body included).
         let chunk = self.chunk_bytes(AppendDataHeader::LEN);
         while at < end {
@@ -907,31 +942,17 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 whole = frame_end;
             }
             if whole == 0 {
-                // One frame larger than a chunk: send it alone.
-                let len = match codec::decode(&read_buf[..n]) {
-                    Err(codec::DecodeError::Truncated { needed, .. }) => codec::align_frame(needed),
-                    Ok(Decoded::Frame(frame, _)) => frame.encoded_len(),
-                    _ => 0,
-                };
-                read_buf.resize(len, 0);
-                self.log.read(at, &mut read_buf)?;
-                if len == 0 || !matches!(codec::decode(&read_buf), Ok(Decoded::Frame(..))) {
-                    if at == from {
-                        // No frame starts where the follower said its log ends: its report
-                        // was false. It reconciles again and tells us where it really is.
-                        self.stats.peer_reports_refused += 1;
-                        self.consensus.on_bad_send_position(to);
-                        break;
-                    }
-                    self.read_buf = read_buf;
-                    return Err(NodeError::Log(LogError::Corrupt {
-                        file: format!("segment holding position {at}"),
-                        reason: format!(
-                            "no whole frame at log position {at} (sending to member {to})"
-                        ),
-                    }));
+                // A frame larger than a datagram's share: its bytes go in pieces of a chunk,
+                // which the follower joins again. The range must start where a frame starts.
+                if at == from && !continues && !self.frame_starts_at(at, &mut read_buf)? {
+                    // No frame starts where the follower said its log ends: its report was
+                    // false. It reconciles again and tells us where it really is.
+                    self.stats.peer_reports_refused += 1;
+                    self.consensus.on_bad_send_position(to);
+                    break;
                 }
-                whole = len;
+                read_buf.resize(want, 0);
+                whole = self.log.read(at, &mut read_buf)?;
             }
             let message = Message::AppendData {
                 header: AppendDataHeader {
@@ -946,6 +967,128 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         }
         self.read_buf = read_buf;
         Ok(())
+    }
+
+    /// Whether a whole, verified frame starts at `position` of the log.
+    fn frame_starts_at(&mut self, position: u64, buf: &mut Vec<u8>) -> Result<bool, NodeError> {
+        buf.resize(codec::HEADER_LEN, 0);
+        let n = self.log.read(position, buf)?;
+        // The length the header claims (a padding frame may exceed the largest message).
+        let len = match codec::decode(&buf[..n]) {
+            Err(codec::DecodeError::Truncated { needed, .. }) => needed,
+            Ok(Decoded::Frame(frame, _)) => frame.encoded_len(),
+            _ => return Ok(false),
+        };
+        buf.resize(len, 0);
+        let n = self.log.read(position, buf)?;
+        Ok(matches!(codec::decode(&buf[..n]), Ok(Decoded::Frame(..))))
+    }
+
+    /// Follower: log bytes from the leader, which may end inside a frame (a frame larger than
+    /// a datagram arrives in pieces). Whole frames go to consensus at once; the piece of a
+    /// frame at the end waits in `partial` for the rest, which must follow it directly.
+    fn on_append_data(
+        &mut self,
+        now: u64,
+        from: MemberId,
+        header: AppendDataHeader,
+        bytes: &[u8],
+    ) -> Result<(), NodeError> {
+        let log_end = self.log.appended_position();
+        // A piece that starts inside or at the end of the waiting one extends it (the bytes
+        // they share are the same: one leader, one term), so a resend after a loss carries the
+        // frame on from where the last attempt broke off rather than from its start.
+        let extends = self.partial.as_ref().is_some_and(|p| {
+            p.leader == from
+                && p.term == header.leadership_term_id
+                && p.start == log_end
+                && (p.start..=p.start + p.bytes.len() as u64).contains(&header.log_position)
+        });
+        if self
+            .partial
+            .as_ref()
+            .is_some_and(|p| p.start != log_end || p.leader != from)
+        {
+            self.partial = None; // stale: the log moved, or another leader
+        }
+        let mut joined: Option<Partial> = None;
+        if extends {
+            let mut p = self.partial.take().expect("extends a partial");
+            let overlap = (p.start + p.bytes.len() as u64 - header.log_position) as usize;
+            if overlap < bytes.len() {
+                p.bytes.extend_from_slice(&bytes[overlap..]);
+            }
+            joined = Some(p);
+        }
+        let position = joined.as_ref().map_or(header.log_position, |p| p.start);
+        let (whole, piece) = {
+            let data = joined.as_ref().map_or(bytes, |p| &p.bytes[..]);
+            let mut whole = 0;
+            for (offset, frame) in Frames::new(data).map_while(Result::ok) {
+                let end = offset + frame.encoded_len();
+                if end > data.len() {
+                    break;
+                }
+                whole = end;
+            }
+            let piece = whole < data.len()
+                && matches!(
+                    codec::decode(&data[whole..]),
+                    Err(codec::DecodeError::Truncated { needed, .. }) if needed <= codec::FRAME_LEN_MAX
+                );
+            (whole, piece)
+        };
+        // Still one unfinished frame: the joined bytes wait as they are (no copy).
+        let rest = match joined {
+            Some(p) if whole == 0 => Some(p.bytes),
+            Some(p) => {
+                let data = p.bytes;
+                let rest = piece.then(|| data[whole..].to_vec());
+                self.consume_whole(now, from, header, position, &data[..whole])?;
+                rest
+            }
+            None => {
+                let rest = piece.then(|| bytes[whole..].to_vec());
+                self.consume_whole(now, from, header, position, &bytes[..whole])?;
+                rest
+            }
+        };
+        if whole == 0 {
+            // Nothing whole yet: still news from the leader (its contact timer).
+            self.consume_whole(now, from, header, position, &[])?;
+        }
+        let start = position + whole as u64;
+        if let Some(bytes) = rest.filter(|_| {
+            piece && start == self.log.appended_position() && self.consensus.leader() == Some(from)
+        }) {
+            self.partial = Some(Partial {
+                leader: from,
+                term: header.leadership_term_id,
+                start,
+                bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Hands whole frames of log bytes at `position` to consensus as one `AppendData`.
+    fn consume_whole(
+        &mut self,
+        now: u64,
+        from: MemberId,
+        header: AppendDataHeader,
+        position: u64,
+        bytes: &[u8],
+    ) -> Result<(), NodeError> {
+        let message = Message::AppendData {
+            header: AppendDataHeader {
+                log_position: position,
+                ..header
+            },
+            bytes,
+        };
+        self.consensus.on_message(now, from, &message);
+        self.run_actions(now, Some(&message))
     }
 
     fn append_received(&mut self, now: u64, position: u64, bytes: &[u8]) -> Result<(), NodeError> {

@@ -30,6 +30,8 @@ use crate::rng::Rng;
 use crate::service::{fnv1a, Applier, Context, Egress, Service, FNV_OFFSET};
 
 const MS: u64 = 1_000_000;
+/// A UDP payload that fits an Ethernet frame.
+const SMALL_DATAGRAM: usize = 1472;
 
 /// The test service: records every applied client message and folds it into a digest.
 #[derive(Debug)]
@@ -185,6 +187,13 @@ pub struct SimConfig {
     pub liveness_steps_max: u64,
     pub trace: bool,
     pub broken_rule: Option<BrokenRule>,
+    /// Overrides for a focused test: every client message this long (0: as the seed says),
+    /// this largest datagram (0: as the seed says), segments (and write rounds) this large
+    /// (0: 64 KiB), and these fault rates instead of the seed's.
+    pub message_bytes: usize,
+    pub max_datagram: usize,
+    pub segment_bytes: u64,
+    pub faults: Option<Faults>,
 }
 
 impl SimConfig {
@@ -198,6 +207,10 @@ impl SimConfig {
             liveness_steps_max: 30_000,
             trace: false,
             broken_rule: None,
+            message_bytes: 0,
+            max_datagram: 0,
+            segment_bytes: 0,
+            faults: None,
         }
     }
 }
@@ -301,6 +314,8 @@ struct Member {
     vouched_before_crash: u64,
     /// Its vote record was lost: the next start recovers it (`--recover-vote`).
     lost_vote: bool,
+    /// Its log's (start, vouched position) when it crashed.
+    log_at_crash: (u64, u64),
     last_state: (Role, u64),
     /// The newest snapshot written to its disk (the node retires its log behind it).
     snapshot_durable: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -362,7 +377,18 @@ pub struct Cluster {
     durable_ever: Vec<u64>,
 }
 
-fn node_config(members: u32, id: MemberId, seed: u64, broken: Option<BrokenRule>) -> NodeConfig {
+fn node_config(
+    members: u32,
+    id: MemberId,
+    seed: u64,
+    broken: Option<BrokenRule>,
+    segment_bytes: u64,
+) -> NodeConfig {
+    let segment_bytes = if segment_bytes == 0 {
+        64 << 10
+    } else {
+        segment_bytes
+    };
     let mut consensus = ConsensusConfig::new(id, members);
     consensus.leader_heartbeat_interval_ns = 10 * MS;
     consensus.leader_heartbeat_timeout_ns = 100 * MS;
@@ -372,8 +398,8 @@ fn node_config(members: u32, id: MemberId, seed: u64, broken: Option<BrokenRule>
     consensus.seed = seed.wrapping_mul(31).wrapping_add(id as u64);
     consensus.broken_rule = broken;
     let log = LogConfig {
-        segment_bytes: 64 << 10,
-        write_bytes_max: 64 << 10,
+        segment_bytes,
+        write_bytes_max: segment_bytes as usize,
         durability: Durability::Fdatasync,
     };
     NodeConfig {
@@ -396,7 +422,8 @@ impl Cluster {
             config.members
         };
         let config = SimConfig { members, ..config };
-        let faults = Faults::draw(&mut rng);
+        let drawn = Faults::draw(&mut rng);
+        let faults = config.faults.clone().unwrap_or(drawn);
         let mut cluster = Self {
             members: Vec::new(),
             clients: (0..config.clients)
@@ -453,6 +480,7 @@ impl Cluster {
                 durable_before_crash: 0,
                 vouched_before_crash: 0,
                 lost_vote: false,
+                log_at_crash: (0, 0),
                 last_state: (Role::Follower, 0),
                 snapshot_durable: Default::default(),
                 last_log_view: (0, 0, 0, 0),
@@ -619,6 +647,7 @@ impl Cluster {
             id as MemberId,
             self.config.seed,
             self.config.broken_rule,
+            self.config.segment_bytes,
         );
         let mut config = config;
         config.recover_vote = std::mem::take(&mut self.members[id].lost_vote);
@@ -633,7 +662,14 @@ impl Cluster {
             latest.as_ref().map_or(0, |l| l.0),
         ));
         self.members[id].snapshot_durable = progress.clone();
-        let node = Node::open(config, disk, SimEndpoint::default(), applier, now)
+        let endpoint = if self.config.max_datagram > 0 {
+            SimEndpoint::with_max_datagram(self.config.max_datagram)
+        } else if self.small_datagrams() {
+            SimEndpoint::with_max_datagram(SMALL_DATAGRAM)
+        } else {
+            SimEndpoint::default()
+        };
+        let node = Node::open(config, disk, endpoint, applier, now)
             .map_err(|e| self.violation("node start", e.to_string()))?;
         let recovered = node.log().appended_position();
         let promised = node.log().promise().map_or(0, |p| p.position);
@@ -660,6 +696,8 @@ impl Cluster {
         };
         self.members[id].durable_before_crash = node.consensus().durable_position();
         self.members[id].vouched_before_crash = node.log().vouched_position();
+        self.members[id].log_at_crash =
+            (node.log().start_position(), node.log().vouched_position());
         let mut disk = node.into_disk();
         disk.crash();
         self.members[id].disk = Some(disk);
@@ -772,6 +810,12 @@ impl Cluster {
         Ok(())
     }
 
+    /// Seeds (one in eight) whose network carries only Ethernet-sized datagrams while clients
+    /// send 6 KB messages: every frame is replicated in pieces.
+    fn small_datagrams(&self) -> bool {
+        self.config.seed % 8 == 6
+    }
+
     /// One forged or replayed datagram to a random running member (see `sim::hostile`).
     fn inject_hostile(&mut self) {
         let up: Vec<usize> = (0..self.members.len())
@@ -822,10 +866,11 @@ impl Cluster {
             return;
         }
         let id = down[self.storage_rng.below(down.len() as u64) as usize];
-        let seg = node_config(self.config.members, 0, 0, None)
+        let seg = node_config(self.config.members, 0, 0, None, self.config.segment_bytes)
             .log
             .segment_bytes;
         let limit = self.members[id].vouched_before_crash;
+        let (start, vouched) = self.members[id].log_at_crash;
         let disk = self.members[id]
             .disk
             .as_mut()
@@ -839,9 +884,11 @@ impl Cluster {
         if segments.is_empty() {
             return;
         }
-        if self.storage_rng.chance(0.15) {
-            // The term index is lost: the log rebuilds it from its frames.
+        if vouched > start && self.storage_rng.chance(0.15) {
+            // The term index is lost: the log rebuilds it from its frames (a log with none,
+            // just after a snapshot install, refuses to start: not injected).
             disk.remove(crate::log::TERM_INDEX_FILE);
+            self.damaged[id] = true;
             self.corruptions += 1;
             self.trace(|| format!("member {id}: LOST its term index"));
             return;
@@ -930,7 +977,12 @@ impl Cluster {
                 payload.extend_from_slice(&session.to_le_bytes());
                 // Some seeds send large messages, so the log spans several segments: snapshots,
                 // retired segments and snapshot installs for lagging members get exercised.
-                let filler = (self.config.seed % 4 == 0) as usize * 2000;
+                let filler = match self.config.seed % 8 {
+                    _ if self.config.message_bytes > 0 => self.config.message_bytes - 16,
+                    0 | 4 => 2000,
+                    6 => 6_000, // small_datagrams()
+                    _ => 0,
+                };
                 payload.resize(payload.len() + filler, (sequence % 251) as u8);
                 node.offer(now, session, sequence, &payload)
             }
@@ -1204,7 +1256,12 @@ impl Cluster {
             if invalid > 0 && !self.hostile.active() {
                 return Err(self.violation(
                     "honest peers believed",
-                    format!("member {id} refused {invalid} messages on an honest network"),
+                    format!(
+                        "member {id} refused {invalid} messages on an honest network ({:?}, {} false log ends, {} commits inside a frame)",
+                        self.members[id].node.as_ref().map(|n| n.consensus().last_refusal()),
+                        self.members[id].node.as_ref().map_or(0, |n| n.stats().peer_reports_refused),
+                        self.members[id].node.as_ref().map_or(0, |n| n.stats().commit_inside_frame),
+                    ),
                 ));
             }
             if let Some(term) = leader_term {

@@ -45,10 +45,15 @@ fn simulator_seeds_375_to_500() {
 /// frame), 32 (recovery could not vouch for a completed round whose successor's slot write a
 /// crash interrupted), 97 (a damaged member's refusal vetoed the only electable candidate),
 /// 6243 (a damaged member held the best surviving log and could never lead: its promise is
-/// now released once enough others report logs without the damaged range).
+/// now released once enough others report logs without the damaged range), 233 (a second
+/// damage before the first was repaired), 806 and 864 (a lost term index on a log just after
+/// a snapshot install), 56 and 80 (a windowed send after a snapshot install), 46 (a leader
+/// whose history starts later matched a term this log has only before its start).
 #[test]
 fn simulator_regression_seeds() {
-    for seed in [24, 32, 97, 452, 2596, 6243, 9688, 11964, 28320] {
+    for seed in [
+        24, 32, 46, 56, 80, 97, 233, 452, 806, 864, 2596, 6243, 9688, 11964, 28320,
+    ] {
         seeds(seed..seed + 1);
     }
 }
@@ -135,4 +140,32 @@ fn storage_corruption_is_injected() {
         corruptions > 20,
         "only {corruptions} corruptions in 40 seeds"
     );
+}
+
+/// A message far larger than a datagram: 1 MiB through 1472-byte datagrams, replicated in
+/// pieces that the followers join again, with a little loss, duplication and reordering.
+#[test]
+fn a_one_mib_message_crosses_ethernet_sized_datagrams() {
+    use super::cluster::Faults;
+    let config = SimConfig {
+        members: 3,
+        clients: 1,
+        messages_per_client: 3,
+        message_bytes: 1 << 20,
+        max_datagram: 1472,
+        segment_bytes: 8 << 20,
+        faults: Some(Faults {
+            loss: 0.01,
+            duplication: 0.01,
+            delay_max_ms: 2,
+            crash_per_step: 0.0,
+            partition_per_step: 0.0,
+            clock_step_per_step: 0.0,
+            transfer_per_step: 0.0,
+        }),
+        ..SimConfig::new(7)
+    };
+    let outcome = run_seed(&config).unwrap_or_else(|v| panic!("{v}"));
+    assert_eq!(outcome.acknowledged, 3);
+    assert!(outcome.committed_position > 3 << 20, "{outcome:?}");
 }
