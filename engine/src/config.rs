@@ -155,6 +155,13 @@ pub struct TransportSection {
     pub ipc_dir: Option<PathBuf>,
     /// Bytes of each member-to-member IPC ring, in KiB.
     pub ipc_ring_kib: usize,
+    /// A file holding the member key (64 hexadecimal digits), the same on every member:
+    /// member traffic is sealed and checked with it (see `auth`). The environment variable
+    /// `RAFTLINE_MEMBER_KEY` is used instead when set. Without either, members are not
+    /// authenticated.
+    pub member_key_file: Option<PathBuf>,
+    /// During a key rotation: the key being replaced, still accepted (never used to seal).
+    pub previous_member_key_file: Option<PathBuf>,
 }
 
 impl Default for TransportSection {
@@ -164,6 +171,8 @@ impl Default for TransportSection {
             members: "udp".into(),
             ipc_dir: None,
             ipc_ring_kib: 4096,
+            member_key_file: None,
+            previous_member_key_file: None,
         }
     }
 }
@@ -335,6 +344,43 @@ impl Config {
             message: e.to_string(),
         })?;
         Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The member keys (the sealing key first, then a previous one still accepted), or
+    /// `None` for an unauthenticated cluster. Errors name the key or variable, never the
+    /// key's bytes.
+    pub fn member_keys(&self) -> Result<Option<Vec<crate::auth::MemberKey>>, ConfigError> {
+        use crate::auth::MemberKey;
+        let from_file = |key: &str, path: &std::path::Path| -> Result<MemberKey, ConfigError> {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| bad(key, path.display(), format!("a readable key file ({e})")))?;
+            MemberKey::from_hex(&text).map_err(|why| bad(key, path.display(), why))
+        };
+        let current = match std::env::var("RAFTLINE_MEMBER_KEY") {
+            Ok(text) => Some(
+                MemberKey::from_hex(&text)
+                    .map_err(|why| bad("RAFTLINE_MEMBER_KEY", "(set)", why))?,
+            ),
+            Err(_) => match &self.transport.member_key_file {
+                Some(path) => Some(from_file("transport.member_key_file", path)?),
+                None => None,
+            },
+        };
+        let Some(current) = current else {
+            if self.transport.previous_member_key_file.is_some() {
+                return Err(bad(
+                    "transport.previous_member_key_file",
+                    "(set)",
+                    "only with a current key (transport.member_key_file)",
+                ));
+            }
+            return Ok(None);
+        };
+        let mut keys = vec![current];
+        if let Some(path) = &self.transport.previous_member_key_file {
+            keys.push(from_file("transport.previous_member_key_file", path)?);
+        }
+        Ok(Some(keys))
     }
 
     /// Checks every value.

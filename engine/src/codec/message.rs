@@ -48,6 +48,8 @@ pub enum FrameType {
     AdminRequest = 35,
     /// Member → operator: the answer, with the member's state.
     AdminResponse = 36,
+    /// Member → member: other frames, with a MAC under the member key (see `auth`).
+    Sealed = 48,
     /// Client → cluster: the session is alive (sent when the client has nothing else to send).
     SessionKeepAlive = 37,
 }
@@ -81,6 +83,7 @@ impl FrameType {
             35 => AdminRequest,
             36 => AdminResponse,
             37 => SessionKeepAlive,
+            48 => Sealed,
             _ => return None,
         })
     }
@@ -614,6 +617,13 @@ impl<'a> Message<'a> {
             });
         };
         Ok(match frame_type {
+            // Opened by `auth` before any message is decoded; one that reaches here was not
+            // (a seal sent to a member without a key).
+            FrameType::Sealed => {
+                return Err(DecodeError::UnknownType {
+                    frame_type: frame.meta.frame_type,
+                })
+            }
             FrameType::Padding => Message::Padding,
             FrameType::SessionMessage => {
                 let (header, payload) = SessionMessageHeader::take(p)?;

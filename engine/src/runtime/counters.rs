@@ -57,9 +57,16 @@ pub enum Counter {
     LogStartPosition,
     SnapshotsSent,
     SnapshotsInstalled,
+    MemberSealsRefused,
+    MemberReplaysRefused,
+    ImpossibleMessagesRefused,
+    VotesAbstained,
+    LogDamageFound,
+    OversizedDatagramsDropped,
+    CommitInsideFrame,
 }
 
-pub const ALL: [Counter; 34] = [
+pub const ALL: [Counter; 41] = [
     Counter::Role,
     Counter::Term,
     Counter::Leader,
@@ -94,6 +101,13 @@ pub const ALL: [Counter; 34] = [
     Counter::LogStartPosition,
     Counter::SnapshotsSent,
     Counter::SnapshotsInstalled,
+    Counter::MemberSealsRefused,
+    Counter::MemberReplaysRefused,
+    Counter::ImpossibleMessagesRefused,
+    Counter::VotesAbstained,
+    Counter::LogDamageFound,
+    Counter::OversizedDatagramsDropped,
+    Counter::CommitInsideFrame,
 ];
 
 const _: () = assert!((HEADER_WORDS + ALL.len()) * 8 <= FILE_LEN);
@@ -135,6 +149,21 @@ impl Counter {
             Counter::LogStartPosition => "log start position (segments before it retired)",
             Counter::SnapshotsSent => "snapshots sent to followers behind the log start",
             Counter::SnapshotsInstalled => "snapshots installed from the leader",
+            Counter::MemberSealsRefused => {
+                "member datagrams refused (no seal, bad tag, misaddressed)"
+            }
+            Counter::MemberReplaysRefused => "member datagrams refused (replayed)",
+            Counter::ImpossibleMessagesRefused => {
+                "consensus messages refused (numbers that cannot be true)"
+            }
+            Counter::VotesAbstained => {
+                "votes abstained (log owed after corruption, or vote recovery)"
+            }
+            Counter::LogDamageFound => "log corruption found below the durable end at start",
+            Counter::OversizedDatagramsDropped => "datagrams dropped (over max_datagram_bytes)",
+            Counter::CommitInsideFrame => {
+                "commit positions inside a frame (a false durable report)"
+            }
         }
     }
 }

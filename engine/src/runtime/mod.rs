@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
+use crate::auth::{Authenticated, Sealer};
 use crate::config::{Config, ConfigError, MemberTransport, ThreadingMode};
 use crate::consensus::Role;
 use crate::io::Disk;
@@ -147,7 +148,7 @@ pub struct NodeAgent<A: ApplyStage + Send> {
     addresses: Option<std::sync::mpsc::Receiver<(u32, SocketAddr)>>,
     /// Zero-fills spare segment files off this thread.
     preparer: Option<SegmentPreparer>,
-    node: Node<LinuxDisk, NodeNet, A>,
+    node: Node<LinuxDisk, Authenticated<NodeNet>, A>,
     counters: Option<CountersFile>,
     failure: Option<String>,
     next_housekeeping_ns: u64,
@@ -159,7 +160,7 @@ pub struct NodeAgent<A: ApplyStage + Send> {
 }
 
 impl<A: ApplyStage + Send> NodeAgent<A> {
-    pub fn node(&self) -> &Node<LinuxDisk, NodeNet, A> {
+    pub fn node(&self) -> &Node<LinuxDisk, Authenticated<NodeNet>, A> {
         &self.node
     }
 
@@ -196,8 +197,13 @@ impl<A: ApplyStage + Send> NodeAgent<A> {
         c.set(Counter::ClientBackPressure, s.client_backpressure);
         c.set(Counter::SnapshotsSent, s.snapshots_sent);
         c.set(Counter::SnapshotsInstalled, s.snapshots_installed);
-        let u = n.transport().udp().stats();
-        let l = n.transport().links().map(|l| l.stats()).unwrap_or_default();
+        let u = n.transport().inner().udp().stats();
+        let l = n
+            .transport()
+            .inner()
+            .links()
+            .map(|l| l.stats())
+            .unwrap_or_default();
         c.set(Counter::DatagramsReceived, u.datagrams_received);
         c.set(Counter::DatagramsSent, u.datagrams_sent);
         c.set(Counter::ForeignDatagramsDropped, u.foreign_dropped);
@@ -210,6 +216,20 @@ impl<A: ApplyStage + Send> NodeAgent<A> {
         c.set(Counter::LogRounds, n.log().stats().rounds);
         c.set(Counter::ReplicatedAppendsRefused, s.appends_refused);
         c.set(Counter::ReplicationResends, k.resends);
+        let a = n.transport().stats().unwrap_or_default();
+        c.set(
+            Counter::MemberSealsRefused,
+            a.unsealed_refused + a.bad_tag + a.misaddressed,
+        );
+        c.set(Counter::MemberReplaysRefused, a.replayed);
+        c.set(
+            Counter::ImpossibleMessagesRefused,
+            k.messages_invalid + s.peer_reports_refused,
+        );
+        c.set(Counter::VotesAbstained, k.votes_abstained);
+        c.set(Counter::LogDamageFound, s.log_damage_found);
+        c.set(Counter::OversizedDatagramsDropped, u.oversized_dropped);
+        c.set(Counter::CommitInsideFrame, s.commit_inside_frame);
     }
 }
 
@@ -246,6 +266,7 @@ impl<A: ApplyStage + Send> Agent for NodeAgent<A> {
                 while let Ok((member, addr)) = rx.try_recv() {
                     self.node
                         .net_mut()
+                        .inner_mut()
                         .udp_mut()
                         .set_member_address(member, addr);
                 }
@@ -621,7 +642,18 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             links.set_reader_blocks(blocks);
             wait.doorbells.push(links.wake_fd());
         }
-        let transport = NodeNet::new(transport, links);
+        let sealer = config.member_keys()?.map(|keys| {
+            let epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            Sealer::new(id, config.cluster.members.len() as u32, keys, epoch)
+        });
+        if sealer.is_none() {
+            eprintln!(
+                "raftline: node {id}: no member key ([transport] member_key_file or RAFTLINE_MEMBER_KEY): members are not authenticated, and anyone who can send this node a datagram can pose as a member"
+            );
+        }
+        let transport = Authenticated::new(NodeNet::new(transport, links), sealer);
         let node_config = NodeConfig {
             consensus: config.consensus_config(),
             log: config.log_config(),
@@ -837,7 +869,7 @@ enum Threads<S: Service + Send + 'static> {
 struct NodeParts {
     config: NodeConfig,
     disk: LinuxDisk,
-    transport: NodeNet,
+    transport: Authenticated<NodeNet>,
     wait: WaitSet,
     addresses: std::sync::mpsc::Receiver<(u32, SocketAddr)>,
     dir: std::path::PathBuf,

@@ -1,4 +1,7 @@
 //! Helpers shared by the integration tests that run real nodes.
+#![allow(dead_code)]
+
+pub mod members;
 
 use std::net::UdpSocket;
 
