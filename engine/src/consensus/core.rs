@@ -382,36 +382,17 @@ impl Consensus {
 
     /// Whether this member's log is shorter than what it once reported durable (corruption
     /// cut it): then it must not lead, whatever its log looks like to others.
+    /// The longest log this member promised (see `LogState::promised`).
+    pub fn promised(&self) -> (u64, u64) {
+        self.promised
+    }
+
     pub fn owes_log(&self) -> bool {
         #[cfg(any(test, feature = "sim"))]
         if self.broken(BrokenRule::ForgetDamage) {
             return false;
         }
         self.my_log() < self.promised
-    }
-
-    /// A damaged member's promise protects only what may be committed. A committed byte is on
-    /// a quorum; every quorum that includes this member shares another member with any set of
-    /// `member_count - quorum + 1` other members. So once that many others have reported their
-    /// logs in this canvass, nothing beyond the best of those reports (or this member's own
-    /// log) can be committed, and the promise comes down to it. A member that alone holds
-    /// the best surviving log may then lead again.
-    fn release_promise(&mut self) {
-        let needed = self.config.member_count as usize - self.config.quorum() + 1;
-        let reports: Vec<(u64, u64)> = self
-            .others()
-            .map(|m| &self.peers[m as usize])
-            .filter(|p| p.canvassed)
-            .map(|p| (p.log_term, p.log_position))
-            .collect();
-        if reports.len() >= needed {
-            let best = reports.into_iter().max().unwrap_or_default();
-            let released = best.max(self.my_log());
-            if released < self.promised {
-                self.promised = released;
-                self.counters.promises_released += 1;
-            }
-        }
     }
 
     /// The log this member vouches for in elections: its own, or what it promised if more.
@@ -578,9 +559,6 @@ impl Consensus {
         }
         if self.vote_recovery.is_some() {
             return;
-        }
-        if self.owes_log() {
-            self.release_promise();
         }
         if self.owes_log() {
             // Waits for a leader with the promised log to repair it.

@@ -303,9 +303,6 @@ pub struct Counters {
     /// Vote requests not answered because this member's log is shorter than what it had
     /// vouched for before corruption cut it, and the candidate lacks that too.
     pub votes_abstained: u64,
-    /// Promises lowered because enough other members reported logs without the damaged range
-    /// (so it was never committed).
-    pub promises_released: u64,
     pub truncations: u64,
     pub messages_dropped: u64,
     /// Well-formed messages whose numbers cannot be true (a position beyond what this

@@ -393,7 +393,17 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             appended: log.appended_position(),
             durable: log.durable_position(),
             terms: log.term_index().entries().to_vec(),
-            promised: log.promise().map_or((0, 0), |p| (p.term, p.position)),
+            promised: {
+                let promised = log.promise().map_or((0, 0), |p| (p.term, p.position));
+                // A snapshot ahead of the log (the log was cut by corruption below it): the
+                // bytes up to the snapshot were committed, so this member must not lead or
+                // help elect a log without them. Their last term is not known here.
+                if applier.fed_position() > log.appended_position() {
+                    promised.max((u64::MAX, applier.fed_position()))
+                } else {
+                    promised
+                }
+            },
             start: log.start_position(),
         };
         // A window smaller than the largest frame could never carry that frame whole.
@@ -1765,12 +1775,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 // counted toward it (only an unauthenticated peer can make one). The frame
                 // waits for a commit position past its end; bytes that are no frame at all
                 // are a damaged log.
-                read_buf.resize(self.log.config().frame_len_max(), 0);
-                let n = self.log.read(at, &mut read_buf)?;
-                let whole = matches!(
-                    codec::decode(&read_buf[..n]),
-                    Ok(Decoded::Frame(frame, _)) if at + frame.encoded_len() as u64 > target
-                );
+                let whole = self.frame_starts_at(at, &mut read_buf)?;
                 self.read_buf = read_buf;
                 if whole {
                     self.stats.commit_inside_frame += 1;

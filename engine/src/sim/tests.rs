@@ -44,11 +44,12 @@ fn simulator_seeds_375_to_500() {
 /// member that never led), 11964 (a forged durable report put the commit position inside a
 /// frame), 32 (recovery could not vouch for a completed round whose successor's slot write a
 /// crash interrupted), 97 (a damaged member's refusal vetoed the only electable candidate),
-/// 6243 (a damaged member held the best surviving log and could never lead: its promise is
-/// now released once enough others report logs without the damaged range), 233 (a second
+/// 6243 (a damaged member held the best surviving log; a rule that released its promise on
+/// others' canvass reports was later dropped as unsafe with stale reports: 2624), 233 (a second
 /// damage before the first was repaired), 806 and 864 (a lost term index on a log just after
 /// a snapshot install), 56 and 80 (a windowed send after a snapshot install), 46 (a leader
-/// whose history starts later matched a term this log has only before its start).
+/// whose history starts later matched a term this log has only before its start), 2624 (a
+/// member whose snapshot was ahead of its cut log led: the snapshot position is promised too).
 #[test]
 fn simulator_regression_seeds() {
     for seed in [
