@@ -280,6 +280,8 @@ pub struct Node<D: Disk, N: Datagrams, A: ApplyStage> {
     /// What recovery found that an operator must hear of (corruption below the durable end),
     /// for the runtime to print; the simulator reads the counters instead.
     recovery_notes: Vec<String>,
+    /// (second-newest, newest) durable snapshot positions seen since start.
+    snapshots_seen: (u64, u64),
     /// Segment files retired from the log, for the runtime to delete.
     retired: Vec<String>,
     /// Leader: what a follower behind the log start is sent (the term history before the
@@ -446,6 +448,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             shutdown: None,
             snapshot_durable: None,
             recovery_notes,
+            snapshots_seen: (0, 0),
             retired: Vec::new(),
             install_source: None,
             installs: HashMap::new(),
@@ -1305,10 +1308,16 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             .map_or(0, |d| d.load(Ordering::Acquire))
     }
 
-    /// Retires the segments wholly before the newest durable snapshot: every replica keeps
-    /// its log from there; a follower that needs older bytes is sent the snapshot.
+    /// Retires the segments wholly before the second-newest durable snapshot: every replica
+    /// keeps its log from there, so that if the newest snapshot file is found damaged at a
+    /// restart, the one before it and the log after it still rebuild the state. A follower
+    /// that needs older bytes is sent the newest snapshot.
     fn retire_behind_snapshot(&mut self) -> Result<(), NodeError> {
-        let position = self.durable_snapshot();
+        let newest = self.durable_snapshot();
+        if newest > self.snapshots_seen.1 {
+            self.snapshots_seen = (self.snapshots_seen.1, newest);
+        }
+        let position = self.snapshots_seen.0;
         let start = self.log.start_position();
         if position < start + self.log.config().segment_bytes {
             return Ok(());

@@ -827,7 +827,9 @@ impl Cluster {
     /// A damaged member owes a log that no other member holds: no leader can be elected
     /// without losing what it may have acknowledged.
     fn promise_no_one_can_keep(&self) -> bool {
-        let logs: Vec<(usize, (u64, u64), bool, (u64, u64))> = (0..self.members.len())
+        // (member, its log, whether it owes, what it promised)
+        type Owed = (usize, (u64, u64), bool, (u64, u64));
+        let logs: Vec<Owed> = (0..self.members.len())
             .filter_map(|i| {
                 let c = self.members[i].node.as_ref()?.consensus();
                 Some((
