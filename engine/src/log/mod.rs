@@ -481,26 +481,16 @@ impl<D: Disk> Log<D> {
     }
 
     fn read_slots(&mut self, base: u64) -> Result<[Option<SlotCopy>; 2], LogError> {
-        let file = self.segments[&base];
         let mut out = [None, None];
         for (i, slot) in out.iter_mut().enumerate() {
-            let mut bytes = vec![0u8; SLOT_LEN];
-            let offset = self.config.segment_bytes + (i * SLOT_LEN) as u64;
-            self.disk
-                .read_at(file, offset, &mut bytes)
-                .map_err(|source| LogError::Io {
-                    file: segment_name(base),
-                    position: base,
-                    source,
-                })?;
+            let bytes = self.slot_bytes(base, i as u64)?;
             *slot = decode_slot(&bytes, self.config.segment_bytes).map(|s| (s, bytes));
         }
         Ok(out)
     }
 
-    /// Whether slot `index` of a segment holds bytes that are not a valid slot (a slot write
-    /// a crash interrupted), rather than nothing.
-    fn slot_torn(&mut self, base: u64, index: u64) -> Result<bool, LogError> {
+    /// The raw bytes of tail slot `index` of a segment.
+    fn slot_bytes(&mut self, base: u64, index: u64) -> Result<Vec<u8>, LogError> {
         let file = self.segments[&base];
         let mut bytes = vec![0u8; SLOT_LEN];
         let offset = self.config.segment_bytes + index * SLOT_LEN as u64;
@@ -511,6 +501,13 @@ impl<D: Disk> Log<D> {
                 position: base,
                 source,
             })?;
+        Ok(bytes)
+    }
+
+    /// Whether slot `index` of a segment holds bytes that are not a valid slot (a slot write
+    /// a crash interrupted), rather than nothing.
+    fn slot_torn(&mut self, base: u64, index: u64) -> Result<bool, LogError> {
+        let bytes = self.slot_bytes(base, index)?;
         Ok(bytes.iter().any(|&b| b != 0)
             && decode_slot(&bytes, self.config.segment_bytes).is_none())
     }
