@@ -188,7 +188,8 @@ pub struct LogState {
     /// (term, position) of the longest log this member reported durable before its disk was
     /// found damaged; (0, 0) if it never was. See `Log::promise`.
     pub promised: (u64, u64),
-    /// Where the log starts (bytes before it are committed, in a snapshot).
+    /// Bytes before this position are committed (the log's start, behind a snapshot, or what
+    /// the service already applied): reconciliation never cuts below it.
     pub start: u64,
 }
 

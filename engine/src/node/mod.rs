@@ -406,7 +406,11 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                     promised
                 }
             },
-            start: log.start_position(),
+            // Bytes the service has applied (from a snapshot, possibly ahead of the log) are
+            // committed: no reconciliation may cut them.
+            start: log
+                .start_position()
+                .max(applier.fed_position().min(log.appended_position())),
         };
         // A window smaller than the largest frame could never carry that frame whole.
         let mut consensus_config = config.consensus.clone();

@@ -49,7 +49,8 @@ fn simulator_seeds_375_to_500() {
 /// damage before the first was repaired), 806 and 864 (a lost term index on a log just after
 /// a snapshot install), 56 and 80 (a windowed send after a snapshot install), 46 (a leader
 /// whose history starts later matched a term this log has only before its start), 2624 (a
-/// member whose snapshot was ahead of its cut log led: the snapshot position is promised too).
+/// member whose snapshot was ahead of its cut log led: the snapshot position is promised too),
+/// 932 (reconciliation asked a member to cut bytes its service had applied from a snapshot).
 #[test]
 fn simulator_regression_seeds() {
     for seed in [
