@@ -80,7 +80,8 @@ pub struct Consensus {
     abstain_through: u64,
     /// Follower: the log end and time of the last resend request (see `on_append_data`).
     last_gap: Option<(u64, u64)>,
-    /// Where the log starts: bytes before it are committed and in a snapshot, never cut.
+    /// Bytes before this are committed (the log's start, or what the service applied, which
+    /// may be ahead of the log): never cut. Used as `min(log_start, appended)`.
     log_start: u64,
     last_refusal: Option<&'static str>,
 }
@@ -202,8 +203,9 @@ impl Consensus {
     /// leader's first position), with the leader's term history before it. Everything before
     /// `start` is committed (the leader purged it after a snapshot). Tells the leader where to
     /// resume.
-    pub fn on_log_restarted(&mut self, start: u64, terms: Vec<TermEntry>) {
-        self.log_start = start;
+    /// `applied` is where the service now stands (the snapshot's position): committed too.
+    pub fn on_log_restarted(&mut self, start: u64, terms: Vec<TermEntry>, applied: u64) {
+        self.log_start = start.max(applied);
         self.appended = start;
         self.durable = start;
         self.terms = terms;

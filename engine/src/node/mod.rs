@@ -408,9 +408,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             },
             // Bytes the service has applied (from a snapshot, possibly ahead of the log) are
             // committed: no reconciliation may cut them.
-            start: log
-                .start_position()
-                .max(applier.fed_position().min(log.appended_position())),
+            start: log.start_position().max(applier.fed_position()),
         };
         // A window smaller than the largest frame could never carry that frame whole.
         let mut consensus_config = config.consensus.clone();
@@ -1533,7 +1531,8 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             );
         }
         self.send(now, from, &ack);
-        self.consensus.on_log_restarted(header.log_start, terms);
+        self.consensus
+            .on_log_restarted(header.log_start, terms, self.applier.fed_position());
         self.run_actions(now, None)
     }
 

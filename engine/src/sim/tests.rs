@@ -50,11 +50,12 @@ fn simulator_seeds_375_to_500() {
 /// a snapshot install), 56 and 80 (a windowed send after a snapshot install), 46 (a leader
 /// whose history starts later matched a term this log has only before its start), 2624 (a
 /// member whose snapshot was ahead of its cut log led: the snapshot position is promised too),
-/// 932 (reconciliation asked a member to cut bytes its service had applied from a snapshot).
+/// 932 and 5206 (reconciliation asked a member to cut bytes its service had applied from a
+/// snapshot, at start and after an install).
 #[test]
 fn simulator_regression_seeds() {
     for seed in [
-        24, 32, 46, 56, 80, 97, 233, 452, 806, 864, 932, 2596, 2624, 6243, 9688, 11964, 28320,
+        24, 32, 46, 56, 80, 97, 233, 452, 806, 864, 932, 2596, 5206, 2624, 6243, 9688, 11964, 28320,
     ] {
         seeds(seed..seed + 1);
     }
