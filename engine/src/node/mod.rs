@@ -1026,14 +1026,14 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         {
             self.partial = None; // stale: the log moved, or another leader
         }
-        let mut joined: Option<Partial> = None;
-        if extends {
-            let mut p = self.partial.take().expect("extends a partial");
-            let overlap = (p.start + p.bytes.len() as u64 - header.log_position) as usize;
+        let mut joined = if extends { self.partial.take() } else { None };
+        if let Some(p) = &mut joined {
+            // `extends` put the piece's start inside [p.start, p.start + p.bytes.len()].
+            let end = p.start + p.bytes.len() as u64;
+            let overlap = end.saturating_sub(header.log_position) as usize;
             if overlap < bytes.len() {
                 p.bytes.extend_from_slice(&bytes[overlap..]);
             }
-            joined = Some(p);
         }
         let position = joined.as_ref().map_or(header.log_position, |p| p.start);
         let (whole, piece) = {
