@@ -28,6 +28,12 @@
 //! interval_kib = 262144         # every replica snapshots each 256 MiB of log; 0: only on request
 //! [session]
 //! timeout_ms = 10000            # the leader closes a session silent this long; 0: never
+//! max_message_bytes = 65536     # longer client messages are refused (default: one log frame)
+//! max_sessions = 10000          # open sessions in all
+//! max_sessions_per_source = 64  # open sessions bound to one client address and port
+//! [access]
+//! client_token_file = "/etc/raftline/client.token"  # or RAFTLINE_CLIENT_TOKEN
+//! admin_token_file = "/etc/raftline/admin.token"    # or RAFTLINE_ADMIN_TOKEN
 //! ```
 //!
 //! The cluster section (`cluster.*`, `log.segment_mib`, the consensus timeouts) must be the
@@ -162,6 +168,10 @@ pub struct TransportSection {
     pub member_key_file: Option<PathBuf>,
     /// During a key rotation: the key being replaced, still accepted (never used to seal).
     pub previous_member_key_file: Option<PathBuf>,
+    /// Client addresses (address and port) the node keeps; when full, addresses silent for
+    /// `client_idle_ms` make room, and while none is, new addresses are dropped (counted).
+    pub max_client_addresses: usize,
+    pub client_idle_ms: u64,
 }
 
 impl Default for TransportSection {
@@ -173,6 +183,8 @@ impl Default for TransportSection {
             ipc_ring_kib: 4096,
             member_key_file: None,
             previous_member_key_file: None,
+            max_client_addresses: crate::sys::udp::CLIENT_ADDRESSES_MAX,
+            client_idle_ms: crate::sys::udp::CLIENT_IDLE_NS / 1_000_000,
         }
     }
 }
@@ -183,12 +195,16 @@ impl Default for TransportSection {
 pub struct SnapshotSection {
     /// The leader asks every replica for a snapshot each time the log grows by this much.
     pub interval_kib: u64,
+    /// The largest snapshot a follower accepts from the leader (MiB); a larger install is
+    /// refused before any memory is reserved for it.
+    pub max_install_mib: u64,
 }
 
 impl Default for SnapshotSection {
     fn default() -> Self {
         Self {
             interval_kib: 256 * 1024,
+            max_install_mib: 8 * 1024,
         }
     }
 }
@@ -199,12 +215,40 @@ pub struct SessionSection {
     /// The leader closes (through the log, reason timeout) a session whose client it has not
     /// heard from for this long; clients send keep-alives when idle. 0: never.
     pub timeout_ms: u64,
+    /// The longest client message, in bytes: a longer one is refused at the leader and the
+    /// client told (`TooLarge`). At most what one log frame holds (about half of
+    /// `log.write_kib`), which is also the default.
+    pub max_message_bytes: Option<usize>,
+    /// Sessions open (or being opened) in all; a connect beyond it is refused.
+    pub max_sessions: usize,
+    /// Sessions bound to one client source (address and port).
+    pub max_sessions_per_source: usize,
 }
 
 impl Default for SessionSection {
     fn default() -> Self {
-        Self { timeout_ms: 10_000 }
+        let limits = crate::node::SessionLimits::default();
+        Self {
+            timeout_ms: 10_000,
+            max_message_bytes: None,
+            max_sessions: limits.max_sessions,
+            max_sessions_per_source: limits.max_sessions_per_source,
+        }
     }
+}
+
+/// Who may open sessions and operate the cluster (see `access`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessSection {
+    /// A file holding the token every client presents when it connects (at least 16
+    /// characters; surrounding white space ignored). `RAFTLINE_CLIENT_TOKEN` is used instead
+    /// when set. Without either, any source may open a session.
+    pub client_token_file: Option<PathBuf>,
+    /// A file holding the operators' token, for `raftline cluster ...` and every admin
+    /// request (`RAFTLINE_ADMIN_TOKEN` instead when set). Without either, anyone may operate
+    /// the cluster.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -296,6 +340,8 @@ pub struct Config {
     pub snapshot: SnapshotSection,
     #[serde(default)]
     pub session: SessionSection,
+    #[serde(default)]
+    pub access: AccessSection,
 }
 
 impl Config {
@@ -319,6 +365,7 @@ impl Config {
                 transport: TransportSection::default(),
                 snapshot: SnapshotSection::default(),
                 session: SessionSection::default(),
+                access: AccessSection::default(),
             },
         }
     }
@@ -383,6 +430,86 @@ impl Config {
         Ok(Some(keys))
     }
 
+    /// A token from the environment variable `var`, else from the file named by `key`.
+    fn token(
+        var: &str,
+        key: &str,
+        file: Option<&std::path::Path>,
+    ) -> Result<Option<crate::access::SharedToken>, ConfigError> {
+        use crate::access::SharedToken;
+        if let Ok(text) = std::env::var(var) {
+            return SharedToken::new(&text)
+                .map(Some)
+                .map_err(|why| bad(var, "(set)", why));
+        }
+        let Some(path) = file else { return Ok(None) };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| bad(key, path.display(), format!("a readable token file ({e})")))?;
+        SharedToken::new(&text)
+            .map(Some)
+            .map_err(|why| bad(key, path.display(), why))
+    }
+
+    /// The client token and the admin token, as the node checks them.
+    pub fn access(&self) -> Result<crate::access::Access, ConfigError> {
+        let client = Self::token(
+            "RAFTLINE_CLIENT_TOKEN",
+            "access.client_token_file",
+            self.access.client_token_file.as_deref(),
+        )?;
+        let admin = Self::token(
+            "RAFTLINE_ADMIN_TOKEN",
+            "access.admin_token_file",
+            self.access.admin_token_file.as_deref(),
+        )?;
+        Ok(crate::access::Access::tokens(client, admin))
+    }
+
+    /// The admin token's text, as an operator presents it (`raftline cluster ...`), from the
+    /// same places the node reads it. Empty when none is configured.
+    pub fn admin_credential(&self) -> Result<Vec<u8>, ConfigError> {
+        Self::credential(
+            "RAFTLINE_ADMIN_TOKEN",
+            "access.admin_token_file",
+            self.access.admin_token_file.as_deref(),
+        )
+    }
+
+    /// The client token's text, as a client presents it. Empty when none is configured.
+    pub fn client_credential(&self) -> Result<Vec<u8>, ConfigError> {
+        Self::credential(
+            "RAFTLINE_CLIENT_TOKEN",
+            "access.client_token_file",
+            self.access.client_token_file.as_deref(),
+        )
+    }
+
+    fn credential(
+        var: &str,
+        key: &str,
+        file: Option<&std::path::Path>,
+    ) -> Result<Vec<u8>, ConfigError> {
+        let text = match std::env::var(var) {
+            Ok(text) => text,
+            Err(_) => match file {
+                Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                    bad(key, path.display(), format!("a readable token file ({e})"))
+                })?,
+                None => return Ok(Vec::new()),
+            },
+        };
+        Ok(text.trim().as_bytes().to_vec())
+    }
+
+    /// The session limits the node enforces.
+    pub fn session_limits(&self) -> crate::node::SessionLimits {
+        crate::node::SessionLimits {
+            max_message_bytes: self.session.max_message_bytes.unwrap_or(usize::MAX),
+            max_sessions: self.session.max_sessions,
+            max_sessions_per_source: self.session.max_sessions_per_source,
+        }
+    }
+
     /// Checks every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let n = self.cluster.members.len();
@@ -435,6 +562,40 @@ impl Config {
         self.consensus_config()
             .validate()
             .map_err(|e| bad(e.key, e.value, e.allowed))?;
+        let frame_payload_max = self.log_config().frame_len_max()
+            - crate::codec::HEADER_LEN
+            - crate::codec::message::SessionMessageHeader::LEN;
+        if let Some(max) = self
+            .session
+            .max_message_bytes
+            .filter(|m| !(1..=frame_payload_max).contains(m))
+        {
+            return Err(bad(
+                "session.max_message_bytes",
+                max,
+                format!("1..={frame_payload_max} (what one log frame holds with log.write_kib = {} and log.segment_mib = {}; raise log.write_kib for longer messages)", self.log.write_kib, self.log.segment_mib),
+            ));
+        }
+        if !(1..=1 << 20).contains(&self.transport.max_client_addresses) {
+            return Err(bad(
+                "transport.max_client_addresses",
+                self.transport.max_client_addresses,
+                "1..=1048576",
+            ));
+        }
+        if self.snapshot.max_install_mib == 0 {
+            return Err(bad("snapshot.max_install_mib", 0, "at least 1"));
+        }
+        if self.session.max_sessions == 0 {
+            return Err(bad("session.max_sessions", 0, "at least 1"));
+        }
+        if !(1..=self.session.max_sessions).contains(&self.session.max_sessions_per_source) {
+            return Err(bad(
+                "session.max_sessions_per_source",
+                self.session.max_sessions_per_source,
+                format!("1..={} (session.max_sessions)", self.session.max_sessions),
+            ));
+        }
         Ok(())
     }
 

@@ -12,6 +12,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 // Under `--cfg loom` (the ring model checks) only the layers without threads or OS calls build.
+pub mod access;
 pub mod auth;
 #[cfg(not(loom))]
 pub mod client;

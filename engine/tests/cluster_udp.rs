@@ -135,6 +135,7 @@ fn run_cluster(mode: ThreadingMode, over: Members) {
             }
             ClientEvent::LeaderChanged { .. } => {}
             ClientEvent::SessionClosed { reason } => panic!("session closed: {reason:?}"),
+            ClientEvent::TooLarge { sequence } => panic!("8-byte message {sequence} too large"),
         });
         std::thread::sleep(Duration::from_micros(100));
     }

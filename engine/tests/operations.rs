@@ -54,7 +54,7 @@ fn stream_progress(seen: &Mutex<Seen>, more: usize) {
 fn wait_leader(admin: &mut AdminClient, want: impl Fn(u32) -> bool) -> u32 {
     let start = Instant::now();
     loop {
-        let states = admin.describe(Duration::from_millis(300));
+        let states = admin.describe(Duration::from_millis(300)).unwrap();
         if let Some(l) = leader_of(&states) {
             let agreed = states
                 .iter()

@@ -168,8 +168,15 @@ fn cluster(args: &[String]) -> i32 {
             return 2;
         }
     };
+    let credential = match config.admin_credential() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("raftline: {e}");
+            return 2;
+        }
+    };
     let mut admin = match AdminClient::connect(members, config.cluster.id) {
-        Ok(a) => a,
+        Ok(a) => a.with_credential(credential),
         Err(e) => {
             eprintln!("raftline: {e}");
             return 1;
@@ -190,7 +197,13 @@ fn cluster(args: &[String]) -> i32 {
                 "snapshots",
                 "mismatches"
             );
-            let states = admin.describe(Duration::from_secs(1));
+            let states = match admin.describe(Duration::from_secs(1)) {
+                Ok(states) => states,
+                Err(e) => {
+                    eprintln!("raftline: cluster: {e}");
+                    return 1;
+                }
+            };
             for (id, s) in states.iter().enumerate() {
                 match s {
                     Some(s) => println!(

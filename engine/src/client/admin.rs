@@ -55,6 +55,8 @@ pub enum AdminError {
     NoLeader(Duration),
     #[error("the leader, member {member}, refused: {why}")]
     Refused { member: u32, why: &'static str },
+    #[error("member {member} refused the admin credential: set [access] admin_token_file (or RAFTLINE_ADMIN_TOKEN) to the cluster's admin token")]
+    Unauthorized { member: u32 },
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -65,6 +67,7 @@ pub struct AdminClient {
     members: usize,
     next_correlation: u64,
     buf: Vec<u8>,
+    credential: Vec<u8>,
 }
 
 impl AdminClient {
@@ -81,7 +84,14 @@ impl AdminClient {
             members: n,
             next_correlation: 1,
             buf: vec![0u8; 2048],
+            credential: Vec::new(),
         })
+    }
+
+    /// Presents `credential` (the cluster's admin token) with every request.
+    pub fn with_credential(mut self, credential: Vec<u8>) -> Self {
+        self.credential = credential;
+        self
     }
 
     /// Sends `command` to member `to` without waiting; returns its correlation id (the answer
@@ -89,11 +99,14 @@ impl AdminClient {
     pub fn send(&mut self, to: u32, command: AdminCommand, target: u32) -> u64 {
         let correlation_id = self.next_correlation;
         self.next_correlation += 1;
-        let request = Message::AdminRequest(AdminRequest {
-            correlation_id,
-            command: command as u8,
-            target,
-        });
+        let request = Message::AdminRequest {
+            request: AdminRequest {
+                correlation_id,
+                command: command as u8,
+                target,
+            },
+            credential: &self.credential,
+        };
         let len = request.encode(FrameMeta::default(), &mut self.buf);
         self.transport.send(to, &self.buf[..len]);
         self.transport.flush();
@@ -138,19 +151,28 @@ impl AdminClient {
     }
 
     /// Every member's state (`None` for a member that did not answer within `timeout`).
-    pub fn describe(&mut self, timeout: Duration) -> Vec<Option<MemberState>> {
+    /// A member that refused the credential is an error.
+    pub fn describe(&mut self, timeout: Duration) -> Result<Vec<Option<MemberState>>, AdminError> {
         let ids: Vec<u64> = (0..self.members as u32)
             .map(|m| self.send(m, AdminCommand::Describe, 0))
             .collect();
         let mut states = vec![None; self.members];
+        let mut refused = None;
         let n = self.members;
         self.await_answers(&ids, timeout, |r| {
+            if r.status == AdminStatus::Unauthorized as u8 {
+                refused = Some(r.member_id);
+                return true;
+            }
             if let Some(slot) = states.get_mut(r.member_id as usize) {
                 *slot = Some(MemberState::of(r));
             }
             states.iter().filter(|s| s.is_some()).count() == n
         });
-        states
+        match refused {
+            Some(member) => Err(AdminError::Unauthorized { member }),
+            None => Ok(states),
+        }
     }
 
     /// Runs `command` on the leader, following redirects, for up to `timeout`. Returns the
@@ -178,6 +200,11 @@ impl AdminClient {
             heard = true;
             match r.status {
                 s if s == AdminStatus::Done as u8 => return Ok((MemberState::of(&r), r.value)),
+                s if s == AdminStatus::Unauthorized as u8 => {
+                    return Err(AdminError::Unauthorized {
+                        member: r.member_id,
+                    })
+                }
                 s if s == AdminStatus::NotLeader as u8 => {
                     to = if r.leader != u32::MAX && r.leader != r.member_id {
                         r.leader

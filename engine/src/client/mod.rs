@@ -36,6 +36,10 @@ pub struct ClientConfig {
     /// Send a keep-alive when nothing else was sent for this long (keep it well under the
     /// cluster's `[session] timeout_ms`).
     pub keepalive_interval_ns: u64,
+    /// What the cluster's authenticator checks at connect (the client token; empty when the
+    /// cluster has none). Sent with every connect, so also when the client re-binds its
+    /// session after moving or after a failover.
+    pub credential: Vec<u8>,
 }
 
 impl ClientConfig {
@@ -48,6 +52,7 @@ impl ClientConfig {
             connect_timeout_ns: 10_000_000_000,
             max_datagram_bytes: crate::sys::SAFE_MTU_DATAGRAM,
             keepalive_interval_ns: 1_000_000_000,
+            credential: Vec::new(),
         }
     }
 }
@@ -63,6 +68,10 @@ pub enum ClientError {
     TooLarge { len: usize, max: usize },
     #[error("session closed by the cluster ({reason:?}); connect a new client to go on")]
     SessionClosed { reason: CloseReason },
+    #[error("member {member} refused the client credential: set ClientConfig::credential to the cluster's client token ([access] client_token_file)")]
+    Unauthenticated { member: u32 },
+    #[error("member {member} refused a new session: the cluster holds as many as it allows (session.max_sessions, session.max_sessions_per_source)")]
+    SessionLimit { member: u32 },
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -79,6 +88,9 @@ pub enum ClientEvent<'a> {
     /// The session was closed: by this client, by the service, or because the cluster had not
     /// heard from it within the session timeout. Nothing more is applied for it.
     SessionClosed { reason: CloseReason },
+    /// Message `sequence` is longer than the cluster's `session.max_message_bytes`: it was
+    /// refused, is not in the log, and is not resent.
+    TooLarge { sequence: u64 },
 }
 
 /// Most messages resent in one round.
@@ -110,6 +122,12 @@ pub struct ClusterClient {
     /// When the client last sent anything (keep-alives fill the silences).
     last_sent_ns: u64,
     closed: Option<CloseReason>,
+    /// The cluster refused the credential or a new session: nothing more is sent.
+    refused: Option<ClientError>,
+    /// When the client last connected again because the leader said it was not bound.
+    rebound_ns: u64,
+    /// A re-bind is under way: what waits is resent once the leader confirms it.
+    rebinding: bool,
 }
 
 /// Encodes one frame of the session and queues it for member `to`.
@@ -169,11 +187,17 @@ impl ClusterClient {
             resend_interval_ns: config.resend_timeout_ns,
             last_sent_ns: 0,
             closed: None,
+            refused: None,
+            rebound_ns: 0,
+            rebinding: false,
             config,
         };
         let start = now();
         let mut last_try = 0u64;
         while !client.opened {
+            if let Some(e) = client.refused.take() {
+                return Err(e);
+            }
             let t = now();
             if t.saturating_sub(start) > client.config.connect_timeout_ns {
                 return Err(ClientError::Unreachable {
@@ -232,10 +256,15 @@ impl ClusterClient {
     }
 
     fn send_connect(&mut self) {
-        self.send_control(&Message::ClientConnect(ClientConnect {
-            correlation_id: self.session_id,
-            session_id: self.session_id,
-        }));
+        let credential = std::mem::take(&mut self.config.credential);
+        self.send_control(&Message::ClientConnect {
+            connect: ClientConnect {
+                correlation_id: self.session_id,
+                session_id: self.session_id,
+            },
+            credential: &credential,
+        });
+        self.config.credential = credential;
     }
 
     fn send_message(&mut self, sequence: u64) {
@@ -277,6 +306,15 @@ impl ClusterClient {
     pub fn offer(&mut self, now: u64, payload: &[u8]) -> Result<u64, ClientError> {
         if let Some(reason) = self.closed {
             return Err(ClientError::SessionClosed { reason });
+        }
+        match self.refused {
+            Some(ClientError::Unauthenticated { member }) => {
+                return Err(ClientError::Unauthenticated { member })
+            }
+            Some(ClientError::SessionLimit { member }) => {
+                return Err(ClientError::SessionLimit { member })
+            }
+            _ => {}
         }
         if payload.len() > self.max_payload() {
             return Err(ClientError::TooLarge {
@@ -334,6 +372,7 @@ impl ClusterClient {
                     })) if session_id == self.session_id => match ClientEventKind::from_u8(kind) {
                         Some(ClientEventKind::Opened) => {
                             let moved = self.opened && from != self.target;
+                            let rebound = std::mem::take(&mut self.rebinding) && self.opened;
                             self.opened = true;
                             self.target = from;
                             self.last_progress_ns = now;
@@ -341,9 +380,39 @@ impl ClusterClient {
                                 // A new leader answered a probe: what waits goes there now.
                                 events += 1;
                                 handler(ClientEvent::LeaderChanged { leader: from });
+                            }
+                            if moved || rebound {
                                 self.resend_all(now);
                             }
                         }
+                        Some(ClientEventKind::TooLarge) => {
+                            let waiting = self.unacked.remove(&value).is_some();
+                            if waiting {
+                                events += 1;
+                                handler(ClientEvent::TooLarge { sequence: value });
+                            }
+                        }
+                        Some(ClientEventKind::Unauthenticated) => {
+                            self.refused = Some(ClientError::Unauthenticated { member: from });
+                        }
+                        // A refused new session; an open one is never refused a re-bind.
+                        Some(ClientEventKind::SessionLimit) if !self.opened => {
+                            self.refused = Some(ClientError::SessionLimit { member: from });
+                        }
+                        Some(ClientEventKind::SessionLimit) => {}
+                        // The leader does not know this source for the session (it moved, or
+                        // leadership did): connect again, at most once per interval however
+                        // many messages were in flight.
+                        Some(ClientEventKind::Unbound)
+                            if from == self.target
+                                && now.saturating_sub(self.rebound_ns)
+                                    > self.config.resend_timeout_ns / 8 =>
+                        {
+                            self.rebound_ns = now;
+                            self.rebinding = true;
+                            self.send_connect();
+                        }
+                        Some(ClientEventKind::Unbound) => {}
                         Some(ClientEventKind::Applied) => {
                             self.last_progress_ns = now;
                             if self.unacked.remove(&value).is_some() {

@@ -373,6 +373,8 @@ pub enum AdminStatus {
     NotLeader = 1,
     /// Refused: no such member, a transfer already under way, or the log is full.
     Refused = 2,
+    /// The request did not carry the cluster's admin credential; nothing else is said.
+    Unauthorized = 3,
 }
 
 body!(
@@ -380,9 +382,13 @@ body!(
     SessionKeepAlive { session_id: u64 }
 );
 body!(
-    /// A client asks to open `session_id`; the answer carries `correlation_id`.
+    /// A client asks to open `session_id` (or to bind it to this source again, after it moved
+    /// or after a failover); the answer carries `correlation_id`. A credential follows.
     ClientConnect { correlation_id: u64, session_id: u64 }
 );
+
+/// The longest credential a connect or admin request may carry.
+pub const CREDENTIAL_LEN_MAX: usize = 256;
 body!(
     /// What the cluster tells a client about its session. `kind` is a [`ClientEventKind`];
     /// `value` is the correlation id (opened), the sequence (applied) or the leader's member id
@@ -403,6 +409,17 @@ pub enum ClientEventKind {
     Redirect = 3,
     /// The session was closed (`value` is the [`CloseReason`]).
     Closed = 4,
+    /// Message `value` (a sequence) is longer than the cluster's `max_message_bytes`; it is
+    /// not in the log and never will be.
+    TooLarge = 5,
+    /// The connect's credential was refused by the cluster's authenticator.
+    Unauthenticated = 6,
+    /// The connect was refused: the cluster holds as many sessions as it allows (in all, or
+    /// from this source).
+    SessionLimit = 7,
+    /// This source is not bound to the session (the client moved, or leadership did): connect
+    /// again, with the credential, before anything else of the session is taken.
+    Unbound = 8,
 }
 
 impl ClientEventKind {
@@ -412,6 +429,10 @@ impl ClientEventKind {
             2 => Some(Self::Applied),
             3 => Some(Self::Redirect),
             4 => Some(Self::Closed),
+            5 => Some(Self::TooLarge),
+            6 => Some(Self::Unauthenticated),
+            7 => Some(Self::SessionLimit),
+            8 => Some(Self::Unbound),
             _ => None,
         }
     }
@@ -468,10 +489,18 @@ pub enum Message<'a> {
         bytes: &'a [u8],
     },
     InstallAck(InstallAck),
-    AdminRequest(AdminRequest),
+    /// `credential`: the operator's admin credential (empty when none is configured).
+    AdminRequest {
+        request: AdminRequest,
+        credential: &'a [u8],
+    },
     AdminResponse(AdminResponse),
     SessionKeepAlive(SessionKeepAlive),
-    ClientConnect(ClientConnect),
+    /// `credential`: what the cluster's client authenticator checks (empty when none).
+    ClientConnect {
+        connect: ClientConnect,
+        credential: &'a [u8],
+    },
     ClientEvent(ClientEvent),
     /// The frame's session id names the session.
     EgressMessage {
@@ -511,10 +540,10 @@ impl<'a> Message<'a> {
             Message::ElectNow(_) => FrameType::ElectNow,
             Message::InstallSnapshot { .. } => FrameType::InstallSnapshot,
             Message::InstallAck(_) => FrameType::InstallAck,
-            Message::AdminRequest(_) => FrameType::AdminRequest,
+            Message::AdminRequest { .. } => FrameType::AdminRequest,
             Message::AdminResponse(_) => FrameType::AdminResponse,
             Message::SessionKeepAlive(_) => FrameType::SessionKeepAlive,
-            Message::ClientConnect(_) => FrameType::ClientConnect,
+            Message::ClientConnect { .. } => FrameType::ClientConnect,
             Message::ClientEvent(_) => FrameType::ClientEvent,
             Message::EgressMessage { .. } => FrameType::EgressMessage,
         }
@@ -542,10 +571,10 @@ impl<'a> Message<'a> {
             Message::ElectNow(_) => ElectNow::LEN,
             Message::InstallSnapshot { bytes, .. } => InstallSnapshotHeader::LEN + bytes.len(),
             Message::InstallAck(_) => InstallAck::LEN,
-            Message::AdminRequest(_) => AdminRequest::LEN,
+            Message::AdminRequest { credential, .. } => AdminRequest::LEN + credential.len(),
             Message::AdminResponse(_) => AdminResponse::LEN,
             Message::SessionKeepAlive(_) => SessionKeepAlive::LEN,
-            Message::ClientConnect(_) => ClientConnect::LEN,
+            Message::ClientConnect { credential, .. } => ClientConnect::LEN + credential.len(),
             Message::ClientEvent(_) => ClientEvent::LEN,
             Message::EgressMessage { payload } => payload.len(),
         }
@@ -586,10 +615,22 @@ impl<'a> Message<'a> {
                 out[InstallSnapshotHeader::LEN..].copy_from_slice(bytes);
             }
             Message::InstallAck(b) => b.put(out),
-            Message::AdminRequest(b) => b.put(out),
+            Message::AdminRequest {
+                request,
+                credential,
+            } => {
+                request.put(out);
+                out[AdminRequest::LEN..].copy_from_slice(credential);
+            }
             Message::AdminResponse(b) => b.put(out),
             Message::SessionKeepAlive(b) => b.put(out),
-            Message::ClientConnect(b) => b.put(out),
+            Message::ClientConnect {
+                connect,
+                credential,
+            } => {
+                connect.put(out);
+                out[ClientConnect::LEN..].copy_from_slice(credential);
+            }
             Message::ClientEvent(b) => b.put(out),
             Message::EgressMessage { payload } => out.copy_from_slice(payload),
         }
@@ -695,19 +736,34 @@ impl<'a> Message<'a> {
             }
             FrameType::InstallAck => Message::InstallAck(exact(InstallAck::take(p)?, n)?),
             FrameType::AdminRequest => {
-                let body = exact(AdminRequest::take(p)?, n)?;
+                let (body, credential) = AdminRequest::take(p)?;
+                if credential.len() > CREDENTIAL_LEN_MAX {
+                    return Err(DecodeError::BadLength { length: n });
+                }
                 if AdminCommand::from_u8(body.command).is_none() {
                     return Err(DecodeError::BadField {
                         field: "AdminRequest.command",
                     });
                 }
-                Message::AdminRequest(body)
+                Message::AdminRequest {
+                    request: body,
+                    credential,
+                }
             }
             FrameType::AdminResponse => Message::AdminResponse(exact(AdminResponse::take(p)?, n)?),
             FrameType::SessionKeepAlive => {
                 Message::SessionKeepAlive(exact(SessionKeepAlive::take(p)?, n)?)
             }
-            FrameType::ClientConnect => Message::ClientConnect(exact(ClientConnect::take(p)?, n)?),
+            FrameType::ClientConnect => {
+                let (connect, credential) = ClientConnect::take(p)?;
+                if credential.len() > CREDENTIAL_LEN_MAX {
+                    return Err(DecodeError::BadLength { length: n });
+                }
+                Message::ClientConnect {
+                    connect,
+                    credential,
+                }
+            }
             FrameType::ClientEvent => {
                 let body = exact(ClientEvent::take(p)?, n)?;
                 if ClientEventKind::from_u8(body.kind).is_none() {

@@ -108,11 +108,14 @@ mod tests {
             leader_member_id: 1,
             candidate_member_id: 2,
         }));
-        roundtrip(Message::AdminRequest(AdminRequest {
-            correlation_id: 9,
-            command: AdminCommand::TransferLeader as u8,
-            target: 2,
-        }));
+        roundtrip(Message::AdminRequest {
+            request: AdminRequest {
+                correlation_id: 9,
+                command: AdminCommand::TransferLeader as u8,
+                target: 2,
+            },
+            credential: b"operator",
+        });
         roundtrip(Message::AdminResponse(AdminResponse {
             correlation_id: 9,
             status: AdminStatus::NotLeader as u8,
@@ -191,10 +194,20 @@ mod tests {
             leadership_term_id: 1,
             follower_member_id: 2,
         }));
-        roundtrip(Message::ClientConnect(ClientConnect {
-            correlation_id: 1,
-            session_id: 2,
-        }));
+        roundtrip(Message::ClientConnect {
+            connect: ClientConnect {
+                correlation_id: 1,
+                session_id: 2,
+            },
+            credential: b"",
+        });
+        roundtrip(Message::ClientConnect {
+            connect: ClientConnect {
+                correlation_id: 1,
+                session_id: 2,
+            },
+            credential: &[7u8; 256],
+        });
         roundtrip(Message::ClientEvent(ClientEvent {
             session_id: 1,
             value: 2,

@@ -12,14 +12,17 @@
 
 #![forbid(unsafe_code)]
 
-use crate::codec::message::{
-    AdminCommand, AdminRequest, AdminResponse, AdminStatus, ClusterAction, ClusterActionKind,
-    InstallAck, InstallSnapshotHeader,
-};
+mod clients;
+#[cfg(test)]
+mod door_tests;
+pub use clients::SessionLimits;
+
+use crate::access::Access;
 use crate::codec::message::{
     AppendDataHeader, ClientEvent, ClientEventKind, CloseReason, NewLeadershipTermEvent,
     SessionClose, SessionMessageHeader, SessionOpen, TimerEvent,
 };
+use crate::codec::message::{ClusterAction, ClusterActionKind, InstallAck, InstallSnapshotHeader};
 use crate::codec::{self, Decoded, FrameMeta, FrameType, Frames, Message};
 use crate::consensus::{
     Action, ConfigError, Consensus, ConsensusConfig, LogState, MemberId, Role, VoteState,
@@ -139,6 +142,9 @@ pub const DATAGRAMS_PER_CYCLE_MAX: usize = 64;
 /// Most log bytes carried by one `AppendData` datagram (a larger single frame goes alone).
 pub const APPEND_CHUNK_BYTES: usize = 60 * 1024;
 
+/// The most memory an install's first chunk reserves; the rest grows as chunks arrive.
+const INSTALL_RESERVE_BYTES: u64 = 16 << 20;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeConfig {
     pub consensus: ConsensusConfig,
@@ -151,6 +157,10 @@ pub struct NodeConfig {
     /// The operator confirmed that this member's vote record is lost (`raftline node
     /// --recover-vote`): start without it, taking the safe path of [`Consensus::recover_vote`].
     pub recover_vote: bool,
+    pub sessions: SessionLimits,
+    /// The largest snapshot file this member accepts from a leader; a larger install is
+    /// refused before anything is reserved.
+    pub max_install_bytes: u64,
 }
 
 /// `voted_for` of a vote record written by `--recover-vote`: the recovery is under way
@@ -188,7 +198,9 @@ pub enum OfferError {
     BackPressure,
     #[error("leadership is being handed to member {to}; retry there")]
     Transferring { to: MemberId },
-    #[error("message of {len} bytes exceeds the largest frame ({max})")]
+    #[error(
+        "message of {len} bytes exceeds the longest allowed ({max}, session.max_message_bytes)"
+    )]
     TooLarge { len: usize, max: usize },
 }
 
@@ -212,6 +224,19 @@ pub struct NodeStats {
     pub commit_inside_frame: u64,
     /// Corruption below the durable end found when the log was opened (0 or 1).
     pub log_damage_found: u64,
+    /// Client messages longer than `max_message_bytes`, refused (`TooLarge`).
+    pub messages_too_large: u64,
+    /// Connects whose credential the authenticator refused.
+    pub connects_unauthenticated: u64,
+    /// Connects refused at a session limit.
+    pub sessions_refused: u64,
+    /// Session frames (messages, keep-alives, closes) for a session that is not open or from
+    /// a source it is not bound to: answered `Unbound`, never appended or remembered.
+    pub session_frames_unbound: u64,
+    /// Admin requests without the admin credential.
+    pub admin_refused: u64,
+    /// Snapshot installs refused before any memory was reserved (too large a file).
+    pub installs_refused: u64,
 }
 
 fn encode_vote(v: VoteState) -> Vec<u8> {
@@ -255,8 +280,6 @@ pub struct Node<D: Disk, N: Datagrams, A: ApplyStage> {
     commit: u64,
     failed: Option<NodeError>,
     stats: NodeStats,
-    /// Where each session's client was last heard from (leader: where its egress goes).
-    client_endpoints: HashMap<u64, u32>,
     /// Keep egress for `take_egress` (the simulator's clients are not on the network).
     collect_egress: bool,
     /// Print every election state transition with its reason (operators want this; the
@@ -296,13 +319,15 @@ pub struct Node<D: Disk, N: Datagrams, A: ApplyStage> {
     /// Leader: where the last `SendLog` to each member ended (the next may start there,
     /// inside a frame).
     sent_to: HashMap<MemberId, u64>,
-    /// Open sessions (from the apply stage at start, then its egress), and when the leader
-    /// last heard from each client; sessions whose timeout close is in the log.
-    open_sessions: std::collections::BTreeSet<u64>,
-    last_heard: HashMap<u64, u64>,
-    closing: std::collections::HashSet<u64>,
+    /// Sessions open and being opened, and the client source each is bound to.
+    sessions: clients::Sessions,
+    limits: SessionLimits,
+    access: Access,
+    /// Refusals are printed at most once a second.
+    next_refusal_note_ns: u64,
     session_timeout_ns: u64,
     next_session_check_ns: u64,
+    max_install_bytes: u64,
 }
 
 #[derive(Clone)]
@@ -420,6 +445,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             consensus.recover_vote();
         }
         let frame_max = log.config().frame_len_max();
+        let frame_payload_max = frame_max - codec::HEADER_LEN - SessionMessageHeader::LEN;
         let mut node = Self {
             id: config.consensus.member_id,
             log,
@@ -439,7 +465,6 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 log_damage_found: report.damage.is_some() as u64,
                 ..NodeStats::default()
             },
-            client_endpoints: HashMap::new(),
             collect_egress: false,
             log_transitions: false,
             timers_appended: HashMap::new(),
@@ -457,15 +482,22 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             incoming: None,
             partial: None,
             sent_to: HashMap::new(),
-            open_sessions: Default::default(),
-            last_heard: HashMap::new(),
-            closing: Default::default(),
+            sessions: Default::default(),
+            limits: SessionLimits {
+                max_message_bytes: config.sessions.max_message_bytes.min(frame_payload_max),
+                ..config.sessions
+            },
+            access: Access::open(),
+            next_refusal_note_ns: 0,
+            max_install_bytes: config.max_install_bytes,
             session_timeout_ns: config.session_timeout_ns,
             next_session_check_ns: 0,
         };
         let mut open = Vec::new();
         node.applier.open_sessions(&mut open);
-        node.open_sessions.extend(open);
+        for session in open {
+            node.sessions.opened(session, now);
+        }
         node.consensus.start(now);
         node.run_actions(now, None)?;
         Ok(node)
@@ -506,6 +538,16 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
 
     pub fn set_log_transitions(&mut self, on: bool) {
         self.log_transitions = on;
+    }
+
+    /// Who may open sessions and operate the cluster (default: everyone).
+    pub fn set_access(&mut self, access: Access) {
+        self.access = access;
+    }
+
+    /// The limits in force (`max_message_bytes` as clamped to what one log frame holds).
+    pub fn session_limits(&self) -> SessionLimits {
+        self.limits
     }
 
     /// Keep applied egress for [`Node::take_egress`] as well as routing it to clients.
@@ -598,6 +640,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         }
         let leader = self.consensus.role() == Role::Leader;
         let egress = std::mem::take(&mut self.egress);
+        let mut closed = Vec::new();
         for e in &egress {
             match *e {
                 Egress::SnapshotTaken { position, digest } => {
@@ -607,14 +650,10 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                     }
                 }
                 Egress::Shutdown { position } => self.shutdown = Some((position, Some(now))),
-                Egress::SessionOpened { session_id, .. } => {
-                    self.open_sessions.insert(session_id);
-                    self.last_heard.entry(session_id).or_insert(now);
-                }
+                Egress::SessionOpened { session_id, .. } => self.sessions.opened(session_id, now),
                 Egress::SessionClosed { session_id, .. } => {
-                    self.open_sessions.remove(&session_id);
-                    self.last_heard.remove(&session_id);
-                    self.closing.remove(&session_id);
+                    // Told below (the binding is still needed to reach the client).
+                    closed.push(session_id);
                 }
                 _ => {}
             }
@@ -658,7 +697,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                         payload,
                     } => (*session_id, Message::EgressMessage { payload }),
                 };
-                if let Some(&endpoint) = self.client_endpoints.get(&session_id) {
+                if let Some(&endpoint) = self.sessions.bound.get(&session_id) {
                     let meta = FrameMeta {
                         session_id,
                         timestamp_ns: now,
@@ -669,78 +708,14 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 }
             }
         }
+        for session in closed {
+            self.sessions.closed(session);
+        }
         if self.collect_egress && leader {
             self.egress = egress;
         } else {
             self.egress = egress;
             self.egress.clear();
-        }
-    }
-
-    /// A frame from a client: requests go into the log on the leader; others redirect.
-    fn on_client_frame(&mut self, now: u64, from: u32, frame: &codec::Frame<'_>) {
-        self.stats.client_requests += 1;
-        if self.session_timeout_ns != 0 && frame.meta.session_id != 0 {
-            self.last_heard.insert(frame.meta.session_id, now);
-        }
-        let (session, result) = match Message::decode(frame) {
-            Ok(Message::ClientConnect(connect)) => {
-                self.client_endpoints.insert(connect.session_id, from);
-                let opened = self.open_session(now, connect.session_id, connect.correlation_id);
-                (connect.session_id, opened)
-            }
-            Ok(Message::SessionMessage { header, payload }) => {
-                let session = frame.meta.session_id;
-                self.client_endpoints.insert(session, from);
-                (session, self.offer(now, session, header.sequence, payload))
-            }
-            Ok(Message::AdminRequest(request)) => {
-                self.on_admin(now, from, request);
-                return;
-            }
-            Ok(Message::SessionKeepAlive(alive)) => {
-                self.last_heard.insert(alive.session_id, now);
-                self.client_endpoints.insert(alive.session_id, from);
-                let result = match self.consensus.leader_term() {
-                    Some(_) => Ok(0),
-                    None => Err(OfferError::NotLeader {
-                        leader: self.consensus.leader(),
-                    }),
-                };
-                (alive.session_id, result)
-            }
-            Ok(Message::SessionClose(_)) => {
-                let session = frame.meta.session_id;
-                self.client_endpoints.insert(session, from);
-                (
-                    session,
-                    self.close_session(now, session, CloseReason::ClientAction),
-                )
-            }
-            _ => {
-                self.stats.frames_malformed += 1;
-                return;
-            }
-        };
-        match result {
-            Ok(_) => {}
-            Err(OfferError::NotLeader { leader }) => {
-                self.stats.client_redirects += 1;
-                let event = Message::ClientEvent(ClientEvent {
-                    session_id: session,
-                    value: leader.map_or(u64::MAX, u64::from),
-                    kind: ClientEventKind::Redirect as u8,
-                });
-                let meta = FrameMeta {
-                    session_id: session,
-                    timestamp_ns: now,
-                    ..FrameMeta::default()
-                };
-                let len = event.encode(meta, &mut self.send_buf);
-                self.net.send(from, &self.send_buf[..len]);
-            }
-            // Dropped: the client resends what is not acknowledged.
-            Err(_) => self.stats.client_backpressure += 1,
         }
     }
 
@@ -1201,6 +1176,12 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         sequence: u64,
         payload: &[u8],
     ) -> Result<u64, OfferError> {
+        if payload.len() > self.limits.max_message_bytes {
+            return Err(OfferError::TooLarge {
+                len: payload.len(),
+                max: self.limits.max_message_bytes,
+            });
+        }
         let message = Message::SessionMessage {
             header: SessionMessageHeader { sequence },
             payload,
@@ -1261,37 +1242,6 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         }
         self.due = due;
         fired
-    }
-
-    /// Leader: appends a timeout close for every open session whose client it has not heard
-    /// from within the session timeout (a new leader counts from its election).
-    fn close_silent_sessions(&mut self, now: u64) {
-        if self.session_timeout_ns == 0 || now < self.next_session_check_ns {
-            return;
-        }
-        self.next_session_check_ns = now + (self.session_timeout_ns / 10).max(1_000_000);
-        if self.consensus.leader_term().is_none() {
-            return;
-        }
-        let timeout = self.session_timeout_ns;
-        let silent: Vec<u64> = self
-            .open_sessions
-            .iter()
-            .copied()
-            .filter(|s| !self.closing.contains(s))
-            .filter(|s| {
-                let heard = *self.last_heard.entry(*s).or_insert(now);
-                now.saturating_sub(heard) > timeout
-            })
-            .collect();
-        for session in silent {
-            if self
-                .close_session(now, session, CloseReason::Timeout)
-                .is_ok()
-            {
-                self.closing.insert(session);
-            }
-        }
     }
 
     /// Lets the node see which snapshot is durable (the runtime's writer updates it).
@@ -1450,14 +1400,25 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         {
             return Ok(());
         }
+        if header.total_len > self.max_install_bytes {
+            self.stats.installs_refused += 1;
+            if self.log_transitions && self.stats.installs_refused == 1 {
+                eprintln!(
+                    "raftline: member {}: refused a snapshot install of {} bytes from member {from}: above snapshot.max_install_mib ({} bytes)",
+                    self.id, header.total_len, self.max_install_bytes
+                );
+            }
+            return Ok(());
+        }
         let restart = self.incoming.as_ref().is_none_or(|i| {
             i.header.snapshot_position != header.snapshot_position
                 || i.header.total_len != header.total_len
         });
         if restart {
+            // Memory follows the bytes that arrive, in order: a claimed length reserves little.
             self.incoming = Some(Incoming {
                 header,
-                bytes: Vec::with_capacity(header.total_len.min(1 << 30) as usize),
+                bytes: Vec::with_capacity(header.total_len.min(INSTALL_RESERVE_BYTES) as usize),
             });
         }
         let incoming = self.incoming.as_mut().expect("set");
@@ -1548,19 +1509,17 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         self.last_leader = leader;
         if leader == Some(self.id) {
             // A new leader gives every session a full timeout from its election.
-            for s in &self.open_sessions {
-                self.last_heard.insert(*s, now);
+            let sessions = &mut self.sessions;
+            for s in &sessions.open {
+                sessions.last_heard.insert(*s, now);
             }
-            self.closing.clear();
+            sessions.closing.clear();
         }
         let Some(new) = leader.filter(|&l| l != self.id && was_leader) else {
             return;
         };
-        let mut endpoints: Vec<(u64, u32)> = self
-            .client_endpoints
-            .iter()
-            .map(|(&s, &e)| (s, e))
-            .collect();
+        let mut endpoints: Vec<(u64, u32)> =
+            self.sessions.bound.iter().map(|(&s, &e)| (s, e)).collect();
         endpoints.sort_unstable();
         for (session_id, endpoint) in endpoints {
             let event = Message::ClientEvent(ClientEvent {
@@ -1626,71 +1585,6 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         (self.consensus.durable_everywhere(position)
             && now.saturating_sub(applied_at) >= 2 * heartbeat)
             || now.saturating_sub(applied_at) >= timeout
-    }
-
-    /// The answer to an operator's command.
-    fn on_admin(&mut self, now: u64, from: u32, request: AdminRequest) {
-        let Some(command) = AdminCommand::from_u8(request.command) else {
-            return;
-        };
-        let leader = self.consensus.leader_term().is_some();
-        let mut value = 0;
-        let status = match command {
-            AdminCommand::Describe => AdminStatus::Done,
-            _ if !leader => AdminStatus::NotLeader,
-            AdminCommand::Snapshot => match self.request_snapshot(now) {
-                Ok(position) => {
-                    value = position;
-                    AdminStatus::Done
-                }
-                Err(_) => AdminStatus::Refused,
-            },
-            AdminCommand::StepDown => match self.step_down(now) {
-                Ok(to) => {
-                    value = u64::from(to);
-                    AdminStatus::Done
-                }
-                Err(_) => AdminStatus::Refused,
-            },
-            AdminCommand::TransferLeader => match self.transfer_leadership(now, request.target) {
-                Ok(()) => {
-                    value = u64::from(request.target);
-                    AdminStatus::Done
-                }
-                Err(_) => AdminStatus::Refused,
-            },
-            AdminCommand::Shutdown => match self.request_shutdown(now) {
-                Ok(position) => {
-                    value = position;
-                    AdminStatus::Done
-                }
-                Err(_) => AdminStatus::Refused,
-            },
-        };
-        let response = Message::AdminResponse(AdminResponse {
-            correlation_id: request.correlation_id,
-            status: status as u8,
-            member_id: self.id,
-            role: match self.consensus.role() {
-                Role::Follower => 0,
-                Role::Candidate => 1,
-                Role::Leader => 2,
-            },
-            leader: self.consensus.leader().unwrap_or(u32::MAX),
-            term: self.consensus.term(),
-            appended: self.log.appended_position(),
-            commit: self.commit,
-            applied: self.applier.applied_position(),
-            snapshots: self.applier.snapshots_taken(),
-            digest_mismatches: self.applier.digest_mismatches(),
-            value,
-        });
-        let meta = FrameMeta {
-            timestamp_ns: now,
-            ..FrameMeta::default()
-        };
-        let len = response.encode(meta, &mut self.send_buf);
-        self.net.send(from, &self.send_buf[..len]);
     }
 
     /// Leader: appends the digest checks of snapshots this replica took, and a snapshot action

@@ -64,9 +64,18 @@ pub enum Counter {
     LogDamageFound,
     OversizedDatagramsDropped,
     CommitInsideFrame,
+    MessagesTooLarge,
+    ConnectsUnauthenticated,
+    SessionsRefused,
+    SessionFramesUnbound,
+    AdminRefused,
+    InstallsRefused,
+    ClientAddressesRefused,
+    ClientAddressesEvicted,
+    SendErrors,
 }
 
-pub const ALL: [Counter; 41] = [
+pub const ALL: [Counter; 50] = [
     Counter::Role,
     Counter::Term,
     Counter::Leader,
@@ -108,6 +117,15 @@ pub const ALL: [Counter; 41] = [
     Counter::LogDamageFound,
     Counter::OversizedDatagramsDropped,
     Counter::CommitInsideFrame,
+    Counter::MessagesTooLarge,
+    Counter::ConnectsUnauthenticated,
+    Counter::SessionsRefused,
+    Counter::SessionFramesUnbound,
+    Counter::AdminRefused,
+    Counter::InstallsRefused,
+    Counter::ClientAddressesRefused,
+    Counter::ClientAddressesEvicted,
+    Counter::SendErrors,
 ];
 
 const _: () = assert!((HEADER_WORDS + ALL.len()) * 8 <= FILE_LEN);
@@ -164,6 +182,19 @@ impl Counter {
             Counter::CommitInsideFrame => {
                 "commit positions inside a frame (a false durable report)"
             }
+            Counter::MessagesTooLarge => "client messages refused (over session.max_message_bytes)",
+            Counter::ConnectsUnauthenticated => "client connects refused (credential)",
+            Counter::SessionsRefused => "client connects refused (session limits)",
+            Counter::SessionFramesUnbound => {
+                "session frames refused (session not open, or source not bound)"
+            }
+            Counter::AdminRefused => "admin requests refused (admin credential)",
+            Counter::InstallsRefused => "snapshot installs refused (over snapshot.max_install_mib)",
+            Counter::ClientAddressesRefused => {
+                "client datagrams dropped (address table full of active clients)"
+            }
+            Counter::ClientAddressesEvicted => "idle client addresses forgotten",
+            Counter::SendErrors => "datagrams the kernel refused to send",
         }
     }
 }

@@ -230,6 +230,15 @@ impl<A: ApplyStage + Send> NodeAgent<A> {
         c.set(Counter::LogDamageFound, s.log_damage_found);
         c.set(Counter::OversizedDatagramsDropped, u.oversized_dropped);
         c.set(Counter::CommitInsideFrame, s.commit_inside_frame);
+        c.set(Counter::MessagesTooLarge, s.messages_too_large);
+        c.set(Counter::ConnectsUnauthenticated, s.connects_unauthenticated);
+        c.set(Counter::SessionsRefused, s.sessions_refused);
+        c.set(Counter::SessionFramesUnbound, s.session_frames_unbound);
+        c.set(Counter::AdminRefused, s.admin_refused);
+        c.set(Counter::InstallsRefused, s.installs_refused);
+        c.set(Counter::ClientAddressesRefused, u.clients_rejected);
+        c.set(Counter::ClientAddressesEvicted, u.clients_evicted);
+        c.set(Counter::SendErrors, u.send_errors);
     }
 }
 
@@ -620,6 +629,10 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             addr: bind.to_string(),
             source,
         })?;
+        transport.set_client_limits(
+            config.transport.max_client_addresses,
+            config.transport.client_idle_ms.saturating_mul(1_000_000),
+        );
         // Dedicated threading: a receiver thread drains the socket into a ring and signals an
         // eventfd; the node thread blocks on that and on io_uring completions.
         let mut receiver = None;
@@ -654,11 +667,24 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             );
         }
         let transport = Authenticated::new(NodeNet::new(transport, links), sealer);
+        let access = config.access()?;
+        if !access.clients_checked {
+            eprintln!(
+                "raftline: node {id}: no client token ([access] client_token_file or RAFTLINE_CLIENT_TOKEN): any source may open a session, and one that learns a session id may re-bind it"
+            );
+        }
+        if access.admin.is_none() {
+            eprintln!(
+                "raftline: node {id}: no admin token ([access] admin_token_file or RAFTLINE_ADMIN_TOKEN): any source may describe, snapshot, transfer or shut down the cluster"
+            );
+        }
         let node_config = NodeConfig {
             consensus: config.consensus_config(),
             log: config.log_config(),
             snapshot_interval_bytes: config.snapshot.interval_kib * 1024,
             session_timeout_ns: config.session.timeout_ms * 1_000_000,
+            sessions: config.session_limits(),
+            max_install_bytes: config.snapshot.max_install_mib.saturating_mul(1 << 20),
             recover_vote: config.node.recover_vote,
         };
         // Recovery starts from the newest snapshot that passes its checksum, if any; the node
@@ -743,6 +769,7 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             stop: stop.clone(),
             snapshots: None,
             snapshot_progress,
+            access,
         };
         let (threads, writer) = if config.threading()? == ThreadingMode::Dedicated {
             let name = format!("raftline-svc-{id}");
@@ -881,6 +908,7 @@ struct NodeParts {
     snapshots: Option<SnapshotWriter>,
     /// The newest durable snapshot position, whichever thread writes them.
     snapshot_progress: Arc<std::sync::atomic::AtomicU64>,
+    access: crate::access::Access,
 }
 
 /// Deletes segment files a previous run retired and did not get to delete.
@@ -915,6 +943,7 @@ impl NodeParts {
             monotonic_ns(),
         )?;
         node.set_log_transitions(true);
+        node.set_access(self.access);
         for note in node.recovery_notes() {
             eprintln!("{note}");
         }

@@ -409,6 +409,8 @@ fn node_config(
         consensus,
         log,
         session_timeout_ns: 0,
+        sessions: Default::default(),
+        max_install_bytes: u64::MAX,
         recover_vote: false,
         // Snapshot actions and digest checks every half segment: the simulated services keep
         // no snapshots, but every replica records and compares its digest at each one.

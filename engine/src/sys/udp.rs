@@ -55,20 +55,111 @@ pub struct UdpStats {
     pub datagrams_sent: u64,
     pub foreign_dropped: u64,
     pub oversized_dropped: u64,
+    /// Datagrams from a new client address dropped: the table was full of active clients.
     pub clients_rejected: u64,
+    /// Client addresses forgotten to make room (idle longer than the table's idle time).
+    pub clients_evicted: u64,
     pub send_errors: u64,
 }
+
+/// The client addresses a node answers, each with an endpoint id that is never given to
+/// another address while the transport lives (a session bound to an evicted endpoint is then
+/// unbound, not redirected to a stranger). Bounded: when full, clients idle at least
+/// `idle_ns` are forgotten to make room; while every one is active, new addresses are
+/// dropped and counted, so a flood of spoofed sources cannot push out clients that talk.
+struct ClientTable {
+    by_addr: HashMap<SocketAddr, u32>,
+    by_endpoint: HashMap<u32, (SocketAddr, u64)>,
+    next: u32,
+    max: usize,
+    idle_ns: u64,
+    /// No scan for idle clients before this time (scans are O(table) and a flood is fast).
+    next_scan_ns: u64,
+}
+
+/// How long a full table waits before it looks for idle clients again.
+const CLIENT_SCAN_INTERVAL_NS: u64 = 10_000_000;
+
+impl ClientTable {
+    fn new(max: usize, idle_ns: u64) -> Self {
+        Self {
+            by_addr: HashMap::new(),
+            by_endpoint: HashMap::new(),
+            next: CLIENT_ENDPOINT_BASE,
+            max,
+            idle_ns,
+            next_scan_ns: 0,
+        }
+    }
+
+    fn address(&self, endpoint: u32) -> Option<SocketAddr> {
+        self.by_endpoint.get(&endpoint).map(|&(a, _)| a)
+    }
+
+    /// The endpoint of `addr`, heard from at `now`; `None` when the table is full of active
+    /// clients.
+    fn endpoint_of(&mut self, addr: SocketAddr, now: u64, stats: &mut UdpStats) -> Option<u32> {
+        if let Some(&e) = self.by_addr.get(&addr) {
+            if let Some(slot) = self.by_endpoint.get_mut(&e) {
+                slot.1 = now;
+            }
+            return Some(e);
+        }
+        if self.by_addr.len() >= self.max {
+            if now < self.next_scan_ns {
+                stats.clients_rejected += 1;
+                return None;
+            }
+            self.next_scan_ns = now + CLIENT_SCAN_INTERVAL_NS;
+            let idle = self.idle_ns;
+            let before = self.by_endpoint.len();
+            self.by_endpoint
+                .retain(|_, &mut (_, heard)| now.saturating_sub(heard) < idle);
+            let kept = &self.by_endpoint;
+            self.by_addr.retain(|_, e| kept.contains_key(e));
+            stats.clients_evicted += (before - self.by_endpoint.len()) as u64;
+            if self.by_addr.len() >= self.max {
+                stats.clients_rejected += 1;
+                return None;
+            }
+        }
+        // Endpoint ids above the members' run upward and wrap past u32::MAX back to the base,
+        // skipping any still in use (4 billion new addresses before the first wrap).
+        let mut e = self.next;
+        while self.by_endpoint.contains_key(&e) {
+            e = e.checked_add(1).unwrap_or(CLIENT_ENDPOINT_BASE);
+        }
+        self.next = e.checked_add(1).unwrap_or(CLIENT_ENDPOINT_BASE);
+        self.by_addr.insert(addr, e);
+        self.by_endpoint.insert(e, (addr, now));
+        Some(e)
+    }
+
+    /// A member took over an address a client used.
+    fn forget(&mut self, addr: SocketAddr) {
+        if let Some(e) = self.by_addr.remove(&addr) {
+            self.by_endpoint.remove(&e);
+        }
+    }
+}
+
+/// Client addresses a node keeps by default, and how idle one must be to be forgotten.
+pub const CLIENT_ADDRESSES_MAX: usize = 4096;
+pub const CLIENT_IDLE_NS: u64 = 1_000_000_000;
 
 /// See the module docs.
 pub struct UdpTransport {
     socket: UdpSocket,
     cluster_id: u32,
     max_datagram: usize,
-    max_clients: usize,
+    /// Member addresses.
     endpoints: HashMap<SocketAddr, u32>,
     /// Address of every member (None while its name does not resolve).
     members: Vec<Option<SocketAddr>>,
-    clients: Vec<SocketAddr>,
+    clients: ClientTable,
+    /// When the current receive batch arrived (client addresses are aged by it).
+    batch_ns: u64,
+    clock: std::time::Instant,
     /// Datagrams being packed, by endpoint, each starting with the header.
     pending: HashMap<u32, Vec<u8>>,
     /// Full datagrams waiting for the next `sendmmsg`.
@@ -222,10 +313,11 @@ impl UdpTransport {
             socket,
             cluster_id,
             max_datagram,
-            max_clients: 4096,
             endpoints,
             members,
-            clients: Vec::new(),
+            clients: ClientTable::new(CLIENT_ADDRESSES_MAX, CLIENT_IDLE_NS),
+            batch_ns: 0,
+            clock: std::time::Instant::now(),
             pending: HashMap::new(),
             outgoing: Vec::new(),
             spare: Vec::new(),
@@ -248,7 +340,15 @@ impl UdpTransport {
             self.endpoints.remove(&old);
         }
         // A client that used this address before is now this member.
+        self.clients.forget(addr);
         self.endpoints.insert(addr, member);
+    }
+
+    /// How many client addresses the transport keeps, and how long one must be silent before
+    /// it may be forgotten to make room for another.
+    pub fn set_client_limits(&mut self, max: usize, idle_ns: u64) {
+        self.clients.max = max.max(1);
+        self.clients.idle_ns = idle_ns;
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -266,9 +366,7 @@ impl UdpTransport {
 
     fn address(&self, endpoint: u32) -> Option<SocketAddr> {
         if endpoint >= CLIENT_ENDPOINT_BASE {
-            self.clients
-                .get((endpoint - CLIENT_ENDPOINT_BASE) as usize)
-                .copied()
+            self.clients.address(endpoint)
         } else {
             self.members.get(endpoint as usize).copied().flatten()
         }
@@ -295,14 +393,8 @@ impl UdpTransport {
         if let Some(&e) = self.endpoints.get(&addr) {
             return Some(e);
         }
-        if self.clients.len() >= self.max_clients {
-            self.stats.clients_rejected += 1;
-            return None;
-        }
-        let e = CLIENT_ENDPOINT_BASE + self.clients.len() as u32;
-        self.clients.push(addr);
-        self.endpoints.insert(addr, e);
-        Some(e)
+        self.clients
+            .endpoint_of(addr, self.batch_ns, &mut self.stats)
     }
 
     fn recv_batch(&mut self) {
@@ -467,6 +559,7 @@ impl Datagrams for UdpTransport {
                 if self.recv_count == 0 {
                     return None;
                 }
+                self.batch_ns = self.clock.elapsed().as_nanos() as u64;
             }
             let i = self.recv_next;
             self.recv_next += 1;
@@ -682,6 +775,33 @@ mod tests {
         assert!(a.send(1, &frame_bytes()));
         a.flush();
         assert_eq!(receive_one(&mut b).0, 0);
+    }
+
+    #[test]
+    fn a_full_client_table_forgets_idle_clients_and_keeps_active_ones() {
+        let a: SocketAddr = "10.0.0.1:1000".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:1000".parse().unwrap();
+        let c: SocketAddr = "10.0.0.3:1000".parse().unwrap();
+        let mut stats = UdpStats::default();
+        let mut t = ClientTable::new(2, 1_000);
+        let ea = t.endpoint_of(a, 0, &mut stats).unwrap();
+        let eb = t.endpoint_of(b, 0, &mut stats).unwrap();
+        assert_ne!(ea, eb);
+        // Both heard within the idle time: a new address is refused, not let in.
+        assert_eq!(t.endpoint_of(a, 900, &mut stats), Some(ea));
+        assert_eq!(t.endpoint_of(c, 950, &mut stats), None);
+        assert_eq!(stats.clients_rejected, 1);
+        // No second scan within the scan interval, even once b has gone idle.
+        assert_eq!(t.endpoint_of(c, 1_500, &mut stats), None);
+        // After it: b (idle) is forgotten, a (active) kept, c let in with a fresh endpoint.
+        let later = CLIENT_SCAN_INTERVAL_NS + 1_000;
+        assert_eq!(t.endpoint_of(a, later - 10, &mut stats), Some(ea));
+        let ec = t.endpoint_of(c, later, &mut stats).unwrap();
+        assert_eq!(stats.clients_evicted, 1);
+        assert!(ec != ea && ec != eb, "an evicted endpoint id is not reused");
+        assert_eq!(t.address(eb), None);
+        assert_eq!(t.address(ec), Some(c));
+        assert_eq!(t.address(ea), Some(a));
     }
 
     #[test]
