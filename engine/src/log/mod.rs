@@ -295,6 +295,15 @@ fn align_down(x: u64) -> u64 {
     x & !(BLOCK_LEN as u64 - 1)
 }
 
+/// Whether every byte is zero, a word at a time.
+fn is_zero(bytes: &[u8]) -> bool {
+    let (words, rest) = bytes.split_at(bytes.len() - bytes.len() % 8);
+    words
+        .chunks_exact(8)
+        .all(|w| u64::from_ne_bytes(w.try_into().expect("8 bytes")) == 0)
+        && rest.iter().all(|&b| b == 0)
+}
+
 fn encode_slot(out: &mut [u8], seq: u64, end_offset: u64, tail: &[u8]) {
     debug_assert!(
         tail.len() < BLOCK_LEN || (tail.len() == BLOCK_LEN && end_offset % BLOCK_LEN as u64 == 0)
@@ -508,8 +517,7 @@ impl<D: Disk> Log<D> {
     /// a crash interrupted), rather than nothing.
     fn slot_torn(&mut self, base: u64, index: u64) -> Result<bool, LogError> {
         let bytes = self.slot_bytes(base, index)?;
-        Ok(bytes.iter().any(|&b| b != 0)
-            && decode_slot(&bytes, self.config.segment_bytes).is_none())
+        Ok(!is_zero(&bytes) && decode_slot(&bytes, self.config.segment_bytes).is_none())
     }
 
     /// Finds the active segment and its end. See the module docs.
@@ -525,6 +533,14 @@ impl<D: Disk> Log<D> {
             }
             if active.is_none() && slots.iter().any(Option::is_some) {
                 active = Some((base, slots));
+            } else if active.is_none() && self.slot_torn(base, 0)? && self.slot_torn(base, 1)? {
+                // A crash tears at most the one slot being written; the other holds the round
+                // before, or zeros. Both unreadable is damage, and with them went the only
+                // record of where this segment's data ends: refuse rather than guess short.
+                return Err(LogError::Corrupt {
+                    file: segment_name(base),
+                    reason: "both tail slots fail their checksum, so where the log ends is unknown; restore this member's log directory or remove it and let the member catch up from the leader".into(),
+                });
             }
         }
         self.next_slot_seq = max_seq + 1;
@@ -800,7 +816,7 @@ impl<D: Disk> Log<D> {
             position: base + from,
             source,
         };
-        let mut chunk = vec![0u8; CHUNK as usize];
+        let mut chunk = vec![0u8; CHUNK.min(to.saturating_sub(from)) as usize];
         let mut at = from;
         while at < to {
             let n = CHUNK.min(to - at);
@@ -810,7 +826,7 @@ impl<D: Disk> Log<D> {
             let mut run: Option<u64> = None;
             for (i, block) in chunk[..n as usize].chunks(BLOCK_LEN).enumerate() {
                 let offset = at + (i * BLOCK_LEN) as u64;
-                let dirty = block.iter().any(|&b| b != 0);
+                let dirty = !is_zero(block);
                 match (dirty, run) {
                     (true, None) => run = Some(offset),
                     (false, Some(start)) => {

@@ -46,7 +46,7 @@ impl TermIndex {
         })
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
         let word = |i: usize| -> Option<u64> {
             Some(u64::from_le_bytes(bytes.get(i..i + 8)?.try_into().ok()?))
         };

@@ -239,7 +239,7 @@ pub struct NodeStats {
     pub installs_refused: u64,
 }
 
-fn encode_vote(v: VoteState) -> Vec<u8> {
+pub(crate) fn encode_vote(v: VoteState) -> Vec<u8> {
     let mut out = Vec::with_capacity(24);
     out.extend_from_slice(&v.term.to_le_bytes());
     out.extend_from_slice(&v.voted_for.map_or(u64::MAX, u64::from).to_le_bytes());
@@ -248,7 +248,7 @@ fn encode_vote(v: VoteState) -> Vec<u8> {
     out
 }
 
-fn decode_vote(bytes: &[u8]) -> Option<VoteState> {
+pub(crate) fn decode_vote(bytes: &[u8]) -> Option<VoteState> {
     if bytes.len() != 20
         || crc32c::crc32c(&bytes[..16]) != u32::from_le_bytes(bytes[16..].try_into().ok()?)
     {

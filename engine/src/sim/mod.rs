@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod disk;
+pub mod fuzz;
 pub mod hostile;
 pub mod net;
 

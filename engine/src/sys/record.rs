@@ -43,7 +43,7 @@ pub struct Record {
 }
 
 /// What a slot holds.
-enum Slot {
+pub(crate) enum Slot {
     Empty,
     Valid(u64, Vec<u8>),
     Damaged,
@@ -54,22 +54,52 @@ fn read_slot(file: &File) -> Result<Slot, DiskError> {
     let mut bytes = vec![0u8; len as usize];
     file.read_exact_at(&mut bytes, 0)
         .map_err(err("read record slot"))?;
+    Ok(parse_slot(&bytes))
+}
+
+/// What the bytes of one slot file hold. Never panics on any input.
+pub(crate) fn parse_slot(bytes: &[u8]) -> Slot {
     if bytes.iter().all(|&b| b == 0) {
-        return Ok(Slot::Empty);
+        return Slot::Empty;
     }
     if bytes.len() < HEADER + 4 || &bytes[..4] != MAGIC {
-        return Ok(Slot::Damaged);
+        return Slot::Damaged;
     }
     let sequence = u64::from_le_bytes(bytes[4..12].try_into().expect("8 bytes"));
     let n = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
     let Some(end) = HEADER.checked_add(n).filter(|e| e + 4 <= bytes.len()) else {
-        return Ok(Slot::Damaged);
+        return Slot::Damaged;
     };
     let stored = u32::from_le_bytes(bytes[end..end + 4].try_into().expect("4 bytes"));
     if crc32c::crc32c(&bytes[..end]) != stored {
-        return Ok(Slot::Damaged);
+        return Slot::Damaged;
     }
-    Ok(Slot::Valid(sequence, bytes[HEADER..end].to_vec()))
+    Slot::Valid(sequence, bytes[HEADER..end].to_vec())
+}
+
+/// The newest valid value of two slots: `None` if neither was ever written, an error if one
+/// was written and none is valid.
+pub(crate) fn newest(slots: [Slot; 2]) -> Result<Option<(u64, Vec<u8>)>, DiskError> {
+    let mut best: Option<(u64, Vec<u8>)> = None;
+    let mut damaged = false;
+    for slot in slots {
+        match slot {
+            Slot::Empty => {}
+            Slot::Damaged => damaged = true,
+            Slot::Valid(sequence, bytes) => {
+                if best.as_ref().is_none_or(|b| sequence > b.0) {
+                    best = Some((sequence, bytes));
+                }
+            }
+        }
+    }
+    if best.is_none() && damaged {
+        return Err(DiskError::new(
+            "load record (both slots fail their checksum)",
+            libc::EBADMSG,
+        ));
+    }
+    Ok(best)
 }
 
 fn zero_fill(file: &File, from: u64, to: u64) -> Result<(), DiskError> {
@@ -112,25 +142,7 @@ impl Record {
                 .and_then(|d| d.sync_all())
                 .map_err(err("fsync directory"))?;
         }
-        let mut best: Option<(u64, Vec<u8>)> = None;
-        let mut damaged = false;
-        for f in &files {
-            match read_slot(f)? {
-                Slot::Empty => {}
-                Slot::Damaged => damaged = true,
-                Slot::Valid(sequence, bytes) => {
-                    if best.as_ref().is_none_or(|b| sequence > b.0) {
-                        best = Some((sequence, bytes));
-                    }
-                }
-            }
-        }
-        if best.is_none() && damaged {
-            return Err(DiskError::new(
-                "load record (both slots fail their checksum)",
-                libc::EBADMSG,
-            ));
-        }
+        let best = newest([read_slot(&files[0])?, read_slot(&files[1])?])?;
         let slot_len = files
             .iter()
             .map(|f| f.metadata().map(|m| m.len()).unwrap_or(0))
