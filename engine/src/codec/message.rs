@@ -387,6 +387,12 @@ body!(
     ClientConnect { correlation_id: u64, session_id: u64 }
 );
 
+/// `FrameMeta::flags` of a `SessionMessage` in the log: the leader refused this sequence (its
+/// message was longer than `session.max_message_bytes`) and logged an empty stand-in, so the
+/// session's sequence moves past it on every replica without the service seeing it. Only the
+/// leader writes log frames, and it stamps their flags itself.
+pub const FLAG_REFUSED: u8 = 1;
+
 /// The longest credential a connect or admin request may carry.
 pub const CREDENTIAL_LEN_MAX: usize = 256;
 body!(

@@ -126,6 +126,14 @@ impl Sessions {
     }
 }
 
+/// Kinds of refusal, each printed at most once a second.
+#[derive(Clone, Copy)]
+pub(super) enum Refusal {
+    Credential = 0,
+    SessionLimit = 1,
+    Admin = 2,
+}
+
 /// What a client frame gets back.
 enum Answer {
     /// Taken (or answered already).
@@ -170,7 +178,12 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                         Ok(_) => Answer::Taken,
                         Err(OfferError::TooLarge { .. }) => {
                             self.stats.messages_too_large += 1;
-                            Answer::Event(ClientEventKind::TooLarge, header.sequence)
+                            // The session's later messages are applied in sequence after
+                            // this one: log an empty stand-in so the sequence moves on.
+                            match self.offer_refused(now, session, header.sequence) {
+                                Ok(_) => Answer::Event(ClientEventKind::TooLarge, header.sequence),
+                                Err(e) => refused(e),
+                            }
                         }
                         Err(e) => refused(e),
                     },
@@ -267,6 +280,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             self.stats.connects_unauthenticated += 1;
             self.note_refusal(
                 now,
+                Refusal::Credential,
                 format_args!("refused a client connect from endpoint {from}: the credential did not authenticate"),
             );
             return Answer::Event(ClientEventKind::Unauthenticated, connect.correlation_id);
@@ -284,6 +298,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 self.stats.sessions_refused += 1;
                 self.note_refusal(
                     now,
+                    Refusal::SessionLimit,
                     format_args!(
                         "refused a session from endpoint {from}: {} sessions open ({} from it; limits session.max_sessions = {}, session.max_sessions_per_source = {})",
                         self.sessions.count(),
@@ -319,12 +334,14 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         Answer::Taken
     }
 
-    /// Prints a refusal at most once a second (a flood of them is in the counters).
-    fn note_refusal(&mut self, now: u64, what: std::fmt::Arguments<'_>) {
-        if !self.log_transitions || now < self.next_refusal_note_ns {
+    /// Prints a refusal of each kind at most once a second (a flood of them is in the
+    /// counters).
+    fn note_refusal(&mut self, now: u64, kind: Refusal, what: std::fmt::Arguments<'_>) {
+        let next = &mut self.next_refusal_note_ns[kind as usize];
+        if !self.log_transitions || now < *next {
             return;
         }
-        self.next_refusal_note_ns = now + 1_000_000_000;
+        *next = now + 1_000_000_000;
         eprintln!(
             "raftline: member {}: {what} (further refusals this second are only counted)",
             self.id
@@ -379,6 +396,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             self.stats.admin_refused += 1;
             self.note_refusal(
                 now,
+                Refusal::Admin,
                 format_args!(
                     "refused an admin request ({command:?}) from endpoint {from}: the admin credential did not match"
                 ),

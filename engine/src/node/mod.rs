@@ -323,8 +323,8 @@ pub struct Node<D: Disk, N: Datagrams, A: ApplyStage> {
     sessions: clients::Sessions,
     limits: SessionLimits,
     access: Access,
-    /// Refusals are printed at most once a second.
-    next_refusal_note_ns: u64,
+    /// Refusals of each kind are printed at most once a second.
+    next_refusal_note_ns: [u64; 3],
     session_timeout_ns: u64,
     next_session_check_ns: u64,
     max_install_bytes: u64,
@@ -488,7 +488,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 ..config.sessions
             },
             access: Access::open(),
-            next_refusal_note_ns: 0,
+            next_refusal_note_ns: [0; 3],
             max_install_bytes: config.max_install_bytes,
             session_timeout_ns: config.session_timeout_ns,
             next_session_check_ns: 0,
@@ -1187,6 +1187,45 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             payload,
         };
         self.offer_message(now, session_id, &message)
+    }
+
+    /// Leader: appends the empty stand-in of a refused message (see
+    /// [`crate::codec::message::FLAG_REFUSED`]).
+    fn offer_refused(
+        &mut self,
+        now: u64,
+        session_id: u64,
+        sequence: u64,
+    ) -> Result<u64, OfferError> {
+        let Some(term) = self.consensus.leader_term() else {
+            return Err(OfferError::NotLeader {
+                leader: self.consensus.leader(),
+            });
+        };
+        if let Some(to) = self.consensus.transferring_to() {
+            return Err(OfferError::Transferring { to });
+        }
+        let message = Message::SessionMessage {
+            header: SessionMessageHeader { sequence },
+            payload: &[],
+        };
+        let meta = FrameMeta {
+            flags: crate::codec::message::FLAG_REFUSED,
+            ..self.stamp(now, term, session_id)
+        };
+        match self.append_leader(meta, &message) {
+            Ok(p) => {
+                if let Err(e) = self.run_actions(now, None) {
+                    self.fail(e);
+                }
+                Ok(p)
+            }
+            Err(LogError::Full { .. }) => Err(OfferError::BackPressure),
+            Err(e) => {
+                self.fail(e.into());
+                Err(OfferError::BackPressure)
+            }
+        }
     }
 
     /// Leader: appends a session-open frame; the session opens when it is applied.

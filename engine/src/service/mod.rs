@@ -539,6 +539,16 @@ impl<S: Service> Applier<S> {
                     CloseReason::from_u8(close.reason).unwrap_or(CloseReason::ServiceAction);
                 self.close(session_id, reason, egress);
             }
+            (Some(FrameType::SessionMessage), Message::SessionMessage { header, .. })
+                if frame.meta.flags & crate::codec::message::FLAG_REFUSED != 0 =>
+            {
+                // A refused message's stand-in: the sequence is used up, nothing is applied.
+                if let Some(last) = self.sessions.get_mut(&session_id) {
+                    if header.sequence == *last + 1 {
+                        *last = header.sequence;
+                    }
+                }
+            }
             (Some(FrameType::SessionMessage), Message::SessionMessage { header, payload }) => {
                 self.apply_message(session_id, header, payload, egress);
             }
