@@ -60,6 +60,39 @@ pub enum ConfigError {
     Parse { path: String, message: String },
 }
 
+/// The TOML key of an internal setting name (what the user wrote, in the unit they wrote).
+fn toml_key(internal: &str) -> &str {
+    match internal {
+        "consensus.leader_heartbeat_interval_ns" => "consensus.leader_heartbeat_interval_ms",
+        "consensus.leader_heartbeat_timeout_ns" => "consensus.leader_heartbeat_timeout_ms",
+        "consensus.election_timeout_ns" => "consensus.election_timeout_ms",
+        "consensus.startup_canvass_timeout_ns" => "consensus.startup_canvass_timeout_ms",
+        "consensus.replication_window_bytes" => "consensus.replication_window_kib",
+        "cluster.member_count" => "cluster.members",
+        "cluster.member_id" => "node.id",
+        "log.segment_bytes" => "log.segment_mib",
+        "log.write_bytes_max" => "log.write_kib",
+        other => other,
+    }
+}
+
+/// Refuses two members that resolved to one address.
+pub(crate) fn check_distinct(names: &[String], resolved: &[SocketAddr]) -> Result<(), ConfigError> {
+    for (i, a) in resolved.iter().enumerate() {
+        if let Some(j) = resolved[..i].iter().position(|b| b == a) {
+            return Err(bad(
+                &format!("cluster.members[{i}]"),
+                &names[i],
+                format!(
+                    "an address no other member has ({} and {} both resolve to {a})",
+                    names[j], names[i]
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn bad(key: &str, value: impl std::fmt::Display, allowed: impl Into<String>) -> ConfigError {
     ConfigError::Value {
         key: key.into(),
@@ -517,11 +550,26 @@ impl Config {
             return Err(bad("cluster.members", n, "1 to 64 member addresses"));
         }
         for (i, m) in self.cluster.members.iter().enumerate() {
-            if m.rsplit_once(':')
+            match m
+                .rsplit_once(':')
                 .and_then(|(_, port)| port.parse::<u16>().ok())
-                .is_none()
             {
-                return Err(bad(&format!("cluster.members[{i}]"), m, "host:port"));
+                None => return Err(bad(&format!("cluster.members[{i}]"), m, "host:port")),
+                Some(0) => {
+                    return Err(bad(
+                        &format!("cluster.members[{i}]"),
+                        m,
+                        "a fixed port (not 0: the other members must know where to reach it)",
+                    ))
+                }
+                Some(_) => {}
+            }
+            if let Some(j) = self.cluster.members[..i].iter().position(|o| o == m) {
+                return Err(bad(
+                    &format!("cluster.members[{i}]"),
+                    m,
+                    format!("an address no other member has (cluster.members[{j}] is the same)"),
+                ));
             }
         }
         if self.node.id as usize >= n {
@@ -551,17 +599,11 @@ impl Config {
                 "a power of two from 64 to 1048576",
             ));
         }
-        self.log_config().validate().map_err(|e| match e {
-            crate::log::LogError::Config {
-                key,
-                value,
-                allowed,
-            } => bad(key, value, allowed),
-            other => bad("log", other, "valid log settings"),
-        })?;
+        self.validate_log()?;
+        self.validate_timeouts()?;
         self.consensus_config()
             .validate()
-            .map_err(|e| bad(e.key, e.value, e.allowed))?;
+            .map_err(|e| bad(toml_key(e.key), e.value, e.allowed))?;
         let frame_payload_max = self.log_config().frame_len_max()
             - crate::codec::HEADER_LEN
             - crate::codec::message::SessionMessageHeader::LEN;
@@ -673,9 +715,11 @@ impl Config {
         config
     }
 
-    /// Resolves every member address (host names included).
+    /// Resolves every member address (host names included). Two names for one address
+    /// (`localhost:9000` and `127.0.0.1:9000`) are refused: each member needs its own.
     pub fn resolve_members(&self) -> Result<Vec<SocketAddr>, ConfigError> {
-        self.cluster
+        let resolved: Vec<SocketAddr> = self
+            .cluster
             .members
             .iter()
             .enumerate()
@@ -691,7 +735,100 @@ impl Config {
                         )
                     })
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        check_distinct(&self.cluster.members, &resolved)?;
+        Ok(resolved)
+    }
+
+    fn validate_log(&self) -> Result<(), ConfigError> {
+        // The log checks bytes; the user wrote MiB and KiB.
+        self.log_config().validate().map_err(|e| match e {
+            crate::log::LogError::Config {
+                key: "log.segment_bytes",
+                ..
+            } => bad(
+                "log.segment_mib",
+                self.log.segment_mib,
+                format!(
+                    "1..={} (MiB)",
+                    crate::log::LogConfig::SEGMENT_BYTES_MAX >> 20
+                ),
+            ),
+            crate::log::LogError::Config {
+                key: "log.write_bytes_max",
+                ..
+            } => bad(
+                "log.write_kib",
+                self.log.write_kib,
+                format!(
+                    "a multiple of 4 in {}..={} (KiB)",
+                    crate::log::LogConfig::WRITE_BYTES_MIN / 1024,
+                    crate::log::LogConfig::WRITE_BYTES_MAX / 1024
+                ),
+            ),
+            crate::log::LogError::Config {
+                key,
+                value,
+                allowed,
+            } => bad(toml_key(key), value, allowed),
+            other => bad("log", other, "valid log settings"),
+        })
+    }
+
+    /// The consensus timeouts, in the milliseconds the user wrote, with sane upper bounds.
+    fn validate_timeouts(&self) -> Result<(), ConfigError> {
+        let c = &self.consensus;
+        let hour = 3_600_000;
+        if !(1..=60_000).contains(&c.leader_heartbeat_interval_ms) {
+            return Err(bad(
+                "consensus.leader_heartbeat_interval_ms",
+                c.leader_heartbeat_interval_ms,
+                "1..=60000",
+            ));
+        }
+        if c.leader_heartbeat_timeout_ms <= c.leader_heartbeat_interval_ms
+            || c.leader_heartbeat_timeout_ms > hour
+        {
+            return Err(bad(
+                "consensus.leader_heartbeat_timeout_ms",
+                c.leader_heartbeat_timeout_ms,
+                format!(
+                    "above consensus.leader_heartbeat_interval_ms ({}) and at most {hour}",
+                    c.leader_heartbeat_interval_ms
+                ),
+            ));
+        }
+        if !(1..=hour).contains(&c.election_timeout_ms) {
+            return Err(bad(
+                "consensus.election_timeout_ms",
+                c.election_timeout_ms,
+                format!("1..={hour}"),
+            ));
+        }
+        if c.startup_canvass_timeout_ms < c.election_timeout_ms
+            || c.startup_canvass_timeout_ms > hour
+        {
+            return Err(bad(
+                "consensus.startup_canvass_timeout_ms",
+                c.startup_canvass_timeout_ms,
+                format!(
+                    "at least consensus.election_timeout_ms ({}) and at most {hour}",
+                    c.election_timeout_ms
+                ),
+            ));
+        }
+        if self.session.timeout_ms > 0 && self.session.timeout_ms <= c.leader_heartbeat_interval_ms
+        {
+            return Err(bad(
+                "session.timeout_ms",
+                self.session.timeout_ms,
+                format!(
+                    "0 (never) or above consensus.leader_heartbeat_interval_ms ({})",
+                    c.leader_heartbeat_interval_ms
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -825,7 +962,7 @@ mod tests {
         let err = Config::from_toml(&bad_segment, "node.toml")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("log.segment_bytes"), "{err}");
+        assert!(err.contains("log.segment_mib = 0"), "{err}");
 
         let bad_member = GOOD.replace("localhost:20003", "localhost");
         let err = Config::from_toml(&bad_member, "node.toml")
@@ -846,6 +983,83 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("transport.ipc_ring_kib = 100"), "{err}");
+    }
+
+    fn refusal(text: &str) -> String {
+        Config::from_toml(text, "node.toml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn timeouts_and_sizes_are_named_as_the_user_wrote_them() {
+        let err = refusal(&GOOD.replace(
+            "[runtime]",
+            "[consensus]\nleader_heartbeat_timeout_ms = 100\n[runtime]",
+        ));
+        assert!(
+            err.contains("consensus.leader_heartbeat_timeout_ms = 100")
+                && err.contains("leader_heartbeat_interval_ms (200)"),
+            "{err}"
+        );
+        let err = refusal(&GOOD.replace(
+            "[runtime]",
+            "[consensus]\nelection_timeout_ms = 0\n[runtime]",
+        ));
+        assert!(err.contains("consensus.election_timeout_ms = 0"), "{err}");
+        let err = refusal(&GOOD.replace(
+            "[runtime]",
+            "[consensus]\nstartup_canvass_timeout_ms = 99999999\n[runtime]",
+        ));
+        assert!(
+            err.contains("consensus.startup_canvass_timeout_ms"),
+            "{err}"
+        );
+        let err = refusal(&GOOD.replace("durability = \"none\"", "write_kib = 3"));
+        assert!(err.contains("log.write_kib = 3"), "{err}");
+        let err = refusal(&GOOD.replace(
+            "[runtime]",
+            "[session]\nmax_message_bytes = 10000000\n[runtime]",
+        ));
+        assert!(
+            err.contains("session.max_message_bytes = 10000000") && err.contains("log.write_kib"),
+            "{err}"
+        );
+        let err = refusal(&GOOD.replace(
+            "[runtime]",
+            "[session]\nmax_sessions = 10\nmax_sessions_per_source = 11\n[runtime]",
+        ));
+        assert!(
+            err.contains("session.max_sessions_per_source = 11"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn members_need_their_own_fixed_addresses() {
+        let err = refusal(&GOOD.replace("127.0.0.1:20002", "127.0.0.1:20001"));
+        assert!(
+            err.contains("cluster.members[1] = 127.0.0.1:20001")
+                && err.contains("cluster.members[0] is the same"),
+            "{err}"
+        );
+        let err = refusal(&GOOD.replace("127.0.0.1:20002", "127.0.0.1:0"));
+        assert!(
+            err.contains("cluster.members[1] = 127.0.0.1:0") && err.contains("not 0"),
+            "{err}"
+        );
+        // Two names for one address pass the text check and are caught once resolved.
+        let localhost = "localhost:20003".to_socket_addrs().unwrap().next().unwrap();
+        let twice = Config::from_toml(
+            &GOOD.replace("127.0.0.1:20002", &localhost.to_string()),
+            "node.toml",
+        )
+        .unwrap();
+        let err = twice.resolve_members().unwrap_err().to_string();
+        assert!(
+            err.contains("cluster.members[2] = localhost:20003") && err.contains("both resolve to"),
+            "{err}"
+        );
     }
 
     #[test]

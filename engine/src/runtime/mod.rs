@@ -383,6 +383,14 @@ fn spawn_resolver(
                 if known[i] == Some(addr) {
                     continue;
                 }
+                if let Some(j) = known.iter().position(|k| *k == Some(addr)) {
+                    // Taking it would make one address two members: keep the old one.
+                    eprintln!(
+                        "raftline: node {own}: member {i} ({name}) resolved to {addr}, the address of member {j} ({}): ignored; each member needs its own address",
+                        names[j]
+                    );
+                    continue;
+                }
                 match known[i] {
                     None => {
                         eprintln!("raftline: node {own}: member {i} ({name}) resolved to {addr}")
@@ -601,6 +609,19 @@ impl<S: Service + Send + 'static> RunningNode<S> {
                 allowed: "this node's own address, resolvable at start".into(),
             }));
         };
+        // Members that resolve now must be distinct (`localhost` and `127.0.0.1` with one port
+        // are one member twice); later resolutions are checked by the resolver thread.
+        let known: Vec<(String, SocketAddr)> = config
+            .cluster
+            .members
+            .iter()
+            .zip(&members)
+            .filter_map(|(n, a)| a.map(|a| (n.clone(), a)))
+            .collect();
+        crate::config::check_distinct(
+            &known.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+            &known.iter().map(|(_, a)| *a).collect::<Vec<_>>(),
+        )?;
         for (i, m) in members.iter().enumerate() {
             if m.is_none() {
                 eprintln!(
