@@ -533,10 +533,16 @@ impl<D: Disk> Log<D> {
             }
             if active.is_none() && slots.iter().any(Option::is_some) {
                 active = Some((base, slots));
-            } else if active.is_none() && self.slot_torn(base, 0)? && self.slot_torn(base, 1)? {
-                // A crash tears at most the one slot being written; the other holds the round
-                // before, or zeros. Both unreadable is damage, and with them went the only
-                // record of where this segment's data ends: refuse rather than guess short.
+            } else if active.is_none()
+                && self.config.durability == Durability::Fdatasync
+                && self.slot_torn(base, 0)?
+                && self.slot_torn(base, 1)?
+            {
+                // With fdatasync a crash tears at most the one slot being written (the other
+                // was synced before it); the other holds the round before, or zeros. Both
+                // unreadable is damage, and with them went the only record of where this
+                // segment's data ends: refuse rather than guess short. (Without fsync a power
+                // loss may tear both, and nothing was promised durable.)
                 return Err(LogError::Corrupt {
                     file: segment_name(base),
                     reason: "both tail slots fail their checksum, so where the log ends is unknown; restore this member's log directory or remove it and let the member catch up from the leader".into(),

@@ -1137,6 +1137,17 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         session_id: u64,
         message: &Message<'_>,
     ) -> Result<u64, OfferError> {
+        self.offer_flagged(now, session_id, message, 0)
+    }
+
+    /// Leader: appends `message` stamped with the leader's term and time and `flags`.
+    fn offer_flagged(
+        &mut self,
+        now: u64,
+        session_id: u64,
+        message: &Message<'_>,
+        flags: u8,
+    ) -> Result<u64, OfferError> {
         let Some(term) = self.consensus.leader_term() else {
             return Err(OfferError::NotLeader {
                 leader: self.consensus.leader(),
@@ -1153,7 +1164,10 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 max,
             });
         }
-        let meta = self.stamp(now, term, session_id);
+        let meta = FrameMeta {
+            flags,
+            ..self.stamp(now, term, session_id)
+        };
         let position = match self.append_leader(meta, message) {
             Ok(p) => p,
             Err(LogError::Full { .. }) => return Err(OfferError::BackPressure),
@@ -1197,35 +1211,16 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         session_id: u64,
         sequence: u64,
     ) -> Result<u64, OfferError> {
-        let Some(term) = self.consensus.leader_term() else {
-            return Err(OfferError::NotLeader {
-                leader: self.consensus.leader(),
-            });
-        };
-        if let Some(to) = self.consensus.transferring_to() {
-            return Err(OfferError::Transferring { to });
-        }
         let message = Message::SessionMessage {
             header: SessionMessageHeader { sequence },
             payload: &[],
         };
-        let meta = FrameMeta {
-            flags: crate::codec::message::FLAG_REFUSED,
-            ..self.stamp(now, term, session_id)
-        };
-        match self.append_leader(meta, &message) {
-            Ok(p) => {
-                if let Err(e) = self.run_actions(now, None) {
-                    self.fail(e);
-                }
-                Ok(p)
-            }
-            Err(LogError::Full { .. }) => Err(OfferError::BackPressure),
-            Err(e) => {
-                self.fail(e.into());
-                Err(OfferError::BackPressure)
-            }
-        }
+        self.offer_flagged(
+            now,
+            session_id,
+            &message,
+            crate::codec::message::FLAG_REFUSED,
+        )
     }
 
     /// Leader: appends a session-open frame; the session opens when it is applied.
@@ -1561,18 +1556,13 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             self.sessions.bound.iter().map(|(&s, &e)| (s, e)).collect();
         endpoints.sort_unstable();
         for (session_id, endpoint) in endpoints {
-            let event = Message::ClientEvent(ClientEvent {
+            self.send_client_event(
+                now,
+                endpoint,
                 session_id,
-                value: u64::from(new),
-                kind: ClientEventKind::Redirect as u8,
-            });
-            let meta = FrameMeta {
-                session_id,
-                timestamp_ns: now,
-                ..FrameMeta::default()
-            };
-            let len = event.encode(meta, &mut self.send_buf);
-            self.net.send(endpoint, &self.send_buf[..len]);
+                ClientEventKind::Redirect,
+                u64::from(new),
+            );
         }
     }
 
