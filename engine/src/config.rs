@@ -216,8 +216,8 @@ impl Default for TransportSection {
             ipc_ring_kib: 4096,
             member_key_file: None,
             previous_member_key_file: None,
-            max_client_addresses: crate::sys::udp::CLIENT_ADDRESSES_MAX,
-            client_idle_ms: crate::sys::udp::CLIENT_IDLE_NS / 1_000_000,
+            max_client_addresses: crate::io::CLIENT_ADDRESSES_MAX,
+            client_idle_ms: crate::io::CLIENT_IDLE_NS / 1_000_000,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! reads it is in flight, so the kernel never reads bytes the log is still changing.
 
 mod aligned;
+pub mod record;
 
 pub use aligned::{AlignedBuf, BLOCK_LEN};
 
@@ -266,3 +267,8 @@ pub const SAFE_MTU_DATAGRAM: usize = 1472;
 
 /// Endpoints at and above this are clients; below it, cluster members.
 pub const CLIENT_ENDPOINT_BASE: u32 = 1 << 16;
+
+/// Client addresses a node's transport keeps by default, and how idle one must be (ns) before
+/// it may be forgotten to make room for a new one.
+pub const CLIENT_ADDRESSES_MAX: usize = 4096;
+pub const CLIENT_IDLE_NS: u64 = 1_000_000_000;

@@ -287,7 +287,7 @@ pub fn log_recovery(data: &[u8]) {
 /// The small records (vote, term index) through their two slots, and the snapshot file:
 /// arbitrary bytes never panic the readers, and what they accept re-encodes to itself.
 pub fn records_and_snapshots(data: &[u8]) {
-    use crate::sys::record::{newest, parse_slot};
+    use crate::io::record::{newest, parse_slot};
     let mut input = Input { bytes: data };
     let split = input.u16() as usize;
     let rest = input.take(usize::MAX);

@@ -3,16 +3,9 @@
 //! directory) costs two journal commits; this costs one `fdatasync` of an overwritten block.
 //!
 //! A record lives in two preallocated, zero-filled slot files, `<name>.slot0` and
-//! `<name>.slot1`, written alternately:
-//!
-//! ```text
-//! magic "RLRC" | sequence u64 | length u32 | bytes | crc32c u32 (of everything before it)
-//! ```
-//!
-//! Loading takes the valid slot with the higher sequence. A write torn by a crash damages only
-//! the slot being written, whose value nobody has acted on (the caller acts only after `store`
-//! returns); the other slot still holds the value before it. Slots grow (a rare metadata
-//! change, fsynced) when a record outgrows them.
+//! `<name>.slot1`, written alternately in the format of `io::record`. The caller acts on a value
+//! only after `store` returns, so a torn write damages a value nobody acted on. Slots grow (a
+//! rare metadata change, fsynced) when a record outgrows them.
 
 #![forbid(unsafe_code)]
 
@@ -20,10 +13,9 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use crate::io::record::{encode, newest, parse_slot, Slot};
 use crate::io::DiskError;
 
-const MAGIC: &[u8; 4] = b"RLRC";
-const HEADER: usize = 4 + 8 + 4;
 /// Initial slot size: room for the term index of about 4000 terms.
 const SLOT_MIN: u64 = 64 * 1024;
 
@@ -42,64 +34,12 @@ pub struct Record {
     slot_len: u64,
 }
 
-/// What a slot holds.
-pub(crate) enum Slot {
-    Empty,
-    Valid(u64, Vec<u8>),
-    Damaged,
-}
-
 fn read_slot(file: &File) -> Result<Slot, DiskError> {
     let len = file.metadata().map_err(err("stat record slot"))?.len();
     let mut bytes = vec![0u8; len as usize];
     file.read_exact_at(&mut bytes, 0)
         .map_err(err("read record slot"))?;
     Ok(parse_slot(&bytes))
-}
-
-/// What the bytes of one slot file hold. Never panics on any input.
-pub(crate) fn parse_slot(bytes: &[u8]) -> Slot {
-    if bytes.iter().all(|&b| b == 0) {
-        return Slot::Empty;
-    }
-    if bytes.len() < HEADER + 4 || &bytes[..4] != MAGIC {
-        return Slot::Damaged;
-    }
-    let sequence = u64::from_le_bytes(bytes[4..12].try_into().expect("8 bytes"));
-    let n = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes")) as usize;
-    let Some(end) = HEADER.checked_add(n).filter(|e| e + 4 <= bytes.len()) else {
-        return Slot::Damaged;
-    };
-    let stored = u32::from_le_bytes(bytes[end..end + 4].try_into().expect("4 bytes"));
-    if crc32c::crc32c(&bytes[..end]) != stored {
-        return Slot::Damaged;
-    }
-    Slot::Valid(sequence, bytes[HEADER..end].to_vec())
-}
-
-/// The newest valid value of two slots: `None` if neither was ever written, an error if one
-/// was written and none is valid.
-pub(crate) fn newest(slots: [Slot; 2]) -> Result<Option<(u64, Vec<u8>)>, DiskError> {
-    let mut best: Option<(u64, Vec<u8>)> = None;
-    let mut damaged = false;
-    for slot in slots {
-        match slot {
-            Slot::Empty => {}
-            Slot::Damaged => damaged = true,
-            Slot::Valid(sequence, bytes) => {
-                if best.as_ref().is_none_or(|b| sequence > b.0) {
-                    best = Some((sequence, bytes));
-                }
-            }
-        }
-    }
-    if best.is_none() && damaged {
-        return Err(DiskError::new(
-            "load record (both slots fail their checksum)",
-            libc::EBADMSG,
-        ));
-    }
-    Ok(best)
 }
 
 fn zero_fill(file: &File, from: u64, to: u64) -> Result<(), DiskError> {
@@ -162,13 +102,7 @@ impl Record {
     /// Writes `bytes` as the next value, durably (one `fdatasync`), into the older slot.
     pub fn store(&mut self, bytes: &[u8]) -> Result<(), DiskError> {
         let next = self.sequence + 1;
-        let mut out = Vec::with_capacity(HEADER + bytes.len() + 4);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&next.to_le_bytes());
-        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        out.extend_from_slice(bytes);
-        let crc = crc32c::crc32c(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
+        let out = encode(next, bytes);
         if out.len() as u64 > self.slot_len {
             let len = (out.len() as u64).next_power_of_two().max(SLOT_MIN);
             for f in &self.files {

@@ -143,9 +143,7 @@ impl ClientTable {
     }
 }
 
-/// Client addresses a node keeps by default, and how idle one must be to be forgotten.
-pub const CLIENT_ADDRESSES_MAX: usize = 4096;
-pub const CLIENT_IDLE_NS: u64 = 1_000_000_000;
+pub use crate::io::{CLIENT_ADDRESSES_MAX, CLIENT_IDLE_NS};
 
 /// See the module docs.
 pub struct UdpTransport {
