@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod members;
+pub mod spoof;
 
 use std::net::UdpSocket;
 
