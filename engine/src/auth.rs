@@ -410,13 +410,10 @@ mod tests {
         let mut peer = Sealer::new(0, 3, vec![key(7)], 1);
         let mut sealed = Vec::new();
         let n = peer.seal(1, &ping(3), &mut sealed);
+        net.inner_mut().deliver(0, sealed[..n].to_vec());
+        net.inner_mut().deliver(0, ping(4));
         net.inner_mut()
-            .incoming
-            .push_back((0, sealed[..n].to_vec()));
-        net.inner_mut().incoming.push_back((0, ping(4)));
-        net.inner_mut()
-            .incoming
-            .push_back((CLIENT_ENDPOINT_BASE, b"client".to_vec()));
+            .deliver(CLIENT_ENDPOINT_BASE, b"client".to_vec());
         let mut buf = vec![0u8; 2048];
         assert_eq!(net.receive(&mut buf), Some((0, ping(3).len())));
         // The unsealed member datagram is dropped; the client's passes.

@@ -38,6 +38,9 @@ pub enum FrameType {
     InstallSnapshot = 26,
     /// Follower → leader: the snapshot bytes received so far.
     InstallAck = 27,
+    /// Member → member: the settings that must agree across the cluster (see
+    /// [`MemberSettings`]).
+    MemberSettings = 28,
     /// Client → cluster: open a session (the client picks the session id).
     ClientConnect = 32,
     /// Cluster → client: the session opened, a message was applied, or a redirect.
@@ -77,6 +80,7 @@ impl FrameType {
             25 => ElectNow,
             26 => InstallSnapshot,
             27 => InstallAck,
+            28 => MemberSettings,
             32 => ClientConnect,
             33 => ClientEvent,
             34 => EgressMessage,
@@ -286,6 +290,20 @@ body!(
     ElectNow { leadership_term_id: u64, leader_member_id: u32, candidate_member_id: u32 }
 );
 body!(
+    /// The settings that must agree on every member, as the sender holds them: its own id
+    /// and the id it believes the receiver has (the member list's order), the member count,
+    /// the segment size and the largest log frame. `heard_yours`: the sender already has the
+    /// receiver's settings (otherwise the receiver answers with its own).
+    MemberSettings {
+        sender_member_id: u32,
+        receiver_member_id: u32,
+        member_count: u32,
+        segment_bytes: u64,
+        frame_len_max: u64,
+        heard_yours: bool,
+    }
+);
+body!(
     /// Header of a chunk of what a follower behind the leader's log start is sent:
     /// `total_len` bytes, of which the first `terms_len` are the leader's term index before
     /// `log_start` (`(term u64, start u64)` pairs) and the rest the snapshot file for
@@ -490,6 +508,7 @@ pub enum Message<'a> {
         bytes: &'a [u8],
     },
     ElectNow(ElectNow),
+    MemberSettings(MemberSettings),
     InstallSnapshot {
         header: InstallSnapshotHeader,
         bytes: &'a [u8],
@@ -544,6 +563,7 @@ impl<'a> Message<'a> {
             Message::StopCatchup(_) => FrameType::StopCatchup,
             Message::AppendData { .. } => FrameType::AppendData,
             Message::ElectNow(_) => FrameType::ElectNow,
+            Message::MemberSettings(_) => FrameType::MemberSettings,
             Message::InstallSnapshot { .. } => FrameType::InstallSnapshot,
             Message::InstallAck(_) => FrameType::InstallAck,
             Message::AdminRequest { .. } => FrameType::AdminRequest,
@@ -575,6 +595,7 @@ impl<'a> Message<'a> {
             Message::StopCatchup(_) => StopCatchup::LEN,
             Message::AppendData { bytes, .. } => AppendDataHeader::LEN + bytes.len(),
             Message::ElectNow(_) => ElectNow::LEN,
+            Message::MemberSettings(_) => MemberSettings::LEN,
             Message::InstallSnapshot { bytes, .. } => InstallSnapshotHeader::LEN + bytes.len(),
             Message::InstallAck(_) => InstallAck::LEN,
             Message::AdminRequest { credential, .. } => AdminRequest::LEN + credential.len(),
@@ -616,6 +637,7 @@ impl<'a> Message<'a> {
                 out[AppendDataHeader::LEN..].copy_from_slice(bytes);
             }
             Message::ElectNow(b) => b.put(out),
+            Message::MemberSettings(b) => b.put(out),
             Message::InstallSnapshot { header, bytes } => {
                 header.put(out);
                 out[InstallSnapshotHeader::LEN..].copy_from_slice(bytes);
@@ -727,6 +749,9 @@ impl<'a> Message<'a> {
                 Message::AppendData { header, bytes }
             }
             FrameType::ElectNow => Message::ElectNow(exact(ElectNow::take(p)?, n)?),
+            FrameType::MemberSettings => {
+                Message::MemberSettings(exact(MemberSettings::take(p)?, n)?)
+            }
             FrameType::InstallSnapshot => {
                 let (header, bytes) = InstallSnapshotHeader::take(p)?;
                 if header

@@ -108,6 +108,14 @@ mod tests {
             leader_member_id: 1,
             candidate_member_id: 2,
         }));
+        roundtrip(Message::MemberSettings(MemberSettings {
+            sender_member_id: 1,
+            receiver_member_id: 2,
+            member_count: 3,
+            segment_bytes: 1 << 20,
+            frame_len_max: 1 << 19,
+            heard_yours: true,
+        }));
         roundtrip(Message::AdminRequest {
             request: AdminRequest {
                 correlation_id: 9,

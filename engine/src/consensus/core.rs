@@ -40,6 +40,10 @@ struct Peer {
     sent_high: u64,
     last_contact_ns: u64,
     last_progress_ns: u64,
+    /// Leader: the last gap report acted on (the follower's end, when): a repeat within a
+    /// heartbeat interval is not acted on again, so one report, real or forged, costs at most
+    /// one resend of the window per interval.
+    last_gap: (u64, u64),
 }
 
 /// See the module docs.
@@ -1055,8 +1059,17 @@ impl Consensus {
             self.refuse("an impossible follower position");
             return;
         }
+        let interval = self.config.leader_heartbeat_interval_ns;
         let p = &mut self.peers[from as usize];
-        if m.flags & (FLAG_RECONCILED | FLAG_GAP) != 0 {
+        let mut flags = m.flags;
+        if flags == FLAG_GAP && p.reconciled {
+            if p.last_gap.0 == m.appended_position && now < p.last_gap.1.saturating_add(interval) {
+                flags = 0;
+            } else {
+                p.last_gap = (m.appended_position, now);
+            }
+        }
+        if flags & (FLAG_RECONCILED | FLAG_GAP) != 0 {
             p.reconciled = true;
             p.sent_high = p.sent_high.max(m.appended_position);
             p.next_send = m.appended_position;

@@ -81,7 +81,7 @@ impl Door {
             },
             &mut buf,
         );
-        self.node.net_mut().incoming.push_back((from, buf));
+        self.node.net_mut().deliver(from, buf);
         self.run(5 * MS);
     }
 
@@ -259,7 +259,7 @@ fn messages_and_keep_alives_for_sessions_never_opened_are_neither_appended_nor_r
         let m = Message::SessionKeepAlive(SessionKeepAlive { session_id: s });
         let mut buf = vec![0u8; m.encoded_len()];
         m.encode(FrameMeta::default(), &mut buf);
-        door.node.net_mut().incoming.push_back((STRANGER, buf));
+        door.node.net_mut().deliver(STRANGER, buf);
     }
     door.run(20 * MS);
     door.message(STRANGER, 4242, 1, b"never opened");

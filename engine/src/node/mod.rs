@@ -15,6 +15,8 @@
 mod clients;
 #[cfg(test)]
 mod door_tests;
+mod identity;
+mod in_flight;
 pub use clients::SessionLimits;
 
 use crate::access::Access;
@@ -22,7 +24,9 @@ use crate::codec::message::{
     AppendDataHeader, ClientEvent, ClientEventKind, CloseReason, NewLeadershipTermEvent,
     SessionClose, SessionMessageHeader, SessionOpen, TimerEvent,
 };
-use crate::codec::message::{ClusterAction, ClusterActionKind, InstallAck, InstallSnapshotHeader};
+use crate::codec::message::{
+    ClusterAction, ClusterActionKind, InstallAck, InstallSnapshotHeader, MemberSettings,
+};
 use crate::codec::{self, Decoded, FrameMeta, FrameType, Frames, Message};
 use crate::consensus::{
     Action, ConfigError, Consensus, ConsensusConfig, LogState, MemberId, Role, VoteState,
@@ -237,6 +241,13 @@ pub struct NodeStats {
     pub admin_refused: u64,
     /// Snapshot installs refused before any memory was reserved (too large a file).
     pub installs_refused: u64,
+    /// Settings from a member that disagree with this member's (see `identity`).
+    pub member_settings_differ: u64,
+    /// Frames from a member dropped because its settings were not (yet) heard to agree.
+    pub member_frames_unagreed: u64,
+    /// Client resends of a message this leader appended in this term and has not committed:
+    /// not appended again (see `in_flight`).
+    pub resends_in_flight: u64,
 }
 
 pub(crate) fn encode_vote(v: VoteState) -> Vec<u8> {
@@ -265,6 +276,10 @@ pub(crate) fn decode_vote(bytes: &[u8]) -> Option<VoteState> {
 /// See the module docs.
 pub struct Node<D: Disk, N: Datagrams, A: ApplyStage> {
     id: MemberId,
+    /// The settings the members must agree on, and whether each other member does.
+    identity: identity::Identity,
+    /// Client messages appended in this term and not yet committed (see `in_flight`).
+    in_flight: in_flight::InFlight,
     log: Log<D>,
     consensus: Consensus,
     net: N,
@@ -448,6 +463,14 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         let frame_payload_max = frame_max - codec::HEADER_LEN - SessionMessageHeader::LEN;
         let mut node = Self {
             id: config.consensus.member_id,
+            in_flight: in_flight::InFlight::default(),
+            identity: identity::Identity::new(
+                config.consensus.member_id,
+                config.consensus.member_count,
+                log.config().segment_bytes,
+                frame_max as u64,
+                config.consensus.leader_heartbeat_interval_ns,
+            ),
             log,
             consensus,
             net,
@@ -629,8 +652,39 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         self.announce_new_leader(now);
         self.retire_behind_snapshot()?;
         self.close_silent_sessions(now);
+        self.send_member_settings(now);
         self.net.flush();
         Ok(work)
+    }
+
+    /// Sends this member's settings to every member not yet agreed with (once per heartbeat
+    /// interval each).
+    fn send_member_settings(&mut self, now: u64) {
+        let mut due = Vec::new();
+        self.identity.due(now, &mut due);
+        for to in due {
+            let settings = self.identity.settings_for(to);
+            self.send(now, to, &Message::MemberSettings(settings));
+        }
+    }
+
+    fn on_member_settings(&mut self, now: u64, from: MemberId, theirs: &MemberSettings) {
+        let heard = self.identity.on_settings(now, from, theirs);
+        if let Some(why) = heard.differs {
+            if self.log_transitions {
+                eprintln!(
+                    "raftline: member {}: settings differ, {why}; its messages are refused until they agree",
+                    self.id
+                );
+            }
+        }
+        if !self.identity.agreed(from) {
+            self.stats.member_settings_differ += 1;
+        }
+        if heard.answer {
+            let settings = self.identity.settings_for(from);
+            self.send(now, from, &Message::MemberSettings(settings));
+        }
     }
 
     /// Leader: sends applied egress to the clients' endpoints. Followers drop theirs.
@@ -739,6 +793,14 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                     continue;
                 }
             };
+            if let Message::MemberSettings(theirs) = message {
+                self.on_member_settings(now, from, &theirs);
+                continue;
+            }
+            if !self.identity.agreed(from) {
+                self.stats.member_frames_unagreed += 1;
+                continue;
+            }
             match message {
                 Message::AppendData { header, bytes } => {
                     self.on_append_data(now, from, header, bytes)?;
@@ -1196,11 +1258,27 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 max: self.limits.max_message_bytes,
             });
         }
+        let term = self.consensus.leader_term();
+        if let Some(term) = term {
+            if let Some(position) = self
+                .in_flight
+                .appended(term, self.commit, session_id, sequence)
+            {
+                self.stats.resends_in_flight += 1;
+                return Ok(position);
+            }
+        }
         let message = Message::SessionMessage {
             header: SessionMessageHeader { sequence },
             payload,
         };
-        self.offer_message(now, session_id, &message)
+        let position = self.offer_message(now, session_id, &message)?;
+        if let Some(term) = term {
+            let end = self.log.appended_position();
+            self.in_flight
+                .record(term, session_id, sequence, position, end);
+        }
+        Ok(position)
     }
 
     /// Leader: appends the empty stand-in of a refused message (see

@@ -73,9 +73,12 @@ pub enum Counter {
     ClientAddressesRefused,
     ClientAddressesEvicted,
     SendErrors,
+    MemberSettingsDiffer,
+    MemberFramesUnagreed,
+    ResendsInFlight,
 }
 
-pub const ALL: [Counter; 50] = [
+pub const ALL: [Counter; 53] = [
     Counter::Role,
     Counter::Term,
     Counter::Leader,
@@ -126,6 +129,9 @@ pub const ALL: [Counter; 50] = [
     Counter::ClientAddressesRefused,
     Counter::ClientAddressesEvicted,
     Counter::SendErrors,
+    Counter::MemberSettingsDiffer,
+    Counter::MemberFramesUnagreed,
+    Counter::ResendsInFlight,
 ];
 
 const _: () = assert!((HEADER_WORDS + ALL.len()) * 8 <= FILE_LEN);
@@ -195,6 +201,13 @@ impl Counter {
             }
             Counter::ClientAddressesEvicted => "idle client addresses forgotten",
             Counter::SendErrors => "datagrams the kernel refused to send",
+            Counter::MemberSettingsDiffer => {
+                "member settings that differ from ours (cluster.members, log.segment_mib, ...)"
+            }
+            Counter::MemberFramesUnagreed => {
+                "member frames dropped (its settings not heard, or differing)"
+            }
+            Counter::ResendsInFlight => "client resends of a message already in the log this term",
         }
     }
 }

@@ -235,6 +235,9 @@ impl<A: ApplyStage + Send> NodeAgent<A> {
         c.set(Counter::SessionsRefused, s.sessions_refused);
         c.set(Counter::SessionFramesUnbound, s.session_frames_unbound);
         c.set(Counter::AdminRefused, s.admin_refused);
+        c.set(Counter::MemberSettingsDiffer, s.member_settings_differ);
+        c.set(Counter::MemberFramesUnagreed, s.member_frames_unagreed);
+        c.set(Counter::ResendsInFlight, s.resends_in_flight);
         c.set(Counter::InstallsRefused, s.installs_refused);
         c.set(Counter::ClientAddressesRefused, u.clients_rejected);
         c.set(Counter::ClientAddressesEvicted, u.clients_evicted);

@@ -888,7 +888,7 @@ impl Cluster {
             format!("hostile datagram to member {id} \"from\" {from}: {what}")
         });
         let node = self.members[id].node.as_mut().expect("running");
-        node.net_mut().incoming.push_back((from, bytes));
+        node.net_mut().deliver(from, bytes);
     }
 
     /// Flips a bit in a segment of a stopped member, below what its log can vouch for after
@@ -989,7 +989,7 @@ impl Cluster {
                         continue;
                     }
                     if let Some(node) = self.members[to as usize].node.as_mut() {
-                        node.net_mut().incoming.push_back((from, bytes));
+                        node.net_mut().deliver(from, bytes);
                     }
                 }
                 Event::Request {

@@ -123,7 +123,7 @@ pub fn node_receive(data: &[u8]) {
                     datagram.extend_from_slice(&buf[..n]);
                 }
             }
-            node.net_mut().incoming.push_back((from, datagram));
+            node.net_mut().deliver(from, datagram);
         }
         now += 100_000;
         node.log_mut().disk_mut().advance_to(now);
