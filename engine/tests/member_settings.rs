@@ -58,8 +58,8 @@ fn a_member_with_another_segment_size_is_refused_loudly_and_the_others_commit() 
         lines.len() <= 2,
         "said once per peer, not per datagram:\n{said}"
     );
-    for i in 0..2 {
-        let said = members[i].said();
+    for (i, m) in members.iter().enumerate().take(2) {
+        let said = m.said();
         assert!(
             said.lines()
                 .any(|l| l.contains("settings differ") && l.contains("log.segment_mib")),
