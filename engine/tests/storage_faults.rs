@@ -102,3 +102,68 @@ fn corruption_on_one_of_the_two_holders_loses_no_acknowledged_write() {
         m.stop();
     }
 }
+
+/// The slot of the vote record written last (the higher sequence), as `io::record` lays it out.
+fn newest_vote_slot(dir: &Path) -> std::path::PathBuf {
+    let sequence = |slot: u32| {
+        let bytes = std::fs::read(dir.join(format!("vote-state.slot{slot}"))).unwrap_or_default();
+        (bytes.get(..4) == Some(b"RLRC"))
+            .then(|| u64::from_le_bytes(bytes[4..12].try_into().unwrap()))
+    };
+    let slot = if sequence(1) > sequence(0) { 1 } else { 0 };
+    assert!(sequence(slot).is_some(), "the member has voted");
+    dir.join(format!("vote-state.slot{slot}"))
+}
+
+#[test]
+fn a_damaged_vote_slot_stops_the_start_and_recover_vote_rejoins_with_every_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut members, addrs) = cluster(tmp.path(), "");
+    for m in &mut members {
+        m.start();
+    }
+    let mut client = client(&addrs);
+    let mut acked = BTreeSet::new();
+    stream(&mut client, &mut acked, 50);
+    let l = wait_for("a leader", Duration::from_secs(10), || leader(&members));
+    let f = (l + 1) % 3;
+    members[f].stop();
+
+    // The newest vote slot reads back wrong: the other slot's older vote must not be taken.
+    let slot = newest_vote_slot(&members[f].dir);
+    let file = File::options().write(true).open(&slot).unwrap();
+    file.write_all_at(b"\xff\xff", 13).unwrap();
+    file.sync_all().unwrap();
+    members[f].start();
+    let status = wait_for("the refusal", Duration::from_secs(10), || {
+        members[f].child.as_mut().unwrap().try_wait().unwrap()
+    });
+    assert!(!status.success(), "a damaged vote slot refuses the start");
+    members[f].child = None;
+    let said = members[f].said();
+    assert!(
+        said.contains("vote record")
+            && said.contains("fails its checksum")
+            && said.contains("--recover-vote"),
+        "the refusal names the record, the damage and the way out:\n{said}"
+    );
+
+    // The operator's safe path: the member rejoins, votes in no election until it has heard
+    // from the others, and applies every write.
+    members[f].start_with(&["--recover-vote"]);
+    stream(&mut client, &mut acked, 100);
+    wait_for(
+        "the member to apply all 100",
+        Duration::from_secs(30),
+        || {
+            members[f]
+                .counters()
+                .is_some_and(|c| c.get(Counter::AppliedMessages) == 100)
+                .then_some(())
+        },
+    );
+    assert!(members[f].said().contains("recovering it"));
+    for m in &mut members {
+        m.stop();
+    }
+}

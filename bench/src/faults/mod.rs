@@ -1,7 +1,8 @@
 //! `raftline-bench faults`: a cluster of `raftline node --service kv` processes under a seeded
 //! schedule of faults — SIGKILL and restart (of the leader or of any node), SIGSTOP / SIGCONT,
-//! network partitions (whole-node and one-way cuts between namespaces), and a full disk under
-//! one node's log — while clients read, write and compare-and-set registers and record every
+//! network partitions (whole-node and one-way cuts between namespaces), a full disk under
+//! one node's log, and corruption of a stopped node's files (a segment, a vote slot, the
+//! newest snapshot; one damaged member at a time) — while clients read, write and compare-and-set registers and record every
 //! operation's invocation and outcome. Afterwards: heal, wait for convergence, and check that
 //! the history is linearizable (which also catches a lost acknowledged write or a write
 //! applied twice), that every replica's service digest and applied position agree, and that
@@ -11,6 +12,7 @@
 //! (process scheduling is not replayed).
 
 mod check;
+mod corrupt;
 mod net;
 
 use std::collections::BTreeMap;
@@ -50,7 +52,7 @@ pub struct Args {
     #[arg(long, default_value_t = 4)]
     pub keys: u64,
     /// Faults to draw from: any of kill-leader, kill, pause, partition, disk.
-    #[arg(long, default_value = "kill-leader,kill,pause,partition,disk")]
+    #[arg(long, default_value = "kill-leader,kill,pause,partition,disk,corrupt")]
     pub faults: String,
     /// Mean milliseconds between the end of one fault and the start of the next.
     #[arg(long, default_value_t = 800)]
@@ -94,6 +96,7 @@ enum Fault {
     Pause,
     Partition,
     Disk,
+    Corrupt,
 }
 
 impl Fault {
@@ -104,6 +107,7 @@ impl Fault {
             "pause" => Fault::Pause,
             "partition" => Fault::Partition,
             "disk" => Fault::Disk,
+            "corrupt" => Fault::Corrupt,
             _ => return None,
         })
     }
@@ -169,6 +173,10 @@ struct Node {
 
 impl Node {
     fn start(&mut self) -> Result<(), String> {
+        self.start_with(&[])
+    }
+
+    fn start_with(&mut self, extra: &[&str]) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -178,6 +186,7 @@ impl Node {
         argv.push(self.bin.display().to_string());
         argv.extend(["node", "--service", "kv", "--config"].map(String::from));
         argv.push(self.config.display().to_string());
+        argv.extend(extra.iter().map(|a| a.to_string()));
         let child = Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::null())
@@ -460,7 +469,7 @@ pub fn run(args: Args) -> Result<bool, String> {
     let mut faults = Vec::new();
     for name in args.faults.split(',').filter(|s| !s.is_empty()) {
         faults.push(Fault::parse(name).ok_or_else(|| {
-            format!("--faults: unknown fault {name:?} (kill-leader, kill, pause, partition, disk)")
+            format!("--faults: unknown fault {name:?} (kill-leader, kill, pause, partition, disk, corrupt)")
         })?);
     }
     let bin = find_node_bin(args.node_bin.clone())?;
@@ -599,6 +608,8 @@ fn run_with(
     let mut records: Vec<(Fault, String, u64, u64, Option<u64>)> = Vec::new();
     // Leader kills: when, and when a leader of a later term first committed (if within the hold).
     let mut kills_of_leader: Vec<(u64, Option<u64>)> = Vec::new();
+    // Corrupted members that stopped, or did not hold the committed log again within 20 s.
+    let mut unrepaired: Vec<String> = Vec::new();
     let end = t0 + (args.duration * 1e9) as u64;
     while monotonic_ns() < end {
         let pause = args.interval_ms / 2 + rng.below(args.interval_ms + 1);
@@ -708,6 +719,36 @@ fn run_with(
                     stopped.map_or(String::new(), |s| format!(", it stopped ({s}); restarted"))
                 )
             }
+            Fault::Corrupt => {
+                let target = rng.below(nodes.len() as u64) as usize;
+                let leader_commit = nodes
+                    .iter()
+                    .filter_map(|n| n.counters())
+                    .map(|c| c.get(Counter::CommitPosition))
+                    .max()
+                    .unwrap_or(0);
+                nodes[target].kill();
+                let damage = corrupt::corrupt(&nodes[target].dir, &mut rng)?;
+                std::thread::sleep(hold);
+                nodes[target].start()?;
+                let mut recovered_vote = "";
+                if refused_vote(&mut nodes[target]) {
+                    // What an operator does after reading the refusal.
+                    nodes[target].start_with(&["--recover-vote"])?;
+                    recovered_vote = ", it refused to start without its vote record and was started with --recover-vote";
+                }
+                // One damaged member at a time: the next fault waits for this one to hold
+                // again everything the cluster had committed when it stopped.
+                let repaired = wait_repaired(&mut nodes[target], leader_commit);
+                if !repaired.starts_with("durable past") {
+                    unrepaired.push(format!("node {target}: {repaired}"));
+                }
+                let damage = damage.map_or("nothing to damage".into(), |d| d.to_string());
+                format!(
+                    "node {target} stopped, {damage}, restarted after {} ms{recovered_vote}; {repaired}",
+                    hold.as_millis()
+                )
+            }
         };
         let healed = monotonic_ns();
         println!("  {:>8.0} ms  {what}", ms(started));
@@ -791,7 +832,10 @@ fn run_with(
 
     // Check the history.
     let anomalies = check::check(&history);
-    let mut anomaly_text = Vec::new();
+    let mut anomaly_text: Vec<String> = unrepaired
+        .iter()
+        .map(|u| format!("a corrupted member did not recover: {u}"))
+        .collect();
     for a in &anomalies {
         let mut text = format!(
             "key {}: {} ({} operations, the longest valid order covers {}):",
@@ -870,7 +914,7 @@ fn run_with(
         .filter(|o| matches!(o.outcome, Outcome::Ok { ok: false, .. }))
         .count();
     let unknown_ops = history.len() - ok_ops - failed_ops;
-    let ok = anomalies.is_empty() && converged && logs_agree.is_ok();
+    let ok = anomaly_text.is_empty() && converged && logs_agree.is_ok();
     let report = Report {
         seed,
         ok,
@@ -903,6 +947,53 @@ fn run_with(
         write_json(path, &report)?;
     }
     Ok(ok)
+}
+
+/// Whether a just started node stops within 2 s saying its vote record is unreadable.
+fn refused_vote(node: &mut Node) -> bool {
+    let start = monotonic_ns();
+    while monotonic_ns() - start < 2_000_000_000 {
+        if node.exit_status().is_some() {
+            let said = std::fs::read_to_string(node.dir.with_extension("out")).unwrap_or_default();
+            let last = said.lines().rev().find(|l| l.contains("could not start"));
+            return last.is_some_and(|l| l.contains("--recover-vote"));
+        }
+        if node.counters().is_some_and(|c| {
+            node.child
+                .as_ref()
+                .is_some_and(|ch| c.pid() == ch.id() as u64)
+                && c.get(Counter::DutyCycles) > 0
+        }) {
+            // Its duty cycle runs: it started.
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+/// Waits (up to 20 s) until a restarted member's log holds `position` again; says how it went.
+fn wait_repaired(node: &mut Node, position: u64) -> String {
+    let start = monotonic_ns();
+    loop {
+        if let Some(status) = node.exit_status() {
+            return format!("it stopped ({status})");
+        }
+        // The counters file of the process before the restart says nothing: skip it.
+        let pid = node.child.as_ref().map_or(0, |c| c.id() as u64);
+        let durable = node
+            .counters()
+            .filter(|c| c.pid() == pid)
+            .map_or(0, |c| c.get(Counter::DurablePosition));
+        if durable >= position {
+            let ms = (monotonic_ns() - start) / 1_000_000;
+            return format!("durable past {position} again {ms} ms after the start");
+        }
+        if monotonic_ns() - start > 20_000_000_000 {
+            return format!("durable only to {durable} of {position} after 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Reads every node's log up to `position`, from where every log still has bytes (segments

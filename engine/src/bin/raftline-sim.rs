@@ -11,7 +11,7 @@ use raftline::consensus::BrokenRule;
 use raftline::sim::cluster::{run_seed, run_seed_twice, SimConfig};
 
 fn usage() -> ! {
-    eprintln!("usage: raftline-sim (--seeds A..B | --seed N [--trace]) [--members 3|5] [--broken commit-without-quorum|ignore-logs-in-election|trust-peer-positions|forget-damage]");
+    eprintln!("usage: raftline-sim (--seeds A..B | --seed N [--trace]) [--members 3|5] [--broken commit-without-quorum|ignore-logs-in-election|trust-peer-positions|forget-damage|pass-over-damaged-slot]");
     std::process::exit(2);
 }
 
@@ -40,6 +40,7 @@ fn main() {
                     "ignore-logs-in-election" => BrokenRule::IgnoreLogsInElection,
                     "trust-peer-positions" => BrokenRule::TrustPeerPositions,
                     "forget-damage" => BrokenRule::ForgetDamage,
+                    "pass-over-damaged-slot" => BrokenRule::PassOverDamagedSlot,
                     _ => usage(),
                 })
             }

@@ -79,6 +79,9 @@ pub enum BrokenRule {
     /// A member whose log corruption cut forgets what it had reported durable (the old
     /// "cut at the first bad frame" recovery): it votes and leads with the shorter log.
     ForgetDamage,
+    /// Not a consensus rule: the simulated disk loads the other slot of a record whose
+    /// newest slot is damaged (the old record loading), so a member may take an older vote.
+    PassOverDamagedSlot,
 }
 
 impl ConsensusConfig {

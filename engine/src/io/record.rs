@@ -6,9 +6,14 @@
 //! magic "RLRC" | sequence u64 | length u32 | bytes | crc32c u32 (of everything before it)
 //! ```
 //!
-//! Loading takes the valid slot with the higher sequence. A write torn by a crash damages only
-//! the slot being written, whose value nobody has acted on; the other slot still holds the value
-//! before it.
+//! A write torn by a crash damages only the slot being written, whose value nobody has acted
+//! on, and the other slot still holds the value before it. But a slot damaged later (a bad
+//! sector, a stray write) looks the same, and may have held the newest value: a vote this
+//! member acted on. Loading the older slot then would let the member vote twice in one term.
+//! So a damaged slot is never passed over: loading reports it as corruption, and the caller
+//! rebuilds the value from elsewhere (the term index from the log) or takes a safe path
+//! (`--recover-vote`). A record is a few bytes in one sector, which devices write whole, so
+//! a torn slot is rare; this costs an operator step then, never a second vote.
 
 #![forbid(unsafe_code)]
 
@@ -21,7 +26,7 @@ pub const HEADER: usize = 4 + 8 + 4;
 pub const TRAILER: usize = 4;
 
 /// What a slot holds.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Slot {
     Empty,
     Valid(u64, Vec<u8>),
@@ -60,29 +65,47 @@ pub fn parse_slot(bytes: &[u8]) -> Slot {
     Slot::Valid(sequence, bytes[HEADER..end].to_vec())
 }
 
-/// The newest valid value of two slots: `None` if neither was ever written, an error if one
-/// was written and none is valid.
-pub fn newest(slots: [Slot; 2]) -> Result<Option<(u64, Vec<u8>)>, DiskError> {
-    let mut best: Option<(u64, Vec<u8>)> = None;
-    let mut damaged = false;
-    for slot in slots {
+/// What two slots hold: the valid value with the higher sequence, and the first slot that
+/// is damaged, if any.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Slots {
+    pub newest: Option<(u64, Vec<u8>)>,
+    pub damaged: Option<usize>,
+}
+
+/// Reads two slots (see the module docs for why a damaged one is kept apart).
+pub fn read_slots(slots: [Slot; 2]) -> Slots {
+    let mut out = Slots::default();
+    for (i, slot) in slots.into_iter().enumerate() {
         match slot {
             Slot::Empty => {}
-            Slot::Damaged => damaged = true,
+            Slot::Damaged => {
+                out.damaged.get_or_insert(i);
+            }
             Slot::Valid(sequence, bytes) => {
-                if best.as_ref().is_none_or(|b| sequence > b.0) {
-                    best = Some((sequence, bytes));
+                if out.newest.as_ref().is_none_or(|b| sequence > b.0) {
+                    out.newest = Some((sequence, bytes));
                 }
             }
         }
     }
-    if best.is_none() && damaged {
-        return Err(DiskError::new(
-            "load record (both slots fail their checksum)",
-            libc::EBADMSG,
-        ));
+    out
+}
+
+/// The newest value of two slots: `None` if neither was ever written, an error if either is
+/// damaged (it may have held the newest value).
+pub fn newest(slots: [Slot; 2]) -> Result<Option<(u64, Vec<u8>)>, DiskError> {
+    let read = read_slots(slots);
+    if let Some(slot) = read.damaged {
+        let op = match (slot, read.newest.is_some()) {
+            (0, true) => "load record (slot 0 fails its checksum and may have held a newer value than slot 1)",
+            (_, true) => "load record (slot 1 fails its checksum and may have held a newer value than slot 0)",
+            (0, false) => "load record (no slot holds a valid value, slot 0 fails its checksum)",
+            (_, false) => "load record (no slot holds a valid value, slot 1 fails its checksum)",
+        };
+        return Err(DiskError::new(op, libc::EBADMSG));
     }
-    Ok(best)
+    Ok(read.newest)
 }
 
 #[cfg(test)]
@@ -108,5 +131,10 @@ mod tests {
         assert_eq!(newest([Slot::Empty, Slot::Empty]).unwrap(), None);
         let e = newest([Slot::Damaged, Slot::Damaged]).unwrap_err();
         assert!(e.is_corrupt(), "{e}");
+        // One damaged slot may have held the newest value: never passed over.
+        let e = newest([parse_slot(&encode(1, b"a")), Slot::Damaged]).unwrap_err();
+        assert!(e.is_corrupt() && e.to_string().contains("slot 1"), "{e}");
+        let e = newest([Slot::Damaged, Slot::Empty]).unwrap_err();
+        assert!(e.to_string().contains("no slot holds a valid value"), "{e}");
     }
 }

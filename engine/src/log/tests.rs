@@ -820,7 +820,7 @@ fn a_lost_term_index_is_rebuilt_from_the_log_not_the_log_discarded() {
     let before = log.term_index().entries().to_vec();
     let end = log.appended_position();
     let mut disk = log.into_disk();
-    disk.remove(TERM_INDEX_FILE);
+    disk.remove_record(TERM_INDEX_FILE);
     let (log, report) = Log::open(disk, config).unwrap();
     assert_eq!(report.recovered_position, end, "the log is kept");
     assert_eq!(report.terms_rebuilt.as_deref(), Some("missing"));

@@ -16,7 +16,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
-use super::disk::{SimDisk, SimDiskConfig};
+use super::disk::{record_slot, SimDisk, SimDiskConfig};
 use super::hostile::{Hostile, Target};
 use super::net::SimEndpoint;
 use crate::codec::{FrameType, Frames};
@@ -317,6 +317,8 @@ struct Member {
     vouched_before_crash: u64,
     /// Its vote record was lost: the next start recovers it (`--recover-vote`).
     lost_vote: bool,
+    /// A slot of its vote record was damaged: the next start must not pass over it.
+    vote_slot_damaged: bool,
     /// Its log's (start, vouched position) when it crashed.
     log_at_crash: (u64, u64),
     last_state: (Role, u64),
@@ -475,7 +477,11 @@ impl Cluster {
         for id in 0..members {
             let disk = SimDisk::new(
                 cluster.config.seed ^ (id as u64 + 1) << 32,
-                SimDiskConfig::default(),
+                SimDiskConfig {
+                    pass_over_damaged_slots: cluster.config.broken_rule
+                        == Some(BrokenRule::PassOverDamagedSlot),
+                    ..SimDiskConfig::default()
+                },
             );
             cluster.members.push(Member {
                 node: None,
@@ -485,6 +491,7 @@ impl Cluster {
                 durable_before_crash: 0,
                 vouched_before_crash: 0,
                 lost_vote: false,
+                vote_slot_damaged: false,
                 log_at_crash: (0, 0),
                 last_state: (Role::Follower, 0),
                 snapshot_durable: Default::default(),
@@ -687,6 +694,16 @@ impl Cluster {
         };
         let node = Node::open(config, disk, endpoint, applier, now)
             .map_err(|e| self.violation("node start", e.to_string()))?;
+        if std::mem::take(&mut self.members[id].vote_slot_damaged)
+            && !node.consensus().recovering_vote()
+        {
+            // The damaged slot may have held the newest vote: taking the other slot's older
+            // vote could let this member vote twice in one term.
+            return Err(self.violation(
+                "vote record",
+                format!("member {id} passed over a damaged vote slot and took the other's vote"),
+            ));
+        }
         let recovered = node.log().appended_position();
         let promised = node.log().promise().map_or(0, |p| p.position);
         if recovered.max(promised) < self.members[id].durable_before_crash {
@@ -924,7 +941,7 @@ impl Cluster {
         if vouched > start && self.storage_rng.chance(0.15) {
             // The term index is lost: the log rebuilds it from its frames (a log with none,
             // just after a snapshot install, refuses to start: not injected).
-            disk.remove(crate::log::TERM_INDEX_FILE);
+            disk.remove_record(crate::log::TERM_INDEX_FILE);
             self.damaged[id] = true;
             self.corruptions += 1;
             self.trace(|| format!("member {id}: LOST its term index"));
@@ -932,12 +949,40 @@ impl Cluster {
         }
         if self.storage_rng.chance(0.25) {
             // The vote record is lost: the operator restarts the member with --recover-vote.
-            disk.remove(crate::node::VOTE_FILE);
+            disk.remove_record(crate::node::VOTE_FILE);
             self.members[id].lost_vote = true;
             self.damaged[id] = true;
             self.corruptions += 1;
             self.trace(|| format!("member {id}: LOST its vote record"));
             return;
+        }
+        if self.storage_rng.chance(0.2) {
+            // One slot of the vote record or of the term index reads back wrong.
+            let vote = self.storage_rng.chance(0.5);
+            if vote || vouched > start {
+                let name = if vote {
+                    crate::node::VOTE_FILE
+                } else {
+                    crate::log::TERM_INDEX_FILE
+                };
+                let slot = record_slot(name, self.storage_rng.below(2));
+                let len = disk.durable_image(&slot).map_or(0, |b| b.len() as u64);
+                if len > 0 {
+                    let offset = self.storage_rng.below(len);
+                    let bit = self.storage_rng.below(8) as u8;
+                    disk.corrupt(&slot, offset, bit);
+                    if vote {
+                        // The node refuses to start; the operator restarts it with
+                        // --recover-vote.
+                        self.members[id].lost_vote = true;
+                        self.members[id].vote_slot_damaged = true;
+                    }
+                    self.damaged[id] = true;
+                    self.corruptions += 1;
+                    self.trace(|| format!("member {id}: CORRUPTED {slot} at byte {offset}"));
+                    return;
+                }
+            }
         }
         let (base, name) = &segments[self.storage_rng.below(segments.len() as u64) as usize];
         let offset = self.storage_rng.below((limit - base).min(seg));

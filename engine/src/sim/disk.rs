@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use crate::io::record;
 use crate::io::{BufId, BufferTable, Completion, Disk, DiskError, DiskOp, FileId, BLOCK_LEN};
 use crate::rng::Rng;
 
@@ -24,6 +25,9 @@ pub struct SimDiskConfig {
     pub capacity_bytes: u64,
     /// On a crash, the chance that a dirty or in-flight block is torn rather than kept or lost.
     pub torn_probability: f64,
+    /// Deliberately broken (for the checkers' teeth test): a record's damaged slot is passed
+    /// over and the other slot's value loaded.
+    pub pass_over_damaged_slots: bool,
 }
 
 impl Default for SimDiskConfig {
@@ -33,8 +37,14 @@ impl Default for SimDiskConfig {
             latency_max_ns: 200_000,
             capacity_bytes: u64::MAX,
             torn_probability: 0.3,
+            pass_over_damaged_slots: false,
         }
     }
+}
+
+/// The file of one slot of a record (named as `sys::record` names it).
+pub fn record_slot(name: &str, slot: u64) -> String {
+    format!("{name}.slot{slot}")
 }
 
 #[derive(Clone, Debug, Default)]
@@ -259,6 +269,22 @@ impl SimDisk {
 
     /// Deletes a file (the harness deletes retired segments and old snapshots, as the
     /// runtime does off the node's thread).
+    /// The slots of record `name` as `load_record` parses them.
+    fn record_slots(&self, name: &str) -> [record::Slot; 2] {
+        [0, 1].map(|slot| {
+            self.files
+                .get(&record_slot(name, slot))
+                .map_or(record::Slot::Empty, |f| record::parse_slot(&f.current))
+        })
+    }
+
+    /// Forgets record `name` (both its slots): a lost file.
+    pub fn remove_record(&mut self, name: &str) {
+        for slot in 0..2 {
+            self.remove(&record_slot(name, slot));
+        }
+    }
+
     pub fn remove(&mut self, name: &str) {
         self.files.remove(name);
     }
@@ -358,6 +384,26 @@ impl Disk for SimDisk {
 
     fn read_file(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
         Ok(self.files.get(name).map(|f| f.current.clone()))
+    }
+
+    /// As `sys::record` does: two slots in the shipped format, written alternately after the
+    /// newest valid sequence, each write durable when it returns.
+    fn store_record(&mut self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
+        let read = record::read_slots(self.record_slots(name));
+        let next = read.newest.map_or(0, |(sequence, _)| sequence) + 1;
+        self.write_file_atomic(&record_slot(name, next % 2), &record::encode(next, bytes))
+    }
+
+    fn load_record(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
+        let slots = self.record_slots(name);
+        if self.config.pass_over_damaged_slots {
+            let read = record::read_slots(slots);
+            if read.newest.is_some() {
+                return Ok(read.newest.map(|(_, bytes)| bytes));
+            }
+            return Ok(record::newest(self.record_slots(name))?.map(|(_, b)| b));
+        }
+        Ok(record::newest(slots)?.map(|(_, bytes)| bytes))
     }
 
     fn alloc_buffer(&mut self, len: usize) -> BufId {

@@ -129,6 +129,17 @@ fn checkers_have_teeth_forget_damage() {
     );
 }
 
+/// The old record loading (a damaged slot passed over, the other slot's older value taken)
+/// lets a member take back a vote it may have cast.
+#[test]
+fn checkers_have_teeth_pass_over_damaged_slot() {
+    let found = first_violation(BrokenRule::PassOverDamagedSlot, 400);
+    assert!(
+        found.as_deref().is_some_and(|v| v.contains("vote")),
+        "a member passing over a damaged vote slot went unnoticed for 400 seeds: {found:?}"
+    );
+}
+
 /// The storage fault reaches the disks and recovery finds it below the durable end.
 #[test]
 fn storage_corruption_is_injected() {

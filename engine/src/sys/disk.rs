@@ -483,7 +483,7 @@ impl Disk for LinuxDisk {
     fn load_record(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
         let (record, value) = super::record::Record::open(&self.dir, name)?;
         self.records.insert(name.to_string(), record);
-        match value {
+        match value? {
             Some(v) => Ok(Some(v)),
             // Written by an older version as a whole file.
             None => self.read_file(name),

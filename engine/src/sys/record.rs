@@ -4,8 +4,8 @@
 //!
 //! A record lives in two preallocated, zero-filled slot files, `<name>.slot0` and
 //! `<name>.slot1`, written alternately in the format of `io::record`. The caller acts on a value
-//! only after `store` returns, so a torn write damages a value nobody acted on. Slots grow (a
-//! rare metadata change, fsynced) when a record outgrows them.
+//! only after `store` returns. A damaged slot is reported, never passed over (`io::record`
+//! says why). Slots grow (a rare metadata change, fsynced) when a record outgrows them.
 
 #![forbid(unsafe_code)]
 
@@ -13,7 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::io::record::{encode, newest, parse_slot, Slot};
+use crate::io::record::{encode, newest, parse_slot, read_slots, Slot};
 use crate::io::DiskError;
 
 /// Initial slot size: room for the term index of about 4000 terms.
@@ -26,6 +26,9 @@ fn slot_name(name: &str, slot: u64) -> String {
 fn err(op: &'static str) -> impl Fn(std::io::Error) -> DiskError {
     move |e| DiskError::from_io(op, &e)
 }
+
+/// What loading a record found: its value, none, or damage (see `io::record`).
+pub type Loaded = Result<Option<Vec<u8>>, DiskError>;
 
 /// One record's two open slot files and the sequence last written.
 pub struct Record {
@@ -56,9 +59,12 @@ fn zero_fill(file: &File, from: u64, to: u64) -> Result<(), DiskError> {
 
 impl Record {
     /// Opens (creating and zero-filling if needed) the slots of `name` in `dir`, and loads the
-    /// newest valid value: `Ok(None)` if the record was never written; an error if a slot was
-    /// written but none is valid.
-    pub fn open(dir: &Path, name: &str) -> Result<(Self, Option<Vec<u8>>), DiskError> {
+    /// newest value: `Ok(None)` if the record was never written; an error if a slot is damaged
+    /// (see `io::record`). The record can be stored to either way.
+    pub fn open(
+        dir: &Path,
+        name: &str,
+    ) -> Result<(Self, Loaded), DiskError> {
         let mut created = false;
         let mut open = |slot: u64| -> Result<File, DiskError> {
             let path = dir.join(slot_name(name, slot));
@@ -82,20 +88,24 @@ impl Record {
                 .and_then(|d| d.sync_all())
                 .map_err(err("fsync directory"))?;
         }
-        let best = newest([read_slot(&files[0])?, read_slot(&files[1])?])?;
+        let slots = [read_slot(&files[0])?, read_slot(&files[1])?];
+        let read = read_slots(slots.clone());
+        // Writing goes on after the newest valid sequence even when loading refuses a damaged
+        // slot: a value rebuilt elsewhere (the term index) overwrites the damage.
+        let sequence = read.newest.as_ref().map_or(0, |b| b.0);
+        let best = newest(slots);
         let slot_len = files
             .iter()
             .map(|f| f.metadata().map(|m| m.len()).unwrap_or(0))
             .min()
             .unwrap_or(0);
-        let sequence = best.as_ref().map_or(0, |b| b.0);
         Ok((
             Self {
                 files,
                 sequence,
                 slot_len,
             },
-            best.map(|b| b.1),
+            best.map(|b| b.map(|b| b.1)),
         ))
     }
 
@@ -123,23 +133,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_newest_value_survives_reopening_and_a_torn_write_falls_back_to_the_one_before() {
+    fn the_newest_value_survives_reopening_and_a_damaged_slot_is_never_passed_over() {
         let dir = tempfile::tempdir().unwrap();
         let (mut r, v) = Record::open(dir.path(), "vote").unwrap();
-        assert_eq!(v, None);
+        assert_eq!(v.unwrap(), None);
         r.store(b"term 1").unwrap();
         r.store(b"term 2").unwrap();
         r.store(b"term 3").unwrap();
         drop(r);
         let (mut r, v) = Record::open(dir.path(), "vote").unwrap();
-        assert_eq!(v.as_deref(), Some(&b"term 3"[..]));
+        assert_eq!(v.unwrap().as_deref(), Some(&b"term 3"[..]));
         // Sequence 4 goes to slot 0; tear it.
         r.store(b"term 4").unwrap();
         let slot0 = dir.path().join("vote.slot0");
         let f = OpenOptions::new().write(true).open(&slot0).unwrap();
         f.write_all_at(b"XX", 18).unwrap();
+        // Torn or damaged later, it may have held the newest value: an error, not term 3.
+        let (mut r, v) = Record::open(dir.path(), "vote").unwrap();
+        let e = v.unwrap_err();
+        assert!(e.is_corrupt() && e.to_string().contains("slot 0"), "{e}");
+        // Storing still works (after sequence 3) and overwrites the damage.
+        r.store(b"term 5").unwrap();
         let (_, v) = Record::open(dir.path(), "vote").unwrap();
-        assert_eq!(v.as_deref(), Some(&b"term 3"[..]));
+        assert_eq!(v.unwrap().as_deref(), Some(&b"term 5"[..]));
     }
 
     #[test]
@@ -151,7 +167,7 @@ mod tests {
         r.store(b"small again").unwrap();
         r.store(&big).unwrap();
         let (_, v) = Record::open(dir.path(), "terms").unwrap();
-        assert_eq!(v.unwrap(), big);
+        assert_eq!(v.unwrap().unwrap(), big);
     }
 
     #[test]
@@ -167,7 +183,7 @@ mod tests {
                 .unwrap();
             f.write_all_at(b"garbage!", 0).unwrap();
         }
-        let e = Record::open(dir.path(), "vote").err().unwrap();
-        assert!(e.to_string().contains("damaged"), "{e}");
+        let e = Record::open(dir.path(), "vote").unwrap().1.unwrap_err();
+        assert!(e.to_string().contains("no slot holds a valid value"), "{e}");
     }
 }

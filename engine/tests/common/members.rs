@@ -21,6 +21,11 @@ pub struct Member {
 
 impl Member {
     pub fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Starts with extra arguments after `--config FILE` (e.g. `--recover-vote`).
+    pub fn start_with(&mut self, extra: &[&str]) {
         let log = File::options()
             .create(true)
             .append(true)
@@ -29,6 +34,7 @@ impl Member {
         let child = Command::new(env!("CARGO_BIN_EXE_raftline"))
             .args(["node", "--config"])
             .arg(&self.config)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
