@@ -398,7 +398,13 @@ impl Consensus {
         if self.broken(BrokenRule::ForgetDamage) {
             return false;
         }
-        self.my_log() < self.promised
+        match self.promised {
+            // A snapshot ahead of a cut log: its bytes were committed, but their last term is
+            // unknown here. Owed until the log holds that position again (a real term never
+            // reaches u64::MAX, so comparing logs would owe it for ever).
+            (u64::MAX, position) => self.appended < position,
+            promised => self.my_log() < promised,
+        }
     }
 
     /// The log this member vouches for in elections: its own, or what it promised if more.

@@ -785,3 +785,60 @@ fn single_member_cluster_elects_itself_and_commits_alone() {
     c.on_durable(31 * MS, 64);
     assert_eq!(c.commit_position(), 64);
 }
+
+fn request_vote(candidate: MemberId, term: u64, log_term: u64, position: u64) -> Message<'static> {
+    Message::RequestVote(RequestVote {
+        log_leadership_term_id: log_term,
+        log_position: position,
+        candidate_term_id: term,
+        candidate_member_id: candidate,
+    })
+}
+
+fn granted(actions: &[Action]) -> Option<bool> {
+    actions.iter().find_map(|a| match a {
+        Action::Send {
+            message: Message::Vote(v),
+            ..
+        } => Some(v.vote),
+        _ => None,
+    })
+}
+
+/// A member whose snapshot was ahead of its cut log owes the snapshot's position (term
+/// unknown): it abstains until its log holds that position, and afterwards votes again (it
+/// once owed for ever, so a cluster with one other member down could not elect).
+#[test]
+fn a_promise_of_unknown_term_is_owed_until_the_log_holds_its_position() {
+    let owing = |appended: u64| {
+        let mut state = log(appended, &[(1, 0), (3, 400)]);
+        state.promised = (u64::MAX, 800);
+        let mut c = member(
+            1,
+            3,
+            VoteState {
+                term: 3,
+                voted_for: None,
+            },
+            state,
+        );
+        actions(&mut c);
+        c
+    };
+    let mut cut = owing(500);
+    assert!(cut.owes_log());
+    cut.on_message(MS, 0, &request_vote(0, 4, 3, 2000));
+    assert_eq!(
+        granted(&actions(&mut cut)),
+        None,
+        "abstains: no vote, no veto"
+    );
+
+    let mut repaired = owing(1000);
+    assert!(
+        !repaired.owes_log(),
+        "the log holds the snapshot's position again"
+    );
+    repaired.on_message(MS, 0, &request_vote(0, 4, 3, 2000));
+    assert_eq!(granted(&actions(&mut repaired)), Some(true));
+}

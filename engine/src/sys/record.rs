@@ -61,10 +61,7 @@ impl Record {
     /// Opens (creating and zero-filling if needed) the slots of `name` in `dir`, and loads the
     /// newest value: `Ok(None)` if the record was never written; an error if a slot is damaged
     /// (see `io::record`). The record can be stored to either way.
-    pub fn open(
-        dir: &Path,
-        name: &str,
-    ) -> Result<(Self, Loaded), DiskError> {
+    pub fn open(dir: &Path, name: &str) -> Result<(Self, Loaded), DiskError> {
         let mut created = false;
         let mut open = |slot: u64| -> Result<File, DiskError> {
             let path = dir.join(slot_name(name, slot));
