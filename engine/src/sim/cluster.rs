@@ -573,6 +573,22 @@ impl Cluster {
         self.check_logs_match()?;
         if !waits_on_promise {
             self.check_exactly_once()?;
+            // Every member holds the committed log again: none may still owe a repair (it
+            // would never lead or vote again, and one more member down would stop elections).
+            for (id, m) in self.members.iter().enumerate() {
+                let c = m
+                    .node
+                    .as_ref()
+                    .expect("all members are up after healing")
+                    .consensus();
+                if c.owes_log() {
+                    let promised = c.promised();
+                    return Err(self.violation(
+                        "repair",
+                        format!("member {id} still owes {promised:?} after the cluster converged"),
+                    ));
+                }
+            }
         }
         let committed = self
             .members
