@@ -267,9 +267,11 @@ pub(crate) fn decode_vote(bytes: &[u8]) -> Option<VoteState> {
     }
     let term = u64::from_le_bytes(bytes[..8].try_into().ok()?);
     let voted = u64::from_le_bytes(bytes[8..16].try_into().ok()?);
-    let voted_for = (voted != u64::MAX)
-        .then(|| u32::try_from(voted).ok())
-        .flatten();
+    // Intact is not true: a member id that fits no member is refused, not read as "no vote".
+    let voted_for = match voted {
+        u64::MAX => None,
+        v => Some(u32::try_from(v).ok()?),
+    };
     Some(VoteState { term, voted_for })
 }
 
@@ -401,7 +403,21 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             ));
         }
         let loaded = match log.disk_mut().load_record(VOTE_FILE) {
-            Ok(Some(bytes)) => decode_vote(&bytes).ok_or_else(|| "bad length or checksum".into()),
+            Ok(Some(bytes)) => match decode_vote(&bytes) {
+                None => Err("bad length, checksum or member id".to_string()),
+                Some(v)
+                    if v.voted_for.is_some_and(|m| {
+                        m >= config.consensus.member_count && m != VOTE_RECOVERING
+                    }) =>
+                {
+                    Err(format!(
+                        "a vote for member {}, but the cluster has {} members",
+                        v.voted_for.unwrap_or_default(),
+                        config.consensus.member_count
+                    ))
+                }
+                Some(v) => Ok(v),
+            },
             Ok(None) => Err("no record".to_string()),
             Err(e) => Err(e.to_string()),
         };
@@ -1808,5 +1824,35 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         self.read_buf = read_buf;
         self.applier.flush();
         Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod vote_record_tests {
+    use super::*;
+
+    #[test]
+    fn a_vote_record_round_trips_and_an_intact_record_naming_no_member_is_refused() {
+        for v in [
+            VoteState::default(),
+            VoteState {
+                term: 7,
+                voted_for: Some(2),
+            },
+            VoteState {
+                term: 9,
+                voted_for: Some(VOTE_RECOVERING),
+            },
+        ] {
+            assert_eq!(decode_vote(&encode_vote(v)), Some(v));
+        }
+        // Found by the records_and_snapshots fuzz target: a checksum-valid record whose member
+        // id fits no u32 was read as "no vote in this term".
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&5u64.to_le_bytes());
+        bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        let crc = crc32c::crc32c(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_vote(&bytes), None);
     }
 }
