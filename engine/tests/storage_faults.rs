@@ -116,7 +116,7 @@ fn newest_vote_slot(dir: &Path) -> std::path::PathBuf {
 }
 
 #[test]
-fn a_damaged_vote_slot_stops_the_start_and_recover_vote_rejoins_with_every_write() {
+fn a_damaged_or_missing_vote_record_stops_the_start_and_recover_vote_rejoins_with_every_write() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut members, addrs) = cluster(tmp.path(), "");
     for m in &mut members {
@@ -163,6 +163,40 @@ fn a_damaged_vote_slot_stops_the_start_and_recover_vote_rejoins_with_every_write
         },
     );
     assert!(members[f].said().contains("recovering it"));
+
+    // The vote record deleted outright: the same refusal, the same way out.
+    members[f].stop();
+    for slot in 0..2 {
+        std::fs::remove_file(members[f].dir.join(format!("vote-state.slot{slot}"))).unwrap();
+    }
+    members[f].start();
+    let status = wait_for("the refusal", Duration::from_secs(10), || {
+        members[f].child.as_mut().unwrap().try_wait().unwrap()
+    });
+    assert!(!status.success(), "a missing vote record refuses the start");
+    members[f].child = None;
+    let said = members[f].said();
+    let refusal = said
+        .lines()
+        .rev()
+        .find(|l| l.contains("could not start"))
+        .unwrap();
+    assert!(
+        refusal.contains("no record") && refusal.contains("--recover-vote"),
+        "{refusal}"
+    );
+    members[f].start_with(&["--recover-vote"]);
+    stream(&mut client, &mut acked, 150);
+    wait_for(
+        "the member to apply all 150",
+        Duration::from_secs(30),
+        || {
+            members[f]
+                .counters()
+                .is_some_and(|c| c.get(Counter::AppliedMessages) == 150)
+                .then_some(())
+        },
+    );
     for m in &mut members {
         m.stop();
     }
