@@ -43,9 +43,11 @@
 //! ```
 
 mod promise;
+mod reach;
 mod term_index;
 
 pub use promise::{Damage, Promise, PROMISE_FILE};
+pub use reach::REACH_FILE;
 pub use term_index::{TermEntry, TermIndex, TERM_INDEX_FILE};
 
 use std::collections::BTreeMap;
@@ -211,6 +213,8 @@ pub struct RecoveryReport {
     pub damage: Option<Damage>,
     /// The term index was missing or damaged (why) and was rebuilt from the log's frames.
     pub terms_rebuilt: Option<String>,
+    /// The reach record (see `reach`) was unreadable (why) and was rewritten from the files.
+    pub reach_rebuilt: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -282,6 +286,8 @@ pub struct Log<D: Disk> {
     stats: LogStats,
     promise: Option<Promise>,
     damage: Option<Damage>,
+    /// The newest segment base recorded as written into (see `reach`).
+    reached: u64,
     /// The durable position before the last round completed: what recovery after a crash
     /// now can tell from a torn tail (the slot of the round before the newest vouches for it).
     vouched: u64,
@@ -355,6 +361,7 @@ impl<D: Disk> Log<D> {
         // Only a member whose disk was once found damaged has a promise (opening a record
         // creates its slot files).
         let promised = names.iter().any(|n| n.starts_with(PROMISE_FILE));
+        let reach_recorded = names.iter().any(|n| n.starts_with(REACH_FILE));
         let mut bases = Vec::new();
         let mut spares = Vec::new();
         let mut spare_counter = 0;
@@ -382,6 +389,17 @@ impl<D: Disk> Log<D> {
             }
         }
         bases.sort_unstable();
+        let recorded_reach = if reach_recorded {
+            reach::load(&mut disk, config.segment_bytes)
+        } else {
+            Ok(None)
+        };
+        // Segments after the last file that the log had written into: gone with their frames.
+        // (No segment file at all is a log never started, or a crash inside `reset_to`.)
+        let missing = match (&recorded_reach, bases.last()) {
+            (Ok(Some(reached)), Some(&last)) if *reached > last => Some((last, *reached)),
+            _ => None,
+        };
         let file_len = config.segment_bytes + 2 * SLOT_LEN as u64;
         if bases.is_empty() {
             let name = segment_name(0);
@@ -456,6 +474,7 @@ impl<D: Disk> Log<D> {
             stats: LogStats::default(),
             promise,
             damage: None,
+            reached: 0,
             vouched: start_position,
         };
         let terms_lost = terms_lost.or_else(|| {
@@ -465,6 +484,39 @@ impl<D: Disk> Log<D> {
                 .then(|| "missing".to_string())
         });
         let mut report = log.recover()?;
+        if let Some((last, reached)) = missing {
+            // This member may have reported durable any position up to the end of the newest
+            // segment it wrote into.
+            let first_missing = last + log.config.segment_bytes;
+            log.record_damage(first_missing, reached + log.config.segment_bytes)?;
+            if let Some(d) = log.damage.as_mut() {
+                d.file = if reached == first_missing {
+                    format!("{} (the file is missing)", segment_name(reached))
+                } else {
+                    format!(
+                        "{} to {} (the files are missing)",
+                        segment_name(first_missing),
+                        segment_name(reached)
+                    )
+                };
+            }
+            report.damage = log.damage.clone();
+        }
+        let last_base = *log.segments.keys().next_back().expect("a segment");
+        // After missing segments the promise (durable above) carries what they held: the
+        // record comes down to the files, so the next start does not find them again.
+        log.reached = match (&recorded_reach, missing) {
+            (Ok(Some(r)), None) => (*r).max(last_base),
+            _ => last_base,
+        };
+        if let Err(why) = &recorded_reach {
+            report.reach_rebuilt = Some(why.clone());
+        }
+        if recorded_reach.as_ref().ok().copied().flatten() != Some(log.reached)
+            && log.config.durability != Durability::None
+        {
+            reach::store(&mut log.disk, log.reached)?;
+        }
         if let Some(why) = terms_lost
             .as_ref()
             .filter(|_| log.appended == log.start_position)
@@ -863,6 +915,7 @@ impl<D: Disk> Log<D> {
             writer: self.disk.describe(),
             damage: self.damage.clone(),
             terms_rebuilt: None,
+            reach_rebuilt: None,
         }
     }
 
@@ -1241,6 +1294,15 @@ impl<D: Disk> Log<D> {
             Some(&f) => f,
             None => self.create_segment(base)?,
         };
+        if base > self.reached {
+            // Before anything in this segment can be reported durable (see `reach`).
+            if self.config.durability != Durability::None {
+                if let Err(e) = reach::store(&mut self.disk, base) {
+                    return Err(self.fail(e));
+                }
+            }
+            self.reached = base;
+        }
         let buf = self.staging[self.active];
         let mut writes = Vec::with_capacity(2);
         if full_end > start {
@@ -1614,12 +1676,27 @@ impl<D: Disk> Log<D> {
             "a log restarts at a segment boundary, not {start}"
         );
         self.drain()?;
+        // The reach record never names a segment beyond the files a crash could leave: lowered
+        // before the files go, raised once the new segment exists.
+        let durable_reach = self.config.durability != Durability::None;
+        if start < self.reached {
+            if durable_reach {
+                reach::store(&mut self.disk, start)?;
+            }
+            self.reached = start;
+        }
         let all: Vec<(u64, FileId)> = self.segments.iter().map(|(&b, &f)| (b, f)).collect();
         let mut names = Vec::new();
         for (base, file) in all {
             names.push(self.retire_segment(base, file)?);
         }
         self.create_segment(start)?;
+        if start > self.reached {
+            if durable_reach {
+                reach::store(&mut self.disk, start)?;
+            }
+            self.reached = start;
+        }
         self.start_position = start;
         self.appended = start;
         self.submitted_end = start;

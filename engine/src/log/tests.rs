@@ -752,6 +752,41 @@ fn corruption_in_an_earlier_segment_is_found_at_start_and_the_log_ends_before_it
 }
 
 #[test]
+fn a_deleted_newest_segment_is_corruption_below_the_durable_end_not_a_shorter_log() {
+    let (log, config) = durable_log(32, 300, 500);
+    let end = log.appended_position();
+    let newest = end - end % SEGMENT;
+    assert!(newest >= 2 * SEGMENT, "the log spans three segments");
+    let mut disk = log.into_disk();
+    for name in disk.file_names() {
+        if name.ends_with(".seg") && name >= segment_name(newest) {
+            disk.remove(&name);
+        }
+    }
+    let (log, report) = Log::open(disk, config.clone()).unwrap();
+    let damage = report
+        .damage
+        .expect("a vanished segment is damage, not a torn tail");
+    assert!(damage.file.contains(&segment_name(newest)) && damage.file.contains("missing"));
+    assert_eq!(
+        log.appended_position(),
+        newest,
+        "the log ends where the files end"
+    );
+    assert_eq!(
+        damage.promised,
+        newest + SEGMENT,
+        "it may have vouched for all of it"
+    );
+    assert!(log.promise().is_some_and(|p| p.position >= end));
+
+    // The promise is durable: a second start still owes it, and says so without a new damage.
+    let (log, report) = Log::open(log.into_disk(), config).unwrap();
+    assert!(report.damage.is_none());
+    assert!(log.promise().is_some_and(|p| p.position >= end));
+}
+
+#[test]
 fn a_torn_last_round_is_not_corruption() {
     // Rounds that crash before they complete tear only what was never reported durable.
     for seed in 0..40 {

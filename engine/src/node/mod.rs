@@ -388,6 +388,11 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 log.term_index().entries().len()
             ));
         }
+        if let Some(why) = &report.reach_rebuilt {
+            recovery_notes.push(format!(
+                "raftline: member {id}: the log's reach record was unreadable ({why}); rewritten from the segment files (a segment deleted together with it would go unnoticed)"
+            ));
+        }
         if let Some(d) = &report.damage {
             recovery_notes.push(format!(
                 "raftline: member {id}: log corruption in {} at position {}, below the end {} it had reported durable (term {}): not a torn tail. The log now ends at {}; this member will not lead, and votes only for a log of at least (term {}, {}), until a leader has replicated the range back",

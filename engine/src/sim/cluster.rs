@@ -972,6 +972,30 @@ impl Cluster {
             self.trace(|| format!("member {id}: LOST its vote record"));
             return;
         }
+        if self.storage_rng.chance(0.1) {
+            // The newest segment the member wrote into is lost as a file (and the prepared
+            // ones after it, which would otherwise leave a gap the log refuses to open).
+            let newest = limit.saturating_sub(1) - limit.saturating_sub(1) % seg;
+            let lowest = segments.iter().map(|&(b, _)| b).min().unwrap_or(0);
+            if newest > lowest && newest >= start {
+                let lost: Vec<String> = disk
+                    .file_names()
+                    .into_iter()
+                    .filter(|n| {
+                        n.strip_suffix(".seg")
+                            .and_then(|b| b.parse::<u64>().ok())
+                            .is_some_and(|b| b >= newest)
+                    })
+                    .collect();
+                for name in &lost {
+                    disk.remove(name);
+                }
+                self.damaged[id] = true;
+                self.corruptions += 1;
+                self.trace(|| format!("member {id}: LOST segment files {lost:?}"));
+                return;
+            }
+        }
         if self.storage_rng.chance(0.2) {
             // One slot of the vote record or of the term index reads back wrong.
             let vote = self.storage_rng.chance(0.5);
