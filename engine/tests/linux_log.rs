@@ -215,8 +215,9 @@ impl Drop for SmallTmpfs {
 
 #[test]
 fn a_full_disk_stops_the_writer_with_the_segment_name_and_keeps_durable_frames() {
-    // Two 256 KiB segments and the term index's two 64 KiB record slots fit; a third segment does not.
-    let Some(fs) = SmallTmpfs::mount("730k") else {
+    // Two 256 KiB segments and the two 64 KiB slots of the term index and of the log-reach
+    // record fit; a third segment does not.
+    let Some(fs) = SmallTmpfs::mount("860k") else {
         eprintln!("SKIPPED: mounting a small tmpfs needs root (CAP_SYS_ADMIN); ENOSPC is covered by the simulated disk");
         return;
     };
