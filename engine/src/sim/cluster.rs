@@ -573,15 +573,15 @@ impl Cluster {
         self.check_logs_match()?;
         if !waits_on_promise {
             self.check_exactly_once()?;
-            // Every member holds the committed log again: none may still owe a repair (it
-            // would never lead or vote again, and one more member down would stop elections).
+            // Every member holds the committed log again: none may still owe a position its
+            // log already holds (it would never lead or vote again, and one more member down
+            // would stop elections). A promise beyond the cluster's log (a lost segment is
+            // owed to its end, since how much of it was durable went with it) waits for the
+            // log to grow or the term to change.
             for (id, m) in self.members.iter().enumerate() {
-                let c = m
-                    .node
-                    .as_ref()
-                    .expect("all members are up after healing")
-                    .consensus();
-                if c.owes_log() {
+                let n = m.node.as_ref().expect("all members are up after healing");
+                let c = n.consensus();
+                if c.owes_log() && n.log().appended_position() >= c.promised().1 {
                     let promised = c.promised();
                     return Err(self.violation(
                         "repair",
