@@ -973,6 +973,28 @@ impl Cluster {
             return;
         }
         if self.storage_rng.chance(0.1) {
+            // The newest snapshot reads back wrong: the member starts from the one before
+            // (segments are kept behind the second-newest) and replays the log after it.
+            let newest = disk
+                .file_names()
+                .into_iter()
+                .filter_map(|n| crate::service::snapshot::parse_file_name(&n))
+                .max();
+            if let Some(position) = newest {
+                let name = crate::service::snapshot::file_name(position);
+                let len = disk.durable_image(&name).map_or(0, |b| b.len() as u64);
+                if len > 0 {
+                    let offset = self.storage_rng.below(len);
+                    let bit = self.storage_rng.below(8) as u8;
+                    disk.corrupt(&name, offset, bit);
+                    self.damaged[id] = true;
+                    self.corruptions += 1;
+                    self.trace(|| format!("member {id}: CORRUPTED {name} at byte {offset}"));
+                    return;
+                }
+            }
+        }
+        if self.storage_rng.chance(0.1) {
             // The newest segment the member wrote into is lost as a file (and the prepared
             // ones after it, which would otherwise leave a gap the log refuses to open).
             let newest = limit.saturating_sub(1) - limit.saturating_sub(1) % seg;
