@@ -293,7 +293,7 @@ pub struct Log<D: Disk> {
     vouched: u64,
 }
 
-fn segment_name(base: u64) -> String {
+pub(crate) fn segment_name(base: u64) -> String {
     format!("{base:020}{SEGMENT_SUFFIX}")
 }
 

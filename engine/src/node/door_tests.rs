@@ -29,26 +29,31 @@ struct Door {
     now: u64,
 }
 
+/// A lone member with 1 MiB segments.
+fn door_config(limits: SessionLimits) -> NodeConfig {
+    let mut consensus = ConsensusConfig::new(0, 1);
+    consensus.leader_heartbeat_interval_ns = 10 * MS;
+    consensus.leader_heartbeat_timeout_ns = 100 * MS;
+    consensus.election_timeout_ns = 50 * MS;
+    consensus.startup_canvass_timeout_ns = 50 * MS;
+    NodeConfig {
+        consensus,
+        log: LogConfig {
+            segment_bytes: 1 << 20,
+            write_bytes_max: 256 << 10,
+            durability: Durability::Fdatasync,
+        },
+        snapshot_interval_bytes: 0,
+        session_timeout_ns: 0,
+        recover_vote: false,
+        sessions: limits,
+        max_install_bytes: u64::MAX,
+    }
+}
+
 impl Door {
     fn new(limits: SessionLimits, access: Access) -> Self {
-        let mut consensus = ConsensusConfig::new(0, 1);
-        consensus.leader_heartbeat_interval_ns = 10 * MS;
-        consensus.leader_heartbeat_timeout_ns = 100 * MS;
-        consensus.election_timeout_ns = 50 * MS;
-        consensus.startup_canvass_timeout_ns = 50 * MS;
-        let config = NodeConfig {
-            consensus,
-            log: LogConfig {
-                segment_bytes: 1 << 20,
-                write_bytes_max: 256 << 10,
-                durability: Durability::Fdatasync,
-            },
-            snapshot_interval_bytes: 0,
-            session_timeout_ns: 0,
-            recover_vote: false,
-            sessions: limits,
-            max_install_bytes: u64::MAX,
-        };
+        let config = door_config(limits);
         let disk = SimDisk::new(7, SimDiskConfig::default());
         let applier = Applier::new(EchoService::default());
         let mut node =
@@ -379,4 +384,38 @@ fn admin_requests_need_the_admin_token_and_a_refusal_says_nothing_of_the_member(
     let r = door.admin(CLIENT, AdminCommand::Describe, ADMIN.as_bytes());
     assert_eq!(r.status, AdminStatus::Done as u8);
     assert!(r.term > 0);
+}
+
+/// A segment file before the service's state is gone: the start is refused, naming the
+/// missing range, instead of starting and failing at apply.
+#[test]
+fn a_missing_first_segment_refuses_the_start_by_name() {
+    let mut door = Door::new(SessionLimits::default(), Access::default());
+    let payload = vec![7u8; 60_000];
+    let mut sequence = 1;
+    while door.node.commit_position() < (5 << 19) {
+        if door.node.offer(door.now, 1, sequence, &payload).is_ok() {
+            sequence += 1;
+        }
+        door.run(MS);
+    }
+    let mut disk = door.node.into_disk();
+    disk.remove(&crate::log::segment_name(0));
+    let applier = Applier::new(EchoService::default());
+    let err = match Node::open(
+        door_config(SessionLimits::default()),
+        disk,
+        SimEndpoint::default(),
+        applier,
+        door.now,
+    ) {
+        Ok(_) => panic!("a log without its first segment and no snapshot started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("the log starts at position 1048576")
+            && err.contains("00000000000001048576.seg")
+            && err.contains("covers only up to 0"),
+        "{err}"
+    );
 }

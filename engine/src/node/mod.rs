@@ -187,6 +187,12 @@ pub enum NodeError {
         log_end: u64,
         last_term: u64,
     },
+    #[error("the log starts at position {start} (its first segment file is {first}) but the service's state (its newest readable snapshot, or none) covers only up to {service}: the log before {start} is missing. Restore the missing segment files or a snapshot at or after {start}, or remove this member's log directory and let it catch up from the leader")]
+    LogBehindSnapshot {
+        start: u64,
+        first: String,
+        service: u64,
+    },
     #[error("the node stopped after an earlier error: {0}")]
     Stopped(Box<NodeError>),
     #[error("installing the leader's snapshot at position {position}: {message}")]
@@ -452,6 +458,15 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 vote
             }
         };
+        if log.start_position() > applier.fed_position() {
+            // The bytes between the service's state and the log's first segment are nowhere:
+            // an earlier segment file is gone (or every snapshot that covered it is damaged).
+            return Err(NodeError::LogBehindSnapshot {
+                start: log.start_position(),
+                first: crate::log::segment_name(log.start_position()),
+                service: applier.fed_position(),
+            });
+        }
         let state = LogState {
             appended: log.appended_position(),
             durable: log.durable_position(),
