@@ -187,7 +187,7 @@ pub enum NodeError {
         log_end: u64,
         last_term: u64,
     },
-    #[error("the log starts at position {start} (its first segment file is {first}) but the service's state (its newest readable snapshot, or none) covers only up to {service}: the log before {start} is missing. Restore the missing segment files or a snapshot at or after {start}, or remove this member's log directory and let it catch up from the leader")]
+    #[error("the log starts at position {start} (its first segment file is {first}) but the service's state (its newest readable snapshot, or none) covers only up to {service}: the log before {start} is missing, and this member cannot rebuild its state from its own disk. Restore the missing segment files or a snapshot at or after {start} from a backup of this member. Only if the other members hold every acknowledged write: move this log directory away and start the member with --recover-vote, so that it catches up from the leader as a replacement")]
     LogBehindSnapshot {
         start: u64,
         first: String,
