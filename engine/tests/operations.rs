@@ -15,9 +15,9 @@ use raftline::client::{ClientConfig, ClientEvent, ClusterClient};
 use raftline::codec::message::AdminCommand;
 use raftline::config::Config;
 use raftline::consensus::Role;
+use raftline::runtime::snapshot_files as snapshot;
 use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
 use raftline::service::echo::EchoService;
-use raftline::service::snapshot;
 
 /// What the streaming client saw: each acknowledged sequence, and the acknowledgement times.
 #[derive(Default)]

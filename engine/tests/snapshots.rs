@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use raftline::client::{ClientConfig, ClientEvent, ClusterClient};
 use raftline::config::{Config, ThreadingMode};
 use raftline::runtime::counters::{Counter, CountersReader};
+use raftline::runtime::snapshot_files as snapshot;
 use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
 use raftline::service::echo::EchoService;
-use raftline::service::snapshot;
 use raftline::service::{fnv1a, Context, Service, FNV_OFFSET};
 
 fn config(id: u32, members: &[String], dir: &Path, mode: ThreadingMode, kib: u64) -> Config {

@@ -19,6 +19,7 @@
 pub mod counters;
 mod idle;
 pub mod service_agent;
+pub mod snapshot_files;
 
 pub use idle::{IdleStrategy, Idler, WaitSet};
 
@@ -32,23 +33,13 @@ use crate::config::{Config, ConfigError, MemberTransport, ThreadingMode};
 use crate::consensus::Role;
 use crate::io::Disk;
 use crate::node::{ApplyStage, Node, NodeConfig, NodeError};
-use crate::service::snapshot::{self, SnapshotWriter};
 use crate::service::{Applier, Service};
 use crate::sys::{ipc_links, Links, LinuxDisk, LinuxDiskOptions, NodeNet, UdpTransport};
 use counters::{Counter, CountersFile};
 use service_agent::{RemoteApplier, ServiceAgent};
+use snapshot_files::SnapshotWriter;
 
-/// Nanoseconds on the system's monotonic clock (CLOCK_MONOTONIC, since boot): the same clock
-/// in every process on the host, so nodes' log lines and a harness's records line up.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec we own; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
+pub use crate::sys::clock::monotonic_ns;
 
 /// Work done in duty cycles on one thread.
 pub trait Agent: Send {
@@ -432,7 +423,7 @@ impl SegmentPreparer {
                 while rx.recv().is_ok() {
                     k += 1;
                     let name = format!("spare-p{}x{k}.seg", std::process::id());
-                    let result = zero_filled_file(&dir, &name, len)
+                    let result = crate::sys::files::zero_filled_file(&dir, &name, len)
                         .map(|()| name)
                         .map_err(|e| e.to_string());
                     if tx.send(result).is_err() {
@@ -499,36 +490,6 @@ impl SegmentPreparer {
         }
         log.prepare_segments_from_spares(ahead).map(|_| ())
     }
-}
-
-/// Creates `dir/name` zero-filled to `len` bytes, durably (temporary name, O_DIRECT writes,
-/// fsync, rename, fsync of the directory).
-fn zero_filled_file(dir: &std::path::Path, name: &str, len: u64) -> std::io::Result<()> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
-    let tmp = dir.join(format!("{name}.creating"));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&tmp)
-        .or_else(|_| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .open(&tmp)
-        })?;
-    let zeros = crate::io::AlignedBuf::new(1 << 20);
-    let mut at = 0;
-    while at < len {
-        let n = (len - at).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..n], at)?;
-        at += n as u64;
-    }
-    file.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Why a node could not start.
@@ -718,7 +679,7 @@ impl<S: Service + Send + 'static> RunningNode<S> {
         let snapshot_dir = dir.clone();
         remove_retired_segments(&dir);
         let mut applier = Applier::new(service);
-        let latest = snapshot::load_latest(&snapshot_dir, |path, why| {
+        let latest = snapshot_files::load_latest(&snapshot_dir, |path, why| {
             eprintln!(
                 "raftline: node {id}: skipping snapshot {}: {why}; trying the one before",
                 path.display()

@@ -20,11 +20,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
+use super::snapshot_files::SnapshotWriter;
 use crate::codec::{self, Decoded, Frame};
 use crate::consensus::Role;
 use crate::node::ApplyStage;
 use crate::ring::records::{record_channel, RecordConsumer, RecordProducer};
-use crate::service::snapshot::{SnapshotWriter, TakenSnapshot};
+use crate::service::snapshot::TakenSnapshot;
 use crate::service::{Applier, Egress, Service, TimerChange};
 use crate::sys::links::{eventfd, publish_and_wake, set_reader_blocks};
 

@@ -13,15 +13,11 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::io::record::{encode, newest, parse_slot, read_slots, Slot};
+use crate::io::record::{encode, newest, parse_slot, read_slots, slot_name, Slot};
 use crate::io::DiskError;
 
 /// Initial slot size: room for the term index of about 4000 terms.
 const SLOT_MIN: u64 = 64 * 1024;
-
-fn slot_name(name: &str, slot: u64) -> String {
-    format!("{name}.slot{slot}")
-}
 
 fn err(op: &'static str) -> impl Fn(std::io::Error) -> DiskError {
     move |e| DiskError::from_io(op, &e)

@@ -417,7 +417,7 @@ fn a_write_error_stops_the_writer_naming_file_and_position_and_keeps_durable_byt
     flush_all(&mut log);
     let durable = log.durable_position();
     let before = frames_of(&mut log);
-    log.disk_mut().fail_writes_with(Some(libc::EIO));
+    log.disk_mut().fail_writes_with(Some(crate::io::errno::EIO));
     append_retrying(&mut log, 99, 200);
     let err = log.flush_to(log.appended_position()).unwrap_err();
     let text = err.to_string();

@@ -1,26 +1,19 @@
 //! A heap buffer aligned to the IO block, so O_DIRECT transfers cannot be misaligned.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
-use std::ptr::NonNull;
-
 /// The IO block: alignment of O_DIRECT buffers, offsets and lengths, and the unit a torn write
 /// damages.
 pub const BLOCK_LEN: usize = 4096;
 
 /// A zero-initialised buffer whose start and length are multiples of [`BLOCK_LEN`].
+///
+/// Safe code: a `Vec` one block longer than asked, used from its first block-aligned byte. The
+/// vector is never resized, so the heap bytes (and the pointers the kernel is given for them) stay
+/// where they are for the buffer's life, also when the `AlignedBuf` itself moves.
 pub struct AlignedBuf {
-    /// Invariant: points to `len` initialised bytes allocated with `layout(len)`.
-    ptr: NonNull<u8>,
+    bytes: Vec<u8>,
+    /// Invariant: `start + len <= bytes.len()` and `bytes[start..]` begins on a block boundary.
+    start: usize,
     len: usize,
-}
-
-// SAFETY: AlignedBuf owns its allocation exclusively, like Vec<u8>; nothing is shared.
-unsafe impl Send for AlignedBuf {}
-// SAFETY: shared references only allow reads of the owned bytes, like &Vec<u8>.
-unsafe impl Sync for AlignedBuf {}
-
-fn layout(len: usize) -> Layout {
-    Layout::from_size_align(len, BLOCK_LEN).expect("buffer length overflows a Layout")
 }
 
 impl AlignedBuf {
@@ -30,12 +23,13 @@ impl AlignedBuf {
             len > 0 && len % BLOCK_LEN == 0,
             "AlignedBuf length {len} is not a positive multiple of {BLOCK_LEN}"
         );
-        // SAFETY: the layout has a non-zero size (checked above).
-        let raw = unsafe { alloc_zeroed(layout(len)) };
-        let Some(ptr) = NonNull::new(raw) else {
-            std::alloc::handle_alloc_error(layout(len))
-        };
-        Self { ptr, len }
+        let bytes = vec![0u8; len + BLOCK_LEN];
+        let start = bytes.as_ptr().align_offset(BLOCK_LEN);
+        assert!(
+            start < BLOCK_LEN,
+            "no block-aligned start in the allocation"
+        );
+        Self { bytes, start, len }
     }
 
     pub fn len(&self) -> usize {
@@ -47,33 +41,24 @@ impl AlignedBuf {
     }
 
     pub fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
+        self[..].as_ptr()
     }
 
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self[..].as_mut_ptr()
     }
 }
 
 impl std::ops::Deref for AlignedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: ptr points to len initialised bytes we own (struct invariant).
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        &self.bytes[self.start..self.start + self.len]
     }
 }
 
 impl std::ops::DerefMut for AlignedBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in deref, and &mut self guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in new() with exactly this layout and not freed before.
-        unsafe { dealloc(self.ptr.as_ptr(), layout(self.len)) }
+        &mut self.bytes[self.start..self.start + self.len]
     }
 }
 

@@ -91,49 +91,7 @@ impl Context {
 /// cancelled or unknown timer is ignored; the machine's clock, randomness or thread-local
 /// state make replicas diverge, which the digest check at the next snapshot reports.
 ///
-/// ```no_run
-/// use raftline::config::Config;
-/// use raftline::runtime::RunningNode;
-/// use raftline::service::{fnv1a, Context, Service, FNV_OFFSET};
-///
-/// /// Counts orders per session and expires an order book entry after one second.
-/// struct Orders { count: u64, digest: u64 }
-///
-/// impl Service for Orders {
-///     fn on_message(&mut self, ctx: &mut Context, session_id: u64, payload: &[u8]) {
-///         self.count += 1;
-///         self.digest = fnv1a(self.digest, payload);
-///         ctx.schedule_timer(self.count, ctx.timestamp_ns + 1_000_000_000);
-///         ctx.send(session_id, b"accepted");
-///     }
-///     fn on_timer(&mut self, _ctx: &mut Context, order: u64) {
-///         self.digest = fnv1a(self.digest, &order.to_le_bytes()); // expire it
-///     }
-///     fn digest(&self) -> u64 {
-///         self.digest
-///     }
-///     fn on_take_snapshot(&mut self, _position: u64, out: &mut Vec<u8>) -> bool {
-///         out.extend_from_slice(&self.count.to_le_bytes());
-///         out.extend_from_slice(&self.digest.to_le_bytes());
-///         true
-///     }
-///     fn on_start(&mut self, snapshot: Option<&[u8]>) -> Result<(), String> {
-///         if let Some(b) = snapshot {
-///             let word = |i: usize| b.get(i * 8..i * 8 + 8).map(|w| u64::from_le_bytes(w.try_into().unwrap()));
-///             let (Some(count), Some(digest)) = (word(0), word(1)) else {
-///                 return Err(format!("orders snapshot of {} bytes", b.len()));
-///             };
-///             *self = Orders { count, digest };
-///         }
-///         Ok(())
-///     }
-/// }
-///
-/// let config = Config::load("node.toml".as_ref()).unwrap();
-/// let node = RunningNode::start(&config, Orders { count: 0, digest: FNV_OFFSET }).unwrap();
-/// // ... serve clients (raftline::client::ClusterClient) until shutdown ...
-/// node.stop();
-/// ```
+/// The `raftline` crate's front page shows a whole service and the node that runs it.
 pub trait Service {
     /// Called before the first frame, with the service's part of the snapshot recovery starts
     /// from (what [`Service::on_take_snapshot`] wrote), or `None` to start empty. Called again

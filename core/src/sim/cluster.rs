@@ -16,7 +16,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 
-use super::disk::{record_slot, SimDisk, SimDiskConfig};
+use super::disk::{SimDisk, SimDiskConfig};
 use super::hostile::{Hostile, Target};
 use super::net::SimEndpoint;
 use crate::codec::{FrameType, Frames};
@@ -1032,7 +1032,7 @@ impl Cluster {
                 } else {
                     crate::log::TERM_INDEX_FILE
                 };
-                let slot = record_slot(name, self.storage_rng.below(2));
+                let slot = crate::io::record::slot_name(name, self.storage_rng.below(2));
                 let len = disk.durable_image(&slot).map_or(0, |b| b.len() as u64);
                 if len > 0 {
                     let offset = self.storage_rng.below(len);

@@ -14,12 +14,7 @@ use super::LogError;
 pub const TERM_INDEX_FILE: &str = "term-index";
 const MAGIC: u64 = 0x7261_6674_7465_726d; // "raftterm"
 
-/// One term and the position where it began.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TermEntry {
-    pub term: u64,
-    pub start_position: u64,
-}
+pub use crate::consensus::TermEntry;
 
 /// In-memory copy of the durable index.
 /// Invariant: terms strictly increase and start positions never decrease.

@@ -42,11 +42,6 @@ impl Default for SimDiskConfig {
     }
 }
 
-/// The file of one slot of a record (named as `sys::record` names it).
-pub fn record_slot(name: &str, slot: u64) -> String {
-    format!("{name}.slot{slot}")
-}
-
 #[derive(Clone, Debug, Default)]
 struct SimFile {
     current: Vec<u8>,
@@ -273,7 +268,7 @@ impl SimDisk {
     fn record_slots(&self, name: &str) -> [record::Slot; 2] {
         [0, 1].map(|slot| {
             self.files
-                .get(&record_slot(name, slot))
+                .get(&record::slot_name(name, slot))
                 .map_or(record::Slot::Empty, |f| record::parse_slot(&f.current))
         })
     }
@@ -281,7 +276,7 @@ impl SimDisk {
     /// Forgets record `name` (both its slots): a lost file.
     pub fn remove_record(&mut self, name: &str) {
         for slot in 0..2 {
-            self.remove(&record_slot(name, slot));
+            self.remove(&record::slot_name(name, slot));
         }
     }
 
@@ -310,10 +305,10 @@ impl Disk for SimDisk {
     fn open(&mut self, name: &str, create_len: Option<u64>) -> Result<FileId, DiskError> {
         if !self.files.contains_key(name) {
             let Some(len) = create_len else {
-                return Err(DiskError::new("open", libc::ENOENT));
+                return Err(DiskError::new("open", crate::io::errno::ENOENT));
             };
             if self.used_bytes().saturating_add(len) > self.config.capacity_bytes {
-                return Err(DiskError::new("create", libc::ENOSPC));
+                return Err(DiskError::new("create", crate::io::errno::ENOSPC));
             }
             let zeros = vec![0u8; len as usize];
             self.files.insert(
@@ -341,7 +336,7 @@ impl Disk for SimDisk {
 
     fn rename(&mut self, from: &str, to: &str) -> Result<(), DiskError> {
         let Some(f) = self.files.remove(from) else {
-            return Err(DiskError::new("rename", libc::ENOENT));
+            return Err(DiskError::new("rename", crate::io::errno::ENOENT));
         };
         self.files.insert(to.to_string(), f);
         Ok(())
@@ -351,7 +346,7 @@ impl Disk for SimDisk {
         let f = &self.files[self.name(file)];
         let start = offset as usize;
         let Some(src) = f.current.get(start..start + out.len()) else {
-            return Err(DiskError::new("read", libc::EINVAL));
+            return Err(DiskError::new("read", crate::io::errno::EINVAL));
         };
         out.copy_from_slice(src);
         Ok(())
@@ -362,7 +357,7 @@ impl Disk for SimDisk {
         let f = self.files.get_mut(&name).expect("open file exists");
         let (s, e) = (offset as usize, (offset + len) as usize);
         if e > f.current.len() {
-            return Err(DiskError::new("zero_range", libc::EINVAL));
+            return Err(DiskError::new("zero_range", crate::io::errno::EINVAL));
         }
         f.current[s..e].fill(0);
         f.durable[s..e].fill(0);
@@ -391,7 +386,10 @@ impl Disk for SimDisk {
     fn store_record(&mut self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
         let read = record::read_slots(self.record_slots(name));
         let next = read.newest.map_or(0, |(sequence, _)| sequence) + 1;
-        self.write_file_atomic(&record_slot(name, next % 2), &record::encode(next, bytes))
+        self.write_file_atomic(
+            &record::slot_name(name, next % 2),
+            &record::encode(next, bytes),
+        )
     }
 
     fn load_record(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {

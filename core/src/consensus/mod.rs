@@ -32,7 +32,14 @@ mod tests;
 pub use self::core::{Consensus, TransferError, FLAG_GAP, FLAG_RECONCILED, TERM_JUMP_MAX};
 
 use crate::codec::Message;
-use crate::log::TermEntry;
+
+/// One term and the log position where it began: an entry of the leadership-term index.
+/// Consensus owns the index; the log stores it durably (`log::TermIndex`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TermEntry {
+    pub term: u64,
+    pub start_position: u64,
+}
 
 /// A member's index in the cluster, `0..member_count`.
 pub type MemberId = u32;

@@ -11,6 +11,7 @@
 //! reads it is in flight, so the kernel never reads bytes the log is still changing.
 
 mod aligned;
+pub mod errno;
 pub mod record;
 
 pub use aligned::{AlignedBuf, BLOCK_LEN};
@@ -62,17 +63,17 @@ impl DiskError {
     pub fn from_io(op: &'static str, e: &std::io::Error) -> Self {
         Self {
             op,
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
+            errno: e.raw_os_error().unwrap_or(errno::EIO),
         }
     }
 
     /// The bytes were read but failed their checksum (EBADMSG): damage, not a device error.
     pub fn is_corrupt(&self) -> bool {
-        self.errno == libc::EBADMSG
+        self.errno == errno::EBADMSG
     }
 
     pub fn is_no_space(&self) -> bool {
-        self.errno == libc::ENOSPC || self.errno == libc::EDQUOT
+        self.errno == errno::ENOSPC || self.errno == errno::EDQUOT
     }
 }
 
@@ -82,11 +83,11 @@ fn strerror(errno: i32) -> String {
 
 fn hint(errno: i32) -> &'static str {
     match errno {
-        libc::ENOSPC | libc::EDQUOT => "; free space in the log directory or purge old segments",
-        libc::EIO => "; the device reported an IO error: check dmesg and the disk",
-        libc::EBADMSG => "; the bytes read back are damaged (a checksum failed): the file is corrupt, not unreadable",
-        libc::EINVAL => "; the filesystem may not support O_DIRECT with this alignment",
-        libc::EPERM | libc::ENOSYS => {
+        errno::ENOSPC | errno::EDQUOT => "; free space in the log directory or purge old segments",
+        errno::EIO => "; the device reported an IO error: check dmesg and the disk",
+        errno::EBADMSG => "; the bytes read back are damaged (a checksum failed): the file is corrupt, not unreadable",
+        errno::EINVAL => "; the filesystem may not support O_DIRECT with this alignment",
+        errno::EPERM | errno::ENOSYS => {
             "; io_uring may be disabled (kernel.io_uring_disabled, seccomp)"
         }
         _ => "",

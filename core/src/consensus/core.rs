@@ -2,6 +2,7 @@
 
 #[cfg(any(test, feature = "sim"))]
 use super::BrokenRule;
+use super::TermEntry;
 use super::{
     Action, ConfigError, ConsensusConfig, Counters, LogState, MemberId, Reason, Role, State,
     VoteState, OUTBOX_CAPACITY,
@@ -10,7 +11,6 @@ use crate::codec::message::{
     AppendPosition, CanvassPosition, CommitPosition, ElectNow, NewLeadershipTerm, RequestVote, Vote,
 };
 use crate::codec::{Message, FRAME_ALIGNMENT};
-use crate::log::TermEntry;
 use crate::rng::Rng;
 
 /// `AppendPosition.flags`: the follower just reconciled; resume sending from its end.

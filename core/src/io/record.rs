@@ -33,6 +33,11 @@ pub enum Slot {
     Damaged,
 }
 
+/// The file name of slot `slot` (0 or 1) of record `name`, on the real disk and the simulated one.
+pub fn slot_name(name: &str, slot: u64) -> String {
+    format!("{name}.slot{slot}")
+}
+
 /// The bytes of slot value `bytes` written with `sequence`.
 pub fn encode(sequence: u64, bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + bytes.len() + TRAILER);
@@ -103,7 +108,7 @@ pub fn newest(slots: [Slot; 2]) -> Result<Option<(u64, Vec<u8>)>, DiskError> {
             (0, false) => "load record (no slot holds a valid value, slot 0 fails its checksum)",
             (_, false) => "load record (no slot holds a valid value, slot 1 fails its checksum)",
         };
-        return Err(DiskError::new(op, libc::EBADMSG));
+        return Err(DiskError::new(op, crate::io::errno::EBADMSG));
     }
     Ok(read.newest)
 }
