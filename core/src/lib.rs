@@ -17,6 +17,7 @@
 
 pub mod access;
 pub mod auth;
+pub mod client;
 pub mod codec;
 pub mod consensus;
 pub mod io;

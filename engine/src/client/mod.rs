@@ -1,24 +1,14 @@
-//! The cluster client: connect, find the leader, offer messages with sequence numbers, poll
-//! egress, and resend across failover.
-//!
-//! Exactly-once: every message carries (session, sequence). The client keeps each message
-//! until the cluster acknowledges it as applied and resends it (to the new leader after a
-//! failover); the cluster drops duplicates at apply time from state derived from the log, so
-//! a resent message is applied once on every replica. The number of unacknowledged messages is
-//! bounded: a full window is back-pressure (`ClientError::BackPressure`), never unbounded
-//! buffering.
+//! The cluster client over UDP: binds a socket, opens a session (waiting for it), and hands
+//! everything else to the sans-IO [`ClientCore`] (`raftline_core::client`), the code the
+//! simulator drives under faults: offers with sequence numbers, acknowledgements, resends
+//! across failover and redirects, keep-alives, and bounded outstanding messages.
 
 pub mod admin;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use crate::codec::message::{
-    ClientConnect, ClientEvent as EventBody, ClientEventKind, CloseReason, SessionClose,
-    SessionKeepAlive, SessionMessageHeader,
-};
-use crate::codec::{FrameMeta, Frames, Message};
-use crate::io::Datagrams;
+pub use raftline_core::client::{ClientCore, ClientError, ClientEvent, ClientSettings};
+
 use crate::sys::UdpTransport;
 
 /// Client settings.
@@ -57,97 +47,21 @@ impl ClientConfig {
     }
 }
 
-/// What went wrong, and what to do about it.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error("cluster unreachable: no member opened session {session_id} within {waited_ms} ms; check the member addresses and that a majority is up")]
-    Unreachable { session_id: u64, waited_ms: u64 },
-    #[error("{outstanding} messages are not yet acknowledged (max_outstanding); poll and retry")]
-    BackPressure { outstanding: usize },
-    #[error("message of {len} bytes exceeds the largest the client sends ({max}); split it or raise max_datagram_bytes")]
-    TooLarge { len: usize, max: usize },
-    #[error("session closed by the cluster ({reason:?}); connect a new client to go on")]
-    SessionClosed { reason: CloseReason },
-    #[error("member {member} refused the client credential: set ClientConfig::credential to the cluster's client token ([access] client_token_file)")]
-    Unauthenticated { member: u32 },
-    #[error("member {member} refused a new session: the cluster holds as many as it allows (session.max_sessions, session.max_sessions_per_source)")]
-    SessionLimit { member: u32 },
-    #[error("socket: {0}")]
-    Io(#[from] std::io::Error),
+impl ClientConfig {
+    /// The protocol's part of these settings.
+    pub fn settings(&self) -> ClientSettings {
+        ClientSettings {
+            member_count: self.members.len() as u32,
+            max_outstanding: self.max_outstanding,
+            resend_timeout_ns: self.resend_timeout_ns,
+            connect_retry_ns: 100_000_000,
+            keepalive_interval_ns: self.keepalive_interval_ns,
+            credential: self.credential.clone(),
+        }
+    }
 }
 
-/// What `poll` hands the application.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ClientEvent<'a> {
-    /// Message `sequence` was applied by the cluster (exactly once).
-    Applied { sequence: u64 },
-    /// A payload the service sent to this session.
-    Message { payload: &'a [u8] },
-    /// The client now talks to `leader`.
-    LeaderChanged { leader: u32 },
-    /// The session was closed: by this client, by the service, or because the cluster had not
-    /// heard from it within the session timeout. Nothing more is applied for it.
-    SessionClosed { reason: CloseReason },
-    /// Message `sequence` is longer than the cluster's `session.max_message_bytes`: it was
-    /// refused, is not in the log, and is not resent.
-    TooLarge { sequence: u64 },
-}
-
-/// Most messages resent in one round.
-const RESEND_BATCH: usize = 128;
-
-struct Pending {
-    payload: Vec<u8>,
-    sent_ns: u64,
-}
-
-/// See the module docs.
-pub struct ClusterClient {
-    config: ClientConfig,
-    transport: UdpTransport,
-    session_id: u64,
-    target: u32,
-    opened: bool,
-    next_sequence: u64,
-    unacked: BTreeMap<u64, Pending>,
-    send_buf: Vec<u8>,
-    recv_buf: Vec<u8>,
-    redirects: u64,
-    resends: u64,
-    /// Last time the cluster acknowledged something.
-    last_progress_ns: u64,
-    /// Current resend interval: doubles (up to 2x) while resends go unanswered, so a long
-    /// failover does not turn into a resend storm; back to the base on progress.
-    resend_interval_ns: u64,
-    /// When the client last sent anything (keep-alives fill the silences).
-    last_sent_ns: u64,
-    closed: Option<CloseReason>,
-    /// The cluster refused the credential or a new session: nothing more is sent.
-    refused: Option<ClientError>,
-    /// When the client last connected again because the leader said it was not bound.
-    rebound_ns: u64,
-    /// A re-bind is under way: what waits is resent once the leader confirms it.
-    rebinding: bool,
-}
-
-/// Encodes one frame of the session and queues it for member `to`.
-fn send_frame(
-    transport: &mut UdpTransport,
-    buf: &mut [u8],
-    to: u32,
-    session_id: u64,
-    message: &Message<'_>,
-) {
-    let len = message.encode(
-        FrameMeta {
-            session_id,
-            ..FrameMeta::default()
-        },
-        buf,
-    );
-    transport.send(to, &buf[..len]);
-}
-
+/// A session id no other client picked: the wall clock and the process id, mixed.
 fn random_session_id() -> u64 {
     let mut x = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -155,6 +69,11 @@ fn random_session_id() -> u64 {
     x ^= (std::process::id() as u64) << 32;
     let mut rng = crate::rng::Rng::new(x);
     rng.next_u64() | 1
+}
+
+/// See the module docs.
+pub struct ClusterClient {
+    core: ClientCore<UdpTransport>,
 }
 
 impl ClusterClient {
@@ -172,341 +91,78 @@ impl ClusterClient {
             config.cluster_id,
             config.max_datagram_bytes,
         )?;
-        let mut client = Self {
-            transport,
-            session_id: random_session_id(),
-            target: 0,
-            opened: false,
-            next_sequence: 1,
-            unacked: BTreeMap::new(),
-            send_buf: vec![0u8; 70_000],
-            recv_buf: vec![0u8; 70_000],
-            redirects: 0,
-            resends: 0,
-            last_progress_ns: 0,
-            resend_interval_ns: config.resend_timeout_ns,
-            last_sent_ns: 0,
-            closed: None,
-            refused: None,
-            rebound_ns: 0,
-            rebinding: false,
-            config,
-        };
+        let mut core = ClientCore::new(config.settings(), random_session_id(), transport);
         let start = now();
-        let mut last_try = 0u64;
-        while !client.opened {
-            if let Some(e) = client.refused.take() {
+        while !core.is_open() {
+            if let Some(e) = core.take_refusal() {
                 return Err(e);
             }
             let t = now();
-            if t.saturating_sub(start) > client.config.connect_timeout_ns {
+            if t.saturating_sub(start) > config.connect_timeout_ns {
                 return Err(ClientError::Unreachable {
-                    session_id: client.session_id,
+                    session_id: core.session_id(),
                     waited_ms: (t - start) / 1_000_000,
                 });
             }
-            if last_try == 0 || t - last_try > 100_000_000 {
-                if last_try != 0 {
-                    client.target = (client.target + 1) % client.config.members.len() as u32;
-                }
-                last_try = t.max(1);
-                client.send_connect();
-            }
-            client.poll(t, |_| {});
+            core.poll(t.max(1), |_| {});
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
-        Ok(client)
+        Ok(Self { core })
     }
 
     /// The client's socket, to block on until replies arrive.
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
-        self.transport.raw_fd()
+        self.core.net().raw_fd()
     }
 
     pub fn session_id(&self) -> u64 {
-        self.session_id
+        self.core.session_id()
     }
     pub fn leader(&self) -> u32 {
-        self.target
+        self.core.leader()
     }
     /// The sequence the next `offer` will carry.
     pub fn next_sequence(&self) -> u64 {
-        self.next_sequence
+        self.core.next_sequence()
     }
     pub fn outstanding(&self) -> usize {
-        self.unacked.len()
+        self.core.outstanding()
     }
     pub fn resends(&self) -> u64 {
-        self.resends
+        self.core.resends()
     }
     pub fn redirects(&self) -> u64 {
-        self.redirects
+        self.core.redirects()
     }
-
-    /// Sends one control frame of this session to the target and flushes.
-    fn send_control(&mut self, m: &Message<'_>) {
-        send_frame(
-            &mut self.transport,
-            &mut self.send_buf,
-            self.target,
-            self.session_id,
-            m,
-        );
-        self.transport.flush();
-    }
-
-    fn send_connect(&mut self) {
-        let credential = std::mem::take(&mut self.config.credential);
-        self.send_control(&Message::ClientConnect {
-            connect: ClientConnect {
-                correlation_id: self.session_id,
-                session_id: self.session_id,
-            },
-            credential: &credential,
-        });
-        self.config.credential = credential;
-    }
-
-    fn send_message(&mut self, sequence: u64) {
-        let Some(p) = self.unacked.get(&sequence) else {
-            return;
-        };
-        let m = Message::SessionMessage {
-            header: SessionMessageHeader { sequence },
-            payload: &p.payload,
-        };
-        send_frame(
-            &mut self.transport,
-            &mut self.send_buf,
-            self.target,
-            self.session_id,
-            &m,
-        );
-    }
-
     /// The largest payload `offer` accepts.
     pub fn max_payload(&self) -> usize {
-        self.transport.max_payload() - crate::codec::HEADER_LEN - SessionMessageHeader::LEN - 8
+        self.core.max_payload()
     }
-
-    /// Sends `payload` as the session's next message; returns its sequence number.
-    /// Asks the cluster to close the session (the service hears `ClientAction`); the client
-    /// learns it is done from [`ClientEvent::SessionClosed`].
+    /// Asks the cluster to close the session; see [`ClientCore::close`].
     pub fn close(&mut self) {
-        self.send_control(&Message::SessionClose(SessionClose {
-            reason: CloseReason::ClientAction as u8,
-        }));
+        self.core.close()
     }
-
     /// Why the session closed, once it has.
-    pub fn closed(&self) -> Option<CloseReason> {
-        self.closed
+    pub fn closed(&self) -> Option<raftline_core::codec::CloseReason> {
+        self.core.closed()
     }
-
+    /// Sends `payload` as the session's next message; returns its sequence number.
     pub fn offer(&mut self, now: u64, payload: &[u8]) -> Result<u64, ClientError> {
-        if let Some(reason) = self.closed {
-            return Err(ClientError::SessionClosed { reason });
-        }
-        match self.refused {
-            Some(ClientError::Unauthenticated { member }) => {
-                return Err(ClientError::Unauthenticated { member })
-            }
-            Some(ClientError::SessionLimit { member }) => {
-                return Err(ClientError::SessionLimit { member })
-            }
-            _ => {}
-        }
-        if payload.len() > self.max_payload() {
-            return Err(ClientError::TooLarge {
-                len: payload.len(),
-                max: self.max_payload(),
-            });
-        }
-        if self.unacked.len() >= self.config.max_outstanding {
-            return Err(ClientError::BackPressure {
-                outstanding: self.unacked.len(),
-            });
-        }
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
-        self.unacked.insert(
-            sequence,
-            Pending {
-                payload: payload.to_vec(),
-                sent_ns: now,
-            },
-        );
-        self.send_message(sequence);
-        self.last_sent_ns = now;
-        self.transport.flush();
-        Ok(sequence)
+        self.core.offer(now, payload)
     }
-
-    /// Resends the oldest unacknowledged messages, at most `RESEND_BATCH` of them: the cluster
-    /// applies a session's messages in sequence, so anything past the first gap waits for it
-    /// anyway, and resending everything after a long failover would flood the new leader.
-    fn resend_all(&mut self, now: u64) {
-        self.last_sent_ns = now;
-        let sequences: Vec<u64> = self.unacked.keys().take(RESEND_BATCH).copied().collect();
-        for s in sequences {
-            self.send_message(s);
-            if let Some(p) = self.unacked.get_mut(&s) {
-                p.sent_ns = now;
-            }
-            self.resends += 1;
-        }
-    }
-
     /// Receives what the cluster sent, hands it to `handler`, and resends what waited too
     /// long. Returns the number of events.
-    pub fn poll(&mut self, now: u64, mut handler: impl FnMut(ClientEvent<'_>)) -> usize {
-        let mut events = 0;
-        let mut recv_buf = std::mem::take(&mut self.recv_buf);
-        while let Some((from, len)) = self.transport.receive(&mut recv_buf) {
-            for (_, frame) in Frames::new(&recv_buf[..len]).map_while(Result::ok) {
-                match Message::decode(&frame) {
-                    Ok(Message::ClientEvent(EventBody {
-                        session_id,
-                        value,
-                        kind,
-                    })) if session_id == self.session_id => match ClientEventKind::from_u8(kind) {
-                        Some(ClientEventKind::Opened) => {
-                            let moved = self.opened && from != self.target;
-                            let rebound = std::mem::take(&mut self.rebinding) && self.opened;
-                            self.opened = true;
-                            self.target = from;
-                            self.last_progress_ns = now;
-                            if moved {
-                                // A new leader answered a probe: what waits goes there now.
-                                events += 1;
-                                handler(ClientEvent::LeaderChanged { leader: from });
-                            }
-                            if moved || rebound {
-                                self.resend_all(now);
-                            }
-                        }
-                        Some(ClientEventKind::TooLarge) => {
-                            let waiting = self.unacked.remove(&value).is_some();
-                            if waiting {
-                                events += 1;
-                                handler(ClientEvent::TooLarge { sequence: value });
-                            }
-                        }
-                        Some(ClientEventKind::Unauthenticated) => {
-                            self.refused = Some(ClientError::Unauthenticated { member: from });
-                        }
-                        // A refused new session; an open one is never refused a re-bind.
-                        Some(ClientEventKind::SessionLimit) if !self.opened => {
-                            self.refused = Some(ClientError::SessionLimit { member: from });
-                        }
-                        Some(ClientEventKind::SessionLimit) => {}
-                        // The leader does not know this source for the session (it moved, or
-                        // leadership did): connect again, at most once per interval however
-                        // many messages were in flight.
-                        Some(ClientEventKind::Unbound)
-                            if from == self.target
-                                && now.saturating_sub(self.rebound_ns)
-                                    > self.config.resend_timeout_ns / 8 =>
-                        {
-                            self.rebound_ns = now;
-                            self.rebinding = true;
-                            self.send_connect();
-                        }
-                        Some(ClientEventKind::Unbound) => {}
-                        Some(ClientEventKind::Applied) => {
-                            self.last_progress_ns = now;
-                            if self.unacked.remove(&value).is_some() {
-                                events += 1;
-                                handler(ClientEvent::Applied { sequence: value });
-                            }
-                        }
-                        Some(ClientEventKind::Redirect) => {
-                            self.redirects += 1;
-                            // Only a named leader moves the client; "unknown" (an election in
-                            // progress) is left to the resend timer, or every redirect of a
-                            // batch would rotate the target and resend the batch again.
-                            let n = self.config.members.len() as u64;
-                            if value < n && value as u32 != self.target {
-                                let leader = value as u32;
-                                self.target = leader;
-                                events += 1;
-                                handler(ClientEvent::LeaderChanged { leader });
-                                self.send_connect();
-                                if self.opened {
-                                    self.resend_all(now);
-                                }
-                            }
-                        }
-                        Some(ClientEventKind::Closed) => {
-                            let reason = CloseReason::from_u8(value as u8)
-                                .unwrap_or(CloseReason::ServiceAction);
-                            if self.closed.is_none() {
-                                self.closed = Some(reason);
-                                // Nothing more will be applied: what waits is dropped.
-                                self.unacked.clear();
-                                events += 1;
-                                handler(ClientEvent::SessionClosed { reason });
-                            }
-                        }
-                        None => {}
-                    },
-                    Ok(Message::EgressMessage { payload })
-                        if frame.meta.session_id == self.session_id =>
-                    {
-                        events += 1;
-                        handler(ClientEvent::Message { payload });
-                    }
-                    _ => {}
-                }
-            }
-        }
-        self.recv_buf = recv_buf;
-        // A quiet client tells the cluster it is alive.
-        if self.opened
-            && self.closed.is_none()
-            && now.saturating_sub(self.last_sent_ns) > self.config.keepalive_interval_ns
-        {
-            self.last_sent_ns = now;
-            self.send_control(&Message::SessionKeepAlive(SessionKeepAlive {
-                session_id: self.session_id,
-            }));
-        }
-        // Resend what waited too long; after repeated silence, try the next member.
-        if let Some((_, oldest)) = self.unacked.iter().next() {
-            if now.saturating_sub(oldest.sent_ns) > self.resend_interval_ns {
-                self.resend_interval_ns =
-                    (self.resend_interval_ns * 2).min(2 * self.config.resend_timeout_ns);
-                if now.saturating_sub(self.last_progress_ns) > 3 * self.config.resend_timeout_ns {
-                    self.target = (self.target + 1) % self.config.members.len() as u32;
-                    self.last_progress_ns = now;
-                }
-                // The session may have been opened on a leader that since lost its log tail.
-                self.send_connect();
-                if now.saturating_sub(self.last_progress_ns) > self.config.resend_timeout_ns {
-                    // Silence from the target (a dead leader?): ask every member. Followers
-                    // that know the new leader redirect to it; the new leader answers itself.
-                    let target = self.target;
-                    for m in 0..self.config.members.len() as u32 {
-                        if m != target {
-                            self.target = m;
-                            self.send_connect();
-                        }
-                    }
-                    self.target = target;
-                }
-                self.resend_all(now);
-            }
-        }
-        self.transport.flush();
-        events
+    pub fn poll(&mut self, now: u64, handler: impl FnMut(ClientEvent<'_>)) -> usize {
+        self.core.poll(now, handler)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::message::{ClientEventKind, SessionMessageHeader};
-    use crate::codec::FrameType;
+    use crate::codec::message::{ClientEvent as EventBody, ClientEventKind, SessionMessageHeader};
+    use crate::codec::{FrameMeta, FrameType, Frames, Message};
+    use crate::io::Datagrams;
 
     /// A stand-in member: its transport, and what it received (message kinds by frame type).
     struct FakeMember {
