@@ -135,6 +135,21 @@ pub struct ClientCore<N: Datagrams> {
     broken_rule: Option<BrokenClientRule>,
 }
 
+impl<N: Datagrams> std::fmt::Debug for ClientCore<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCore")
+            .field("session_id", &self.session_id)
+            .field("target", &self.target)
+            .field("opened", &self.opened)
+            .field("next_sequence", &self.next_sequence)
+            .field("outstanding", &self.unacked.keys().collect::<Vec<_>>())
+            .field("closed", &self.closed)
+            .field("refused", &self.refused)
+            .field("last_connect_ns", &self.last_connect_ns)
+            .finish()
+    }
+}
+
 impl<N: Datagrams> ClientCore<N> {
     /// A client of session `session_id` (chosen by the caller, unique in the cluster) that
     /// talks through `net`. Nothing is sent until the first [`ClientCore::poll`].

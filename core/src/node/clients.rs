@@ -111,12 +111,30 @@ impl Sessions {
         let open = &self.open;
         self.opening
             .retain(|s, position| *position >= applied && !open.contains(s));
+        self.forget_unknown_bindings();
+    }
+
+    /// Drops the bindings of sessions neither open nor opening, and recounts per source.
+    fn forget_unknown_bindings(&mut self) {
         let (open, opening) = (&self.open, &self.opening);
         self.bound
             .retain(|s, _| open.contains(s) || opening.contains_key(s));
         self.per_source.clear();
         for &source in self.bound.values() {
             *self.per_source.entry(source).or_insert(0) += 1;
+        }
+    }
+
+    /// Forgets the opens this member appended at or after `position`, which a truncation just
+    /// cut from its log: they will never be applied, and a client waiting on one must be
+    /// opened again (found by the simulator driving the shipped client: a leader that had
+    /// appended an open, lost it to a truncation and led again took the client's connects as
+    /// "open under way" for ever).
+    pub fn forget_opens_from(&mut self, position: u64) {
+        let before = self.opening.len();
+        self.opening.retain(|_, p| *p < position);
+        if self.opening.len() != before {
+            self.forget_unknown_bindings();
         }
     }
 
@@ -524,5 +542,21 @@ mod tests {
         assert!(!s.bound_to(5, 70_000));
         assert_eq!(s.sessions_of(70_000), 0);
         assert!(s.bound.is_empty());
+    }
+
+    #[test]
+    fn a_truncation_forgets_the_opens_it_cut_and_keeps_those_before_it() {
+        let mut s = Sessions::default();
+        s.opening.insert(5, 100);
+        s.opening.insert(6, 300);
+        s.bind(5, 70_000);
+        s.bind(6, 70_001);
+        s.forget_opens_from(200);
+        assert!(s.known(5) && s.bound_to(5, 70_000));
+        assert!(
+            !s.known(6),
+            "the open at 300 was cut: a connect must open it again"
+        );
+        assert_eq!(s.sessions_of(70_001), 0);
     }
 }

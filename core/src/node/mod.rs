@@ -549,6 +549,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 );
                 self.log.truncate(position)?;
                 self.log.truncate_terms_after(last_term_kept)?;
+                self.sessions.forget_opens_from(position);
             }
             Action::Commit { position } => {
                 assert!(position >= self.commit, "commit position went back");

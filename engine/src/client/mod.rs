@@ -7,6 +7,8 @@ pub mod admin;
 
 use std::net::SocketAddr;
 
+#[cfg(any(test, feature = "sim"))]
+pub use raftline_core::client::BrokenClientRule;
 pub use raftline_core::client::{ClientCore, ClientError, ClientEvent, ClientSettings};
 
 use crate::sys::UdpTransport;

@@ -155,8 +155,37 @@ impl Cluster {
                 self.applied_hash.insert(position, hash);
                 self.applied_digest.insert(position, digest);
             }
+            self.check_applied_once(id)?;
         }
         Ok(())
+    }
+
+    /// Client exactly-once, as it happens: no member's service applies one client message twice
+    /// (a message is its session and the number in its payload, whatever sequence it was sent
+    /// under). The whole history is checked again after the liveness phase.
+    fn check_applied_once(&mut self, id: usize) -> Result<(), Violation> {
+        let member = &mut self.members[id];
+        let Some(node) = member.node.as_ref() else {
+            return Ok(());
+        };
+        let applied = &node.applier().service().applied;
+        let checked = &mut member.applied_checked;
+        if applied.len() < checked.0 {
+            // An install or restart replaced the history: check it from its start.
+            *checked = Default::default();
+        }
+        let twice = applied[checked.0..]
+            .iter()
+            .find(|&&message| !checked.1.insert(message))
+            .copied();
+        checked.0 = applied.len();
+        match twice {
+            Some((session, message)) => Err(self.violation(
+                "client exactly-once",
+                format!("member {id} applied message {message} of session {session} twice"),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Frames of a member's log: (end position, frame term, chained hash up to the end). A log

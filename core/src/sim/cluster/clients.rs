@@ -18,6 +18,8 @@ pub(super) enum ClientResponse {
 
 #[derive(Debug)]
 pub(super) struct Client {
+    /// The shipped client protocol, when the seed uses it (see `SimConfig::client_core`).
+    pub(super) core: Option<ClientCore<SimEndpoint>>,
     pub(super) session: u64,
     pub(super) target: MemberId,
     pub(super) opened: bool,
@@ -33,6 +35,22 @@ pub(super) struct Client {
     pub(super) acked: BTreeSet<u64>,
 }
 
+/// The payload of message `sequence` of `session`: its sequence and session (what the service
+/// records), then filler. Some seeds send large messages, so the log spans several segments:
+/// snapshots, retired segments and snapshot installs for lagging members get exercised.
+pub(super) fn message_payload(config: &SimConfig, session: u64, sequence: u64) -> Vec<u8> {
+    let mut payload = sequence.to_le_bytes().to_vec();
+    payload.extend_from_slice(&session.to_le_bytes());
+    let filler = match config.seed % 8 {
+        _ if config.message_bytes > 0 => config.message_bytes - 16,
+        0 | 4 => 2000,
+        6 => 6_000, // small_datagrams()
+        _ => 0,
+    };
+    payload.resize(payload.len() + filler, (sequence % 251) as u8);
+    payload
+}
+
 impl Cluster {
     pub(super) fn deliver_request(&mut self, to: MemberId, client: usize, request: ClientRequest) {
         let now = self.local_now(to as usize);
@@ -42,17 +60,7 @@ impl Cluster {
         let result = match request {
             ClientRequest::Open { session } => node.open_session(now, session, session),
             ClientRequest::Message { session, sequence } => {
-                let mut payload = sequence.to_le_bytes().to_vec();
-                payload.extend_from_slice(&session.to_le_bytes());
-                // Some seeds send large messages, so the log spans several segments: snapshots,
-                // retired segments and snapshot installs for lagging members get exercised.
-                let filler = match self.config.seed % 8 {
-                    _ if self.config.message_bytes > 0 => self.config.message_bytes - 16,
-                    0 | 4 => 2000,
-                    6 => 6_000, // small_datagrams()
-                    _ => 0,
-                };
-                payload.resize(payload.len() + filler, (sequence % 251) as u8);
+                let payload = message_payload(&self.config, session, sequence);
                 node.offer(now, session, sequence, &payload)
             }
         };
@@ -100,6 +108,10 @@ impl Cluster {
         const PACE_NS: u64 = 40 * MS;
         let n = self.members.len() as u64;
         for i in 0..self.clients.len() {
+            if self.clients[i].core.is_some() {
+                self.step_core_client(i, OUTSTANDING, PACE_NS);
+                continue;
+            }
             let mut requests = Vec::new();
             let c = &mut self.clients[i];
             // No answer from the target for a while and no redirect: try the next member.
@@ -148,6 +160,61 @@ impl Cluster {
                         to,
                         client: i,
                         request,
+                    },
+                );
+            }
+        }
+    }
+
+    /// A client that speaks the shipped protocol: it polls its core (which resends, follows
+    /// redirects and re-binds on its own), offers the next message when the window allows,
+    /// and its datagrams go out through the simulated network's loss, duplication and delay.
+    fn step_core_client(&mut self, i: usize, outstanding: usize, pace_ns: u64) {
+        let now = self.now_ns;
+        let faulty = self.step < self.config.safety_steps;
+        let config = &self.config;
+        let c = &mut self.clients[i];
+        let core = c.core.as_mut().expect("a client of the protocol");
+        let mut acked = Vec::new();
+        core.poll(now, |e| {
+            if let ClientEvent::Applied { sequence } = e {
+                acked.push(sequence);
+            }
+        });
+        for sequence in acked {
+            c.acked.insert(sequence);
+            c.last_progress_ns = now;
+        }
+        c.opened = core.is_open();
+        if core.is_open()
+            && core.outstanding() < outstanding
+            && core.next_sequence() <= config.messages_per_client
+            && now - c.last_new_ns >= pace_ns
+        {
+            let payload = message_payload(config, c.session, core.next_sequence());
+            if core.offer(now, &payload).is_ok() {
+                c.last_new_ns = now;
+            }
+        }
+        c.next_sequence = core.next_sequence();
+        let outgoing = std::mem::take(&mut core.net_mut().outgoing);
+        for (to, bytes) in outgoing {
+            if to as usize >= self.members.len() || (faulty && self.rng.chance(self.faults.loss)) {
+                continue;
+            }
+            let copies = if faulty && self.rng.chance(self.faults.duplication) {
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let at = now + if faulty { self.delay() } else { 100_000 };
+                self.schedule(
+                    at,
+                    Event::FromClient {
+                        client: i,
+                        to,
+                        bytes: bytes.clone(),
                     },
                 );
             }

@@ -29,11 +29,12 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use super::disk::{SimDisk, SimDiskConfig};
 use super::hostile::{Hostile, Target};
 use super::net::SimEndpoint;
+use crate::client::{BrokenClientRule, ClientCore, ClientEvent, ClientSettings};
 use crate::codec::{FrameType, Frames};
 #[cfg(any(test, feature = "sim"))]
 use crate::consensus::BrokenRule;
 use crate::consensus::{ConsensusConfig, MemberId, Role};
-use crate::io::Disk;
+use crate::io::{Disk, CLIENT_ENDPOINT_BASE};
 use crate::log::{Durability, LogConfig};
 use crate::node::{Node, NodeConfig, OfferError};
 use crate::rng::Rng;
@@ -66,6 +67,12 @@ pub struct SimConfig {
     pub max_datagram: usize,
     pub segment_bytes: u64,
     pub faults: Option<Faults>,
+    /// Clients speak the shipped client protocol (`client::ClientCore`) in datagrams through
+    /// the simulated network and the nodes' door, instead of offering to nodes directly.
+    /// `None`: half the seeds, drawn from the seed.
+    pub client_core: Option<bool>,
+    /// A client rule broken on purpose (teeth tests; implies `client_core`).
+    pub broken_client_rule: Option<BrokenClientRule>,
 }
 
 impl SimConfig {
@@ -83,6 +90,8 @@ impl SimConfig {
             max_datagram: 0,
             segment_bytes: 0,
             faults: None,
+            client_core: None,
+            broken_client_rule: None,
         }
     }
 }
@@ -108,6 +117,9 @@ pub struct SimOutcome {
     /// The run ended with the cluster waiting, as designed, on a damaged member's promise
     /// that no other member's log can keep (liveness then needs an operator).
     pub waits_on_promise: bool,
+    /// Messages acknowledged to clients through the shipped client protocol (0 when the
+    /// seed's clients offered to nodes directly).
+    pub client_core_acknowledged: u64,
     /// A digest of the whole run, compared between two runs of one seed.
     pub run_digest: u64,
 }
@@ -142,6 +154,9 @@ struct Member {
     snapshot_durable: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// (log start, snapshots installed, snapshots taken, truncations), for the trace.
     last_log_view: (u64, u64, u64, u64),
+    /// The client messages its service applied that the exactly-once checker has seen: how many
+    /// of the service's list, and which (session, message).
+    applied_checked: (usize, BTreeSet<(u64, u64)>),
 }
 
 enum Event {
@@ -158,6 +173,18 @@ enum Event {
     Response {
         client: usize,
         response: ClientResponse,
+    },
+    /// A datagram of the client protocol, from a client to a member's door.
+    FromClient {
+        client: usize,
+        to: MemberId,
+        bytes: Vec<u8>,
+    },
+    /// A member's reply to a client's endpoint.
+    ToClient {
+        from: MemberId,
+        client: usize,
+        bytes: Vec<u8>,
     },
 }
 
@@ -196,6 +223,38 @@ pub struct Cluster {
     /// The highest durable position each member ever reported (a leader's commit position
     /// may never exceed the quorum-th highest of these).
     durable_ever: Vec<u64>,
+    /// The seed's clients speak the client protocol in datagrams (see `SimConfig`).
+    client_core: bool,
+}
+
+/// The messages in a datagram, for the trace.
+fn describe_frames(bytes: &[u8]) -> String {
+    let mut out = Vec::new();
+    for frame in Frames::new(bytes) {
+        match frame {
+            Ok((_, f)) => match crate::codec::Message::decode(&f) {
+                Ok(crate::codec::Message::SessionMessage { header, .. }) => out.push(format!(
+                    "message {} of session {}",
+                    header.sequence, f.meta.session_id
+                )),
+                Ok(m) => out.push(format!("{m:?}")),
+                Err(e) => out.push(format!("undecodable: {e}")),
+            },
+            Err(e) => out.push(format!("bad frame: {e}")),
+        }
+    }
+    out.join(", ")
+}
+
+/// The shipped client's settings at the simulator's time scale (its resends and connect
+/// retries at the pace of the simulated clients that offer directly).
+fn client_settings(members: u32) -> ClientSettings {
+    ClientSettings {
+        resend_timeout_ns: 40 * MS,
+        connect_retry_ns: 40 * MS,
+        keepalive_interval_ns: 200 * MS,
+        ..ClientSettings::new(members)
+    }
 }
 
 fn node_config(
@@ -247,10 +306,26 @@ impl Cluster {
         let config = SimConfig { members, ..config };
         let drawn = Faults::draw(&mut rng);
         let faults = config.faults.clone().unwrap_or(drawn);
+        // Drawn from a generator of its own, so the rest of the seed's run is unchanged.
+        let client_core = config.broken_client_rule.is_some()
+            || config
+                .client_core
+                .unwrap_or_else(|| Rng::new(config.seed ^ 0x636c_6965_6e74).below(2) == 1);
         let mut cluster = Self {
             members: Vec::new(),
             clients: (0..config.clients)
                 .map(|c| Client {
+                    core: client_core.then(|| {
+                        let mut core = ClientCore::new(
+                            client_settings(members),
+                            100 + c as u64,
+                            SimEndpoint::default(),
+                        );
+                        if let Some(rule) = config.broken_client_rule {
+                            core.break_rule(rule);
+                        }
+                        core
+                    }),
                     session: 100 + c as u64,
                     target: 0,
                     opened: false,
@@ -286,6 +361,7 @@ impl Cluster {
             damaged: vec![false; members as usize],
             corruptions: 0,
             durable_ever: vec![0; members as usize],
+            client_core,
             config,
         };
         cluster.corrupt_per_step =
@@ -312,6 +388,7 @@ impl Cluster {
                 last_state: (Role::Follower, 0),
                 snapshot_durable: Default::default(),
                 last_log_view: (0, 0, 0, 0),
+                applied_checked: Default::default(),
             });
         }
         cluster
@@ -435,6 +512,7 @@ impl Cluster {
             hostile_injected: self.hostile.injected,
             corruptions: self.corruptions,
             waits_on_promise,
+            client_core_acknowledged: if self.client_core { acknowledged } else { 0 },
             messages_refused: self
                 .members
                 .iter()
@@ -476,12 +554,15 @@ impl Cluster {
                     })
                     .collect();
                 format!(
-                    "s{} open={} acked {} unacked {:?} next {} applied {last:?}",
+                    "s{} open={} acked {} unacked {:?} next {} applied {last:?}{}",
                     c.session,
                     c.opened,
                     c.acked.len(),
                     c.unacked.keys().collect::<Vec<_>>(),
-                    c.next_sequence
+                    c.next_sequence,
+                    c.core
+                        .as_ref()
+                        .map_or(String::new(), |core| format!(" {core:?}"))
                 )
             })
             .collect();
@@ -549,9 +630,11 @@ impl Cluster {
         }
         self.trace(|| format!("member {id} started, log recovered to {recovered}"));
         let mut node = node;
-        node.set_collect_egress(true);
+        // With the client protocol, egress leaves as datagrams to the clients' endpoints.
+        node.set_collect_egress(!self.client_core);
         node.set_snapshot_progress(progress);
         self.members[id].node = Some(node);
+        self.members[id].applied_checked = Default::default();
         Ok(())
     }
 
@@ -592,6 +675,33 @@ impl Cluster {
                     request,
                 } => self.deliver_request(to, client, request),
                 Event::Response { client, response } => self.deliver_response(client, response),
+                Event::FromClient { client, to, bytes } => {
+                    self.trace(|| {
+                        format!(
+                            "client {client} -> member {to}: {}",
+                            describe_frames(&bytes)
+                        )
+                    });
+                    if let Some(node) = self.members[to as usize].node.as_mut() {
+                        node.net_mut()
+                            .deliver(CLIENT_ENDPOINT_BASE + client as u32, bytes);
+                    }
+                }
+                Event::ToClient {
+                    from,
+                    client,
+                    bytes,
+                } => {
+                    self.trace(|| {
+                        format!(
+                            "member {from} -> client {client}: {}",
+                            describe_frames(&bytes)
+                        )
+                    });
+                    if let Some(core) = self.clients[client].core.as_mut() {
+                        core.net_mut().deliver(from, bytes);
+                    }
+                }
             }
         }
     }
@@ -656,14 +766,20 @@ impl Cluster {
             };
             for _ in 0..copies {
                 let at = global + if faulty { self.delay() } else { 100_000 };
-                self.schedule(
-                    at,
-                    Event::Datagram {
+                let event = match to.checked_sub(CLIENT_ENDPOINT_BASE) {
+                    Some(client) if (client as usize) < self.clients.len() => Event::ToClient {
+                        from: id as MemberId,
+                        client: client as usize,
+                        bytes: bytes.clone(),
+                    },
+                    Some(_) => continue, // a forged client's endpoint: nobody listens
+                    None => Event::Datagram {
                         from: id as MemberId,
                         to,
                         bytes: bytes.clone(),
                     },
-                );
+                };
+                self.schedule(at, event);
             }
         }
         for e in egress.drain(..) {
