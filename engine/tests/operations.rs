@@ -15,9 +15,10 @@ use raftline::client::{ClientConfig, ClientEvent, ClusterClient};
 use raftline::codec::message::AdminCommand;
 use raftline::config::Config;
 use raftline::consensus::Role;
-use raftline::runtime::snapshot_files as snapshot;
 use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
 use raftline::service::echo::EchoService;
+use raftline::service::snapshot;
+use raftline::sys::files::DirFiles;
 
 /// What the streaming client saw: each acknowledged sequence, and the acknowledgement times.
 #[derive(Default)]
@@ -151,7 +152,7 @@ fn describe_snapshot_transfer_step_down_and_shutdown_over_the_admin_channel() {
     assert_eq!(leader.member_id, first);
     let start = Instant::now();
     while (0..3).any(|id| {
-        snapshot::list(&dir.path().join(format!("node-{id}")))
+        snapshot::list(&mut DirFiles::new(dir.path().join(format!("node-{id}"))))
             .unwrap()
             .is_empty()
     }) {
@@ -162,7 +163,9 @@ fn describe_snapshot_transfer_step_down_and_shutdown_over_the_admin_channel() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let taken: Vec<u64> = (0..3)
-        .map(|id| snapshot::list(&dir.path().join(format!("node-{id}"))).unwrap()[0].0)
+        .map(|id| {
+            snapshot::list(&mut DirFiles::new(dir.path().join(format!("node-{id}")))).unwrap()[0]
+        })
         .collect();
     assert!(
         taken.iter().all(|&p| p == taken[0] && p > position),
@@ -233,7 +236,9 @@ fn describe_snapshot_transfer_step_down_and_shutdown_over_the_admin_channel() {
         .collect();
     assert!(digests.windows(2).all(|w| w[0] == w[1]), "{digests:?}");
     let last: Vec<u64> = (0..3)
-        .map(|id| snapshot::list(&dir.path().join(format!("node-{id}"))).unwrap()[0].0)
+        .map(|id| {
+            snapshot::list(&mut DirFiles::new(dir.path().join(format!("node-{id}")))).unwrap()[0]
+        })
         .collect();
     assert!(
         last.iter().all(|&p| p == last[0] && p > at),

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use raftline::client::{ClientConfig, ClientEvent, ClusterClient};
 use raftline::config::{Config, ThreadingMode};
 use raftline::runtime::counters::{Counter, CountersReader};
-use raftline::runtime::snapshot_files as snapshot;
 use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
 use raftline::service::echo::EchoService;
+use raftline::service::snapshot;
 use raftline::service::{fnv1a, Context, Service, FNV_OFFSET};
+use raftline::sys::files::DirFiles;
 
 fn config(id: u32, members: &[String], dir: &Path, mode: ThreadingMode, kib: u64) -> Config {
     Config::builder(id, members.to_vec(), dir.join(format!("node-{id}")))
@@ -86,8 +87,14 @@ fn converge(dir: &Path) {
     }
 }
 
+/// Node `id`'s snapshot files, newest first: (position, path).
 fn snapshot_files(dir: &Path, id: u32) -> Vec<(u64, PathBuf)> {
-    snapshot::list(&dir.join(format!("node-{id}"))).unwrap()
+    let node_dir = dir.join(format!("node-{id}"));
+    snapshot::list(&mut DirFiles::new(&node_dir))
+        .unwrap()
+        .into_iter()
+        .map(|position| (position, node_dir.join(snapshot::file_name(position))))
+        .collect()
 }
 
 #[test]

@@ -94,15 +94,29 @@ fn hint(errno: i32) -> &'static str {
     }
 }
 
+/// The whole-file operations on one directory: listing it, and small files read, replaced
+/// and removed whole, each durable when it returns. What snapshots, records and the log's
+/// housekeeping need; a [`Disk`] has them too, and a thread that only writes snapshots can
+/// have them alone (`sys::files::DirFiles`).
+pub trait Files {
+    /// Names of the files in the directory, in no particular order.
+    fn list(&mut self) -> Result<Vec<String>, DiskError>;
+    /// Replaces the small file `name` with `bytes` atomically and durably
+    /// (write a temporary, fsync, rename, fsync the directory).
+    fn write_file_atomic(&mut self, name: &str, bytes: &[u8]) -> Result<(), DiskError>;
+    /// Reads the whole small file `name`, or `None` if it does not exist.
+    fn read_file(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError>;
+    /// Removes `name` durably (the directory is synced); a file already gone is no error.
+    fn remove(&mut self, name: &str) -> Result<(), DiskError>;
+}
+
 /// Storage shaped like io_uring. See the module docs.
-pub trait Disk {
+pub trait Disk: Files {
     /// A one-line description of the writer in use, printed once at start.
     fn describe(&self) -> String;
     /// Whether a completed fsync makes data durable (false on tmpfs and similar).
     fn is_durable(&self) -> bool;
 
-    /// Names of the files in the directory, in no particular order.
-    fn list(&mut self) -> Result<Vec<String>, DiskError>;
     /// Opens `name`. If it does not exist and `create_len` is given, creates it zero-filled to
     /// that length (durable, directory entry included) first.
     fn open(&mut self, name: &str, create_len: Option<u64>) -> Result<FileId, DiskError>;
@@ -114,9 +128,6 @@ pub trait Disk {
     fn read_at(&mut self, file: FileId, offset: u64, out: &mut [u8]) -> Result<(), DiskError>;
     /// Writes zeros over `[offset, offset + len)` (block-aligned) and makes them durable.
     fn zero_range(&mut self, file: FileId, offset: u64, len: u64) -> Result<(), DiskError>;
-    /// Replaces the small file `name` with `bytes` atomically and durably
-    /// (write a temporary, fsync, rename, fsync the directory).
-    fn write_file_atomic(&mut self, name: &str, bytes: &[u8]) -> Result<(), DiskError>;
     /// Replaces the small record `name` with `bytes` durably, as cheaply as the disk allows
     /// (on Linux: one `fdatasync`, see `sys::record`). What [`Disk::load_record`] reads.
     fn store_record(&mut self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
@@ -126,8 +137,6 @@ pub trait Disk {
     fn load_record(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
         self.read_file(name)
     }
-    /// Reads the whole small file `name`, or `None` if it does not exist.
-    fn read_file(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError>;
 
     /// Allocates a zeroed, block-aligned IO buffer of `len` bytes (a multiple of BLOCK_LEN).
     /// Done at start-up; buffers live as long as the disk.

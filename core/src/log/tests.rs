@@ -760,7 +760,7 @@ fn a_deleted_newest_segment_is_corruption_below_the_durable_end_not_a_shorter_lo
     let mut disk = log.into_disk();
     for name in disk.file_names() {
         if name.ends_with(".seg") && name >= segment_name(newest) {
-            disk.remove(&name);
+            disk.lose(&name);
         }
     }
     let (log, report) = Log::open(disk, config.clone()).unwrap();

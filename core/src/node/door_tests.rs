@@ -400,7 +400,7 @@ fn a_missing_first_segment_refuses_the_start_by_name() {
         door.run(MS);
     }
     let mut disk = door.node.into_disk();
-    disk.remove(&crate::log::segment_name(0));
+    disk.lose(&crate::log::segment_name(0));
     let applier = Applier::new(EchoService::default());
     let err = match Node::open(
         door_config(SessionLimits::default()),

@@ -16,6 +16,8 @@
 
 #![forbid(unsafe_code)]
 
+use crate::io::{DiskError, Files};
+
 pub const MAGIC: &[u8; 8] = b"RLSNAP01";
 const HEADER_LEN: usize = 8 + 8 + 8 + 8 + 4 + 4;
 /// Snapshot files kept in a node's directory; older ones are removed after a new one is safe.
@@ -156,9 +158,64 @@ impl Writer<'_> {
     }
 }
 
+/// Snapshot files among `files`, newest first, by the position in their names.
+pub fn list(files: &mut impl Files) -> Result<Vec<u64>, DiskError> {
+    let mut found: Vec<u64> = files
+        .list()?
+        .iter()
+        .filter_map(|n| parse_file_name(n))
+        .collect();
+    found.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(found)
+}
+
+/// The newest snapshot file that reads and passes its checksum, as (position, bytes). Each one
+/// skipped is reported through `skipped` with its name and the reason.
+pub fn load_latest(
+    files: &mut impl Files,
+    mut skipped: impl FnMut(&str, String),
+) -> Result<Option<(u64, Vec<u8>)>, DiskError> {
+    for position in list(files)? {
+        let name = file_name(position);
+        let bytes = match files.read_file(&name) {
+            Ok(Some(b)) => b,
+            Ok(None) => continue, // removed since it was listed
+            Err(e) => {
+                skipped(&name, e.to_string());
+                continue;
+            }
+        };
+        match decode(&bytes) {
+            Ok(view) if view.position == position => return Ok(Some((position, bytes))),
+            Ok(view) => skipped(
+                &name,
+                SnapshotError::Position {
+                    found: view.position,
+                    expected: position,
+                }
+                .to_string(),
+            ),
+            Err(e) => skipped(&name, e.to_string()),
+        }
+    }
+    Ok(None)
+}
+
+/// Writes `snapshot` atomically and durably, then removes all but the newest
+/// [`SNAPSHOTS_KEPT`] snapshot files. Returns the file's name.
+pub fn store(files: &mut impl Files, snapshot: &TakenSnapshot) -> Result<String, DiskError> {
+    let name = file_name(snapshot.position);
+    files.write_file_atomic(&name, &snapshot.bytes)?;
+    for old in list(files)?.into_iter().skip(SNAPSHOTS_KEPT) {
+        files.remove(&file_name(old))?;
+    }
+    Ok(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::disk::{SimDisk, SimDiskConfig};
 
     #[test]
     fn a_file_round_trips_and_any_flipped_byte_is_caught() {
@@ -175,5 +232,40 @@ mod tests {
             assert!(decode(&bad).is_err(), "flipped byte {i} went unnoticed");
         }
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn the_newest_good_file_is_loaded_and_damaged_ones_are_skipped_and_named() {
+        let mut disk = SimDisk::new(1, SimDiskConfig::default());
+        for position in [100u64, 200, 300] {
+            let bytes = encode(position, 0, position, b"", b"");
+            store(&mut disk, &TakenSnapshot { position, bytes }).unwrap();
+        }
+        // Damage the newest.
+        let newest = file_name(300);
+        let mut bytes = disk.read_file(&newest).unwrap().unwrap();
+        bytes[20] ^= 1;
+        disk.write_file_atomic(&newest, &bytes).unwrap();
+        let mut skipped = Vec::new();
+        let (position, bytes) = load_latest(&mut disk, |name, why| {
+            skipped.push((name.to_string(), why));
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(position, 200);
+        assert_eq!(decode(&bytes).unwrap().digest, 200);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].0, newest);
+        assert!(skipped[0].1.contains("checksum"), "{}", skipped[0].1);
+    }
+
+    #[test]
+    fn only_the_newest_files_are_kept() {
+        let mut disk = SimDisk::new(1, SimDiskConfig::default());
+        for position in 1..=5u64 {
+            let bytes = encode(position, 0, 0, b"", b"");
+            store(&mut disk, &TakenSnapshot { position, bytes }).unwrap();
+        }
+        assert_eq!(list(&mut disk).unwrap(), vec![5, 4, 3]);
     }
 }

@@ -11,7 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::io::record;
-use crate::io::{BufId, BufferTable, Completion, Disk, DiskError, DiskOp, FileId, BLOCK_LEN};
+use crate::io::{
+    BufId, BufferTable, Completion, Disk, DiskError, DiskOp, FileId, Files, BLOCK_LEN,
+};
 use crate::rng::Rng;
 
 const SECTOR_LEN: usize = 512;
@@ -276,16 +278,39 @@ impl SimDisk {
     /// Forgets record `name` (both its slots): a lost file.
     pub fn remove_record(&mut self, name: &str) {
         for slot in 0..2 {
-            self.remove(&record::slot_name(name, slot));
+            self.lose(&record::slot_name(name, slot));
         }
     }
 
-    pub fn remove(&mut self, name: &str) {
+    /// Forgets file `name`, whatever it held: a lost file.
+    pub fn lose(&mut self, name: &str) {
         self.files.remove(name);
     }
 
     fn used_bytes(&self) -> u64 {
         self.files.values().map(|f| f.current.len() as u64).sum()
+    }
+}
+
+impl Files for SimDisk {
+    fn list(&mut self) -> Result<Vec<String>, DiskError> {
+        Ok(self.files.keys().cloned().collect())
+    }
+    fn write_file_atomic(&mut self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
+        let f = SimFile {
+            current: bytes.to_vec(),
+            durable: bytes.to_vec(),
+            dirty: BTreeSet::new(),
+        };
+        self.files.insert(name.to_string(), f);
+        Ok(())
+    }
+    fn read_file(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
+        Ok(self.files.get(name).map(|f| f.current.clone()))
+    }
+    fn remove(&mut self, name: &str) -> Result<(), DiskError> {
+        self.files.remove(name);
+        Ok(())
     }
 }
 
@@ -296,10 +321,6 @@ impl Disk for SimDisk {
 
     fn is_durable(&self) -> bool {
         true
-    }
-
-    fn list(&mut self) -> Result<Vec<String>, DiskError> {
-        Ok(self.files.keys().cloned().collect())
     }
 
     fn open(&mut self, name: &str, create_len: Option<u64>) -> Result<FileId, DiskError> {
@@ -365,20 +386,6 @@ impl Disk for SimDisk {
             f.dirty.remove(&(block as u64));
         }
         Ok(())
-    }
-
-    fn write_file_atomic(&mut self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
-        let f = SimFile {
-            current: bytes.to_vec(),
-            durable: bytes.to_vec(),
-            dirty: BTreeSet::new(),
-        };
-        self.files.insert(name.to_string(), f);
-        Ok(())
-    }
-
-    fn read_file(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
-        Ok(self.files.get(name).map(|f| f.current.clone()))
     }
 
     /// As `sys::record` does: two slots in the shipped format, written alternately after the

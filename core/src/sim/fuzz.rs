@@ -222,7 +222,7 @@ pub fn log_recovery(data: &[u8]) {
         let name = names[input.u8() as usize % names.len()].clone();
         match input.u8() {
             255 => {
-                disk.remove(&name);
+                disk.lose(&name);
                 lost_files = true;
             }
             bit => {

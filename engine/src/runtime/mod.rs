@@ -679,12 +679,15 @@ impl<S: Service + Send + 'static> RunningNode<S> {
         let snapshot_dir = dir.clone();
         remove_retired_segments(&dir);
         let mut applier = Applier::new(service);
-        let latest = snapshot_files::load_latest(&snapshot_dir, |path, why| {
-            eprintln!(
-                "raftline: node {id}: skipping snapshot {}: {why}; trying the one before",
-                path.display()
-            )
-        })
+        let latest = crate::service::snapshot::load_latest(
+            &mut crate::sys::files::DirFiles::new(&snapshot_dir),
+            |name, why| {
+                eprintln!(
+                    "raftline: node {id}: skipping snapshot {}: {why}; trying the one before",
+                    snapshot_dir.join(name).display()
+                )
+            },
+        )
         .map_err(|e| StartError::Snapshot {
             dir: snapshot_dir.display().to_string(),
             message: e.to_string(),

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use io_uring::{opcode, types, IoUring};
 
 use crate::io::{
-    AlignedBuf, BufId, BufferTable, Completion, Disk, DiskError, DiskOp, FileId, BLOCK_LEN,
+    AlignedBuf, BufId, BufferTable, Completion, Disk, DiskError, DiskOp, FileId, Files, BLOCK_LEN,
 };
 
 const RING_ENTRIES: u32 = 64;
@@ -67,6 +67,8 @@ struct InFlight {
 /// See the module docs.
 pub struct LinuxDisk {
     dir: PathBuf,
+    /// The directory's whole-file operations (the `Files` half of the seam).
+    files_of_dir: super::files::DirFiles,
     mode: WriterMode,
     ring: Option<IoUring>,
     files: Vec<Option<OpenFileEntry>>,
@@ -86,11 +88,7 @@ fn io_err(op: &'static str) -> impl Fn(std::io::Error) -> DiskError {
     move |e| DiskError::from_io(op, &e)
 }
 
-fn fsync_dir(dir: &Path) -> Result<(), DiskError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync directory"))
-}
+use super::files::fsync_dir;
 
 impl LinuxDisk {
     /// Opens (creating if needed) the log directory and probes what the host supports.
@@ -144,6 +142,7 @@ impl LinuxDisk {
             }
         }
         Ok(Self {
+            files_of_dir: super::files::DirFiles::new(&dir),
             dir,
             mode,
             ring,
@@ -359,6 +358,21 @@ fn probe_direct(dir: &Path, fallbacks: &mut Vec<String>) -> bool {
     }
 }
 
+impl Files for LinuxDisk {
+    fn list(&mut self) -> Result<Vec<String>, DiskError> {
+        self.files_of_dir.list()
+    }
+    fn write_file_atomic(&mut self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
+        self.files_of_dir.write_file_atomic(name, bytes)
+    }
+    fn read_file(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
+        self.files_of_dir.read_file(name)
+    }
+    fn remove(&mut self, name: &str) -> Result<(), DiskError> {
+        self.files_of_dir.remove(name)
+    }
+}
+
 impl Disk for LinuxDisk {
     fn describe(&self) -> String {
         let m = &self.mode;
@@ -381,15 +395,6 @@ impl Disk for LinuxDisk {
 
     fn is_durable(&self) -> bool {
         self.mode.filesystem_durable
-    }
-
-    fn list(&mut self) -> Result<Vec<String>, DiskError> {
-        let mut names = Vec::new();
-        for e in std::fs::read_dir(&self.dir).map_err(io_err("list log directory"))? {
-            let e = e.map_err(io_err("list log directory"))?;
-            names.push(e.file_name().to_string_lossy().into_owned());
-        }
-        Ok(names)
     }
 
     fn open(&mut self, name: &str, create_len: Option<u64>) -> Result<FileId, DiskError> {
@@ -453,23 +458,6 @@ impl Disk for LinuxDisk {
     fn zero_range(&mut self, file: FileId, offset: u64, len: u64) -> Result<(), DiskError> {
         let writer = self.entry(file).writer.try_clone().map_err(io_err("dup"))?;
         self.write_zeros(&writer, offset, len)
-    }
-
-    fn write_file_atomic(&mut self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {
-        let tmp = self.dir.join(format!("{name}.creating"));
-        let f = File::create(&tmp).map_err(io_err("create"))?;
-        f.write_all_at(bytes, 0).map_err(io_err("write"))?;
-        f.sync_all().map_err(io_err("fsync"))?;
-        std::fs::rename(&tmp, self.dir.join(name)).map_err(io_err("rename"))?;
-        fsync_dir(&self.dir)
-    }
-
-    fn read_file(&mut self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
-        match std::fs::read(self.dir.join(name)) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(DiskError::from_io("read", &e)),
-        }
     }
 
     fn store_record(&mut self, name: &str, bytes: &[u8]) -> Result<(), DiskError> {

@@ -309,7 +309,7 @@ impl Cluster {
                     })
                     .collect();
                 for name in &lost {
-                    disk.remove(name);
+                    disk.lose(name);
                 }
                 self.damaged[id] = true;
                 self.corruptions += 1;

@@ -20,7 +20,6 @@ mod service;
 
 use clients::{Client, ClientRequest, ClientResponse};
 pub use faults::Faults;
-use service::latest_snapshot;
 pub use service::RecordingService;
 
 use std::cmp::Reverse;
@@ -34,7 +33,7 @@ use crate::codec::{FrameType, Frames};
 #[cfg(any(test, feature = "sim"))]
 use crate::consensus::BrokenRule;
 use crate::consensus::{ConsensusConfig, MemberId, Role};
-use crate::io::{Disk, CLIENT_ENDPOINT_BASE};
+use crate::io::{Files, CLIENT_ENDPOINT_BASE};
 use crate::log::{Durability, LogConfig};
 use crate::node::{Node, NodeConfig, OfferError};
 use crate::rng::Rng;
@@ -589,7 +588,9 @@ impl Cluster {
         config.recover_vote = std::mem::take(&mut self.members[id].lost_vote);
         let now = self.local_now(id);
         let mut disk = disk;
-        let latest = latest_snapshot(&mut disk);
+        let latest = crate::service::snapshot::load_latest(&mut disk, |_, _| {})
+            .ok()
+            .flatten();
         let mut applier = Applier::new(RecordingService::default());
         if let Err(e) = applier.start(latest.as_ref().map(|(_, b)| b.as_slice())) {
             return Err(self.violation("snapshot", format!("member {id}: {e}")));
@@ -719,22 +720,9 @@ impl Cluster {
         // Snapshots go to the member's disk (the runtime writes them on a thread of its own),
         // old ones and retired segments are deleted.
         if let Some(snapshot) = node.take_snapshot() {
-            use crate::service::snapshot::{file_name, parse_file_name, SNAPSHOTS_KEPT};
+            // What the runtime's snapshot writer does, on its own thread there.
             let disk = node.log_mut().disk_mut();
-            if disk
-                .write_file_atomic(&file_name(snapshot.position), &snapshot.bytes)
-                .is_ok()
-            {
-                let mut kept: Vec<u64> = disk
-                    .list()
-                    .unwrap_or_default()
-                    .iter()
-                    .filter_map(|n| parse_file_name(n))
-                    .collect();
-                kept.sort_unstable_by(|a, b| b.cmp(a));
-                for old in kept.into_iter().skip(SNAPSHOTS_KEPT) {
-                    disk.remove(&file_name(old));
-                }
+            if crate::service::snapshot::store(disk, &snapshot).is_ok() {
                 self.members[id]
                     .snapshot_durable
                     .fetch_max(snapshot.position, std::sync::atomic::Ordering::AcqRel);
@@ -742,7 +730,8 @@ impl Cluster {
         }
         let node = self.members[id].node.as_mut().expect("running");
         for name in node.take_retired() {
-            node.log_mut().disk_mut().remove(&name);
+            // As the runtime does: a failed delete leaves a retired file, never lost data.
+            let _ = node.log_mut().disk_mut().remove(&name);
         }
         if node.applier().digest_mismatches() > 0 {
             return Err(self.violation(

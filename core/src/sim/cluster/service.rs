@@ -122,21 +122,3 @@ impl Service for RecordingService {
         Ok(())
     }
 }
-
-/// The newest snapshot on a member's disk that passes its checks.
-pub(super) fn latest_snapshot(disk: &mut SimDisk) -> Option<(u64, Vec<u8>)> {
-    let mut found: Vec<u64> = disk
-        .list()
-        .ok()?
-        .iter()
-        .filter_map(|n| crate::service::snapshot::parse_file_name(n))
-        .collect();
-    found.sort_unstable_by(|a, b| b.cmp(a));
-    found.into_iter().find_map(|position| {
-        let bytes = disk
-            .read_file(&crate::service::snapshot::file_name(position))
-            .ok()??;
-        let ok = crate::service::snapshot::decode(&bytes).is_ok_and(|v| v.position == position);
-        ok.then_some((position, bytes))
-    })
-}
