@@ -313,6 +313,67 @@ impl Consensus {
 
     // ---- accessors ------------------------------------------------------------------------
 
+    /// Panics, naming the member and the rule, if the module's own state breaks a rule it
+    /// keeps: positions ordered, the term index ordered and within the log, a leader's state
+    /// consistent with its term and vote, a leader's view of each peer ordered. The simulator
+    /// calls it after every step; it costs a walk over the peers and the term index.
+    pub fn assert_invariants(&self) {
+        let id = self.config.member_id;
+        assert!(
+            self.durable <= self.appended && self.commit <= self.appended,
+            "member {id}: durable {} and commit {} must not pass appended {}",
+            self.durable,
+            self.commit,
+            self.appended
+        );
+        for w in self.terms.windows(2) {
+            assert!(
+                w[0].term < w[1].term && w[0].start_position <= w[1].start_position,
+                "member {id}: term index out of order: {:?} then {:?}",
+                w[0],
+                w[1]
+            );
+        }
+        if let Some(last) = self.terms.last() {
+            assert!(
+                last.term <= self.vote.term,
+                "member {id}: term index holds term {} beyond its current term {}",
+                last.term,
+                self.vote.term
+            );
+        }
+        if self.state == State::LeaderLive {
+            assert_eq!(
+                self.leader,
+                Some(id),
+                "member {id}: leads but names another leader"
+            );
+            assert_eq!(
+                self.vote.voted_for,
+                Some(id),
+                "member {id}: leads term {} without its own vote",
+                self.vote.term
+            );
+            assert!(
+                self.terms.last().is_some_and(|t| t.term == self.vote.term),
+                "member {id}: leads term {} that its term index does not hold",
+                self.vote.term
+            );
+            for (peer, p) in self.peers.iter().enumerate() {
+                if peer as MemberId == id || !p.reconciled {
+                    continue;
+                }
+                assert!(
+                    p.durable <= p.appended && p.appended <= p.sent_high,
+                    "member {id}: its view of member {peer} is out of order (durable {}, appended {}, sent {})",
+                    p.durable,
+                    p.appended,
+                    p.sent_high
+                );
+            }
+        }
+    }
+
     pub fn state(&self) -> State {
         self.state
     }

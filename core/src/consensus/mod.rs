@@ -211,6 +211,28 @@ pub enum Role {
     Leader,
 }
 
+impl Role {
+    /// The role's number where it is written down: admin responses, the counters file, the
+    /// service thread's feed. 0 follower, 1 candidate, 2 leader.
+    pub fn code(self) -> u8 {
+        match self {
+            Role::Follower => 0,
+            Role::Candidate => 1,
+            Role::Leader => 2,
+        }
+    }
+
+    /// The role a [`Role::code`] names; an unknown number reads as follower, the role that
+    /// claims nothing.
+    pub fn from_code(code: u8) -> Role {
+        match code {
+            2 => Role::Leader,
+            1 => Role::Candidate,
+            _ => Role::Follower,
+        }
+    }
+}
+
 /// Election and replication states, after Aeron Cluster's `ElectionState`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {

@@ -15,7 +15,7 @@ use crate::codec::message::{
     ClientEventKind, CloseReason,
 };
 use crate::codec::{self, FrameMeta, Message};
-use crate::consensus::{MemberId, Role};
+use crate::consensus::MemberId;
 use crate::io::{Datagrams, Disk};
 
 /// Limits on what clients can make a node hold. Every limit hit is a counter.
@@ -255,12 +255,24 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             value,
             kind: kind as u8,
         });
+        self.send_to_client(now, to, session_id, &event);
+    }
+
+    /// Encodes one frame of session `session_id`, stamped `now`, and sends it to the client's
+    /// endpoint `to`: the one way anything reaches a client.
+    pub(super) fn send_to_client(
+        &mut self,
+        now: u64,
+        to: u32,
+        session_id: u64,
+        message: &Message<'_>,
+    ) {
         let meta = FrameMeta {
             session_id,
             timestamp_ns: now,
             ..FrameMeta::default()
         };
-        let len = event.encode(meta, &mut self.send_buf);
+        let len = message.encode(meta, &mut self.send_buf);
         self.net.send(to, &self.send_buf[..len]);
     }
 
@@ -433,8 +445,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 digest_mismatches: 0,
                 value: 0,
             });
-            let len = response.encode(FrameMeta::default(), &mut self.send_buf);
-            self.net.send(from, &self.send_buf[..len]);
+            self.send_to_client(now, from, 0, &response);
             return;
         }
         let leader = self.consensus.leader_term().is_some();
@@ -475,11 +486,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             correlation_id: request.correlation_id,
             status: status as u8,
             member_id: self.id,
-            role: match self.consensus.role() {
-                Role::Follower => 0,
-                Role::Candidate => 1,
-                Role::Leader => 2,
-            },
+            role: self.consensus.role().code(),
             leader: self.consensus.leader().unwrap_or(u32::MAX),
             term: self.consensus.term(),
             appended: self.log.appended_position(),
@@ -489,12 +496,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             digest_mismatches: self.applier.digest_mismatches(),
             value,
         });
-        let meta = FrameMeta {
-            timestamp_ns: now,
-            ..FrameMeta::default()
-        };
-        let len = response.encode(meta, &mut self.send_buf);
-        self.net.send(from, &self.send_buf[..len]);
+        self.send_to_client(now, from, 0, &response);
     }
 }
 

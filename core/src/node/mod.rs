@@ -39,8 +39,8 @@ use snapshots::InstallSource;
 
 use crate::access::Access;
 use crate::codec::message::{
-    AppendDataHeader, ClientEvent, ClientEventKind, CloseReason, NewLeadershipTermEvent,
-    SessionClose, SessionMessageHeader, SessionOpen, TimerEvent,
+    AppendDataHeader, ClientEventKind, CloseReason, NewLeadershipTermEvent, SessionClose,
+    SessionMessageHeader, SessionOpen, TimerEvent,
 };
 use crate::codec::message::{
     ClusterAction, ClusterActionKind, InstallAck, InstallSnapshotHeader, MemberSettings,
@@ -234,6 +234,9 @@ pub struct Node<D: Disk, N: Datagrams, A: ApplyStage> {
     incoming: Option<Incoming>,
     /// Follower: the piece of a frame that the last `AppendData` ended in.
     partial: Option<Partial>,
+    /// Where the service's state began: the snapshot it started from or last installed (it may
+    /// be fed past the commit position this member knows only up to here).
+    service_base: u64,
     /// Leader: where the last `SendLog` to each member ended (the next may start there,
     /// inside a frame).
     sent_to: HashMap<MemberId, u64>,
@@ -255,6 +258,45 @@ struct Incoming {
 }
 
 impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
+    /// Panics, naming the member and the rule, if the node's parts disagree in a way the code
+    /// never allows: the log's positions out of order, consensus not knowing the log as it is,
+    /// the apply stage fed past the commit position or past the log. Calls
+    /// [`Consensus::assert_invariants`] too. The simulator calls it after every step.
+    pub fn assert_invariants(&self) {
+        self.consensus.assert_invariants();
+        let id = self.id;
+        let (start, durable, appended) = (
+            self.log.start_position(),
+            self.log.durable_position(),
+            self.log.appended_position(),
+        );
+        assert!(
+            durable <= appended,
+            "member {id}: log durable {durable} passes appended {appended}"
+        );
+        assert!(
+            start <= appended || self.applier.fed_position() >= start,
+            "member {id}: log starts at {start} beyond its end {appended} and the service's state"
+        );
+        assert_eq!(
+            self.consensus.appended_position(),
+            appended,
+            "member {id}: consensus and the log disagree on the appended position"
+        );
+        assert!(
+            self.consensus.durable_position() <= durable,
+            "member {id}: consensus holds durable {} beyond the log's {durable}",
+            self.consensus.durable_position()
+        );
+        let fed = self.applier.fed_position();
+        assert!(
+            fed <= self.commit.max(self.service_base),
+            "member {id}: the service was fed to {fed}, past the commit position {} and its snapshot at {}",
+            self.commit,
+            self.service_base
+        );
+    }
+
     pub fn id(&self) -> MemberId {
         self.id
     }

@@ -32,51 +32,11 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         }
         if leader {
             for e in &egress {
-                let (session_id, message) = match e {
-                    Egress::SnapshotTaken { .. } | Egress::Shutdown { .. } => continue,
-                    Egress::SessionClosed { session_id, reason } => (
-                        *session_id,
-                        Message::ClientEvent(ClientEvent {
-                            session_id: *session_id,
-                            value: *reason as u64,
-                            kind: ClientEventKind::Closed as u8,
-                        }),
-                    ),
-                    Egress::SessionOpened {
-                        session_id,
-                        correlation_id,
-                    } => (
-                        *session_id,
-                        Message::ClientEvent(ClientEvent {
-                            session_id: *session_id,
-                            value: *correlation_id,
-                            kind: ClientEventKind::Opened as u8,
-                        }),
-                    ),
-                    Egress::Applied {
-                        session_id,
-                        sequence,
-                    } => (
-                        *session_id,
-                        Message::ClientEvent(ClientEvent {
-                            session_id: *session_id,
-                            value: *sequence,
-                            kind: ClientEventKind::Applied as u8,
-                        }),
-                    ),
-                    Egress::Message {
-                        session_id,
-                        payload,
-                    } => (*session_id, Message::EgressMessage { payload }),
+                let Some((session_id, message)) = e.to_client() else {
+                    continue;
                 };
                 if let Some(&endpoint) = self.sessions.bound.get(&session_id) {
-                    let meta = FrameMeta {
-                        session_id,
-                        timestamp_ns: now,
-                        ..FrameMeta::default()
-                    };
-                    let len = message.encode(meta, &mut self.send_buf);
-                    self.net.send(endpoint, &self.send_buf[..len]);
+                    self.send_to_client(now, endpoint, session_id, &message);
                 }
             }
         }

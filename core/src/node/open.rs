@@ -151,6 +151,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         }
         let frame_max = log.config().frame_len_max();
         let frame_payload_max = frame_max - codec::HEADER_LEN - SessionMessageHeader::LEN;
+        let service_base = applier.fed_position();
         let mut node = Self {
             id: config.consensus.member_id,
             in_flight: in_flight::InFlight::default(),
@@ -194,6 +195,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             installs: HashMap::new(),
             incoming: None,
             partial: None,
+            service_base,
             sent_to: HashMap::new(),
             sessions: Default::default(),
             limits: SessionLimits {

@@ -261,6 +261,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             );
         }
         self.send(now, from, &ack);
+        self.service_base = self.applier.fed_position();
         self.consensus
             .on_log_restarted(header.log_start, terms, self.applier.fed_position());
         self.run_actions(now, None)

@@ -149,9 +149,44 @@ pub enum Egress {
     Shutdown { position: u64 },
 }
 
+impl Egress {
+    /// What the leader sends the session's client for this, if anything: (session, message).
+    pub fn to_client(&self) -> Option<(u64, Message<'_>)> {
+        use crate::codec::message::{ClientEvent, ClientEventKind};
+        let event = |session_id: u64, kind: ClientEventKind, value: u64| {
+            let body = ClientEvent {
+                session_id,
+                value,
+                kind: kind as u8,
+            };
+            Some((session_id, Message::ClientEvent(body)))
+        };
+        match *self {
+            Egress::SessionOpened {
+                session_id,
+                correlation_id,
+            } => event(session_id, ClientEventKind::Opened, correlation_id),
+            Egress::Applied {
+                session_id,
+                sequence,
+            } => event(session_id, ClientEventKind::Applied, sequence),
+            Egress::SessionClosed { session_id, reason } => {
+                event(session_id, ClientEventKind::Closed, reason as u64)
+            }
+            Egress::Message {
+                session_id,
+                ref payload,
+            } => Some((session_id, Message::EgressMessage { payload })),
+            Egress::SnapshotTaken { .. } | Egress::Shutdown { .. } => None,
+        }
+    }
+}
+
 /// Applies committed frames to a service; see the module docs.
 pub struct Applier<S> {
     service: S,
+    /// Committed frames that did not decode as a message (a bug; see `apply`).
+    undecodable_frames: u64,
     /// Open sessions and the last sequence applied for each.
     sessions: BTreeMap<u64, u64>,
     applied_position: u64,
@@ -213,8 +248,14 @@ pub fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
 pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 impl<S: Service> Applier<S> {
+    /// Committed frames that did not decode as a message: always 0 unless there is a bug.
+    pub fn undecodable_frames(&self) -> u64 {
+        self.undecodable_frames
+    }
+
     pub fn new(service: S) -> Self {
         Self {
+            undecodable_frames: 0,
             service,
             sessions: BTreeMap::new(),
             applied_position: 0,
@@ -474,9 +515,11 @@ impl<S: Service> Applier<S> {
         self.context.position = position;
         self.context.timestamp_ns = frame.meta.timestamp_ns;
         let session_id = frame.meta.session_id;
-        // The log holds only frames the leader wrote; one that does not decode is skipped the
-        // same way on every replica.
+        // The log holds only frames the leader wrote and checked, so one that does not decode
+        // is a bug: counted (the simulator fails the run on it) and skipped the same way on
+        // every replica, never a panic that a forged frame could aim at.
         let Ok(message) = Message::decode(frame) else {
+            self.undecodable_frames += 1;
             return;
         };
         match (FrameType::from_u16(frame.meta.frame_type), message) {

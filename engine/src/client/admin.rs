@@ -31,11 +31,7 @@ impl MemberState {
     fn of(r: &AdminResponse) -> Self {
         Self {
             member_id: r.member_id,
-            role: match r.role {
-                2 => Role::Leader,
-                1 => Role::Candidate,
-                _ => Role::Follower,
-            },
+            role: Role::from_code(r.role),
             leader: (r.leader != u32::MAX).then_some(r.leader),
             term: r.term,
             appended: r.appended,

@@ -30,7 +30,6 @@ use std::thread::JoinHandle;
 
 use crate::auth::{Authenticated, Sealer};
 use crate::config::{Config, ConfigError, MemberTransport, ThreadingMode};
-use crate::consensus::Role;
 use crate::io::Disk;
 use crate::node::{ApplyStage, Node, NodeConfig, NodeError};
 use crate::service::{Applier, Service};
@@ -159,12 +158,7 @@ impl<A: ApplyStage + Send> NodeAgent<A> {
         let Some(c) = &self.counters else { return };
         let n = &self.node;
         let cons = n.consensus();
-        let role = match cons.role() {
-            Role::Follower => 0,
-            Role::Candidate => 1,
-            Role::Leader => 2,
-        };
-        c.set(Counter::Role, role);
+        c.set(Counter::Role, u64::from(cons.role().code()));
         c.set(Counter::Term, cons.term());
         c.set(Counter::Leader, cons.leader().map_or(u64::MAX, u64::from));
         c.set(Counter::AppendedPosition, n.log().appended_position());

@@ -57,22 +57,6 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
         .map_or(0, |b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
 }
 
-fn role_code(role: Role) -> u8 {
-    match role {
-        Role::Follower => 0,
-        Role::Candidate => 1,
-        Role::Leader => 2,
-    }
-}
-
-fn role_of(code: u8) -> Role {
-    match code {
-        2 => Role::Leader,
-        1 => Role::Candidate,
-        _ => Role::Follower,
-    }
-}
-
 /// Makes the two ends: the node's apply stage and the service thread's agent, which owns
 /// `applier` (started, perhaps from a snapshot; its timer changes recorded) and writes its
 /// snapshots with `snapshots`. With `blocks`, both threads sleep on their doorbells when idle
@@ -268,7 +252,7 @@ impl ApplyStage for RemoteApplier {
     }
 
     fn on_role_change(&mut self, role: Role) {
-        self.stage(ROLE, &[role_code(role)]);
+        self.stage(ROLE, &[role.code()]);
         self.flush();
     }
 
@@ -372,7 +356,7 @@ impl<S: Service> ServiceAgent<S> {
                 }
             }
             ROLE => {
-                let role = role_of(bytes.first().copied().unwrap_or(0));
+                let role = Role::from_code(bytes.first().copied().unwrap_or(0));
                 self.applier.service_mut().on_role_change(role);
             }
             TERMINATE => self.applier.service_mut().on_terminate(),

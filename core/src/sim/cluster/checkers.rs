@@ -47,6 +47,7 @@ impl Cluster {
             let appended = node.log().appended_position();
             let applier = node.applier();
             let time_went_back = applier.service().time_went_back;
+            let undecodable = applier.undecodable_frames();
             let (position, hash, digest) = (
                 applier.applied_position(),
                 applier.log_hash(),
@@ -125,6 +126,12 @@ impl Cluster {
                         format!("leader {id} of term {term} went from {before} back to {appended}"),
                     ));
                 }
+            }
+            if undecodable > 0 {
+                return Err(self.violation(
+                    "committed frames decode",
+                    format!("member {id} applied a committed frame that is no message"),
+                ));
             }
             if let Some((before, after)) = time_went_back {
                 return Err(self.violation(

@@ -717,6 +717,7 @@ impl Cluster {
         if let Err(e) = node.tick(now) {
             return Err(self.violation("node error", format!("member {id}: {e}")));
         }
+        node.assert_invariants();
         // Snapshots go to the member's disk (the runtime writes them on a thread of its own),
         // old ones and retired segments are deleted.
         if let Some(snapshot) = node.take_snapshot() {
