@@ -110,6 +110,49 @@ pub trait Files {
     fn remove(&mut self, name: &str) -> Result<(), DiskError>;
 }
 
+/// The writing end of a bounded channel of typed records between two stages of one node (the
+/// node and its service's host): a lock-free ring between threads in the runtime, a queue in the
+/// simulator. Records are staged, then made visible together by `publish`.
+pub trait RecordSink {
+    /// Whether a record with `len` payload bytes fits now.
+    fn has_room(&mut self, len: usize) -> bool;
+    /// Stages one record; false (nothing staged) when it does not fit now.
+    fn stage(&mut self, kind: u32, payload: &[u8]) -> bool;
+    /// Makes every staged record visible to the reader (and wakes it if it sleeps).
+    fn publish(&mut self);
+    /// Lets the reader make room: a record that must not be lost waits here (on a thread, a
+    /// yield; the simulator's queue always has room).
+    fn wait_for_room(&mut self);
+}
+
+/// The reading end of a [`RecordSink`]'s channel.
+pub trait RecordSource {
+    /// Hands up to `max` published records to `f` as (kind, payload); returns how many.
+    fn read(&mut self, max: usize, f: impl FnMut(u32, &[u8])) -> usize;
+    /// Whether everything published has been read (checked before the reader idles).
+    fn is_drained(&self) -> bool;
+}
+
+/// A directory with nothing in it that takes nothing: for a stage that has no files (a service
+/// host started without a snapshot directory). Writes fail with ENOSYS.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoFiles;
+
+impl Files for NoFiles {
+    fn list(&mut self) -> Result<Vec<String>, DiskError> {
+        Ok(Vec::new())
+    }
+    fn write_file_atomic(&mut self, _name: &str, _bytes: &[u8]) -> Result<(), DiskError> {
+        Err(DiskError::new("write", errno::ENOSYS))
+    }
+    fn read_file(&mut self, _name: &str) -> Result<Option<Vec<u8>>, DiskError> {
+        Ok(None)
+    }
+    fn remove(&mut self, _name: &str) -> Result<(), DiskError> {
+        Ok(())
+    }
+}
+
 /// Storage shaped like io_uring. See the module docs.
 pub trait Disk: Files {
     /// A one-line description of the writer in use, printed once at start.

@@ -29,6 +29,7 @@ mod identity;
 mod in_flight;
 mod offers;
 mod open;
+pub mod remote;
 mod replication;
 mod snapshots;
 pub use apply_stage::ApplyStage;

@@ -758,7 +758,7 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             let (remote, agent) =
                 service_agent::split(applier, Some(snapshots), 16 << 20, name, blocks)
                     .map_err(StartError::Thread)?;
-            parts.wait.doorbells.push(remote.wake_fd());
+            parts.wait.doorbells.push(remote.feed().wake_fd());
             let service_stop = Arc::new(AtomicBool::new(false));
             let wait = WaitSet {
                 sources: Vec::new(),
