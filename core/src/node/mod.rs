@@ -34,7 +34,9 @@ mod replication;
 mod snapshots;
 pub use apply_stage::ApplyStage;
 pub use clients::SessionLimits;
-pub(crate) use open::{decode_vote, encode_vote};
+#[cfg(any(test, feature = "sim"))]
+pub(crate) use open::decode_vote;
+pub(crate) use open::encode_vote;
 use replication::Partial;
 use snapshots::InstallSource;
 

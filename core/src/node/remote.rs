@@ -85,8 +85,16 @@ where
         snapshots_taken: 0,
         digest_mismatches: applier.digest_mismatches(),
         initial_sessions: applier.open_sessions().collect(),
-        timers: BTreeMap::new(),
-        by_deadline: BTreeSet::new(),
+        // The mirror starts as the table is now (timers restored from a snapshot before the
+        // split included); later changes come back as records. Before, the mirror relied on the
+        // caller recording timer changes before the applier's start (the runtime did); the
+        // simulator split after the start, and its member, restarted from a snapshot holding
+        // timers, led and never fired them (seed 2996).
+        timers: applier.timers().collect(),
+        by_deadline: applier
+            .timers()
+            .map(|(id, deadline)| (deadline, id))
+            .collect(),
         scratch: Vec::new(),
         batch: Batch::default(),
     };

@@ -478,6 +478,11 @@ impl<S: Service> Applier<S> {
             .map(|&(_, id)| id)
     }
 
+    /// The timer table: (correlation id, deadline) of every timer scheduled and not yet fired.
+    pub fn timers(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.timers.iter().map(|(&id, &deadline)| (id, deadline))
+    }
+
     /// Timers scheduled and not yet fired.
     pub fn scheduled_timers(&self) -> usize {
         self.timers.len()

@@ -3,6 +3,7 @@
 //!
 //! Everything here is driven by a seeded [`crate::rng::Rng`]; the same seed gives the same run.
 
+pub mod channel;
 pub mod cluster;
 pub mod disk;
 pub mod fuzz;

@@ -181,6 +181,23 @@ fn the_shipped_client_protocol_is_simulated() {
     }
 }
 
+/// The dedicated-mode apply path (the node's `RemoteApplier` feeding a `ServiceHost`) runs in a
+/// share of the seeds, installs and restarts included, and its services apply the messages.
+#[test]
+fn the_dedicated_mode_apply_path_is_simulated() {
+    let remote: u64 = (0..30)
+        .map(|seed| {
+            run_seed(&SimConfig::new(seed))
+                .unwrap_or_else(|v| panic!("{v}"))
+                .remote_applied
+        })
+        .sum();
+    assert!(
+        remote > 1000,
+        "only {remote} messages applied through the dedicated-mode path in 30 seeds"
+    );
+}
+
 /// The storage fault reaches the disks and recovery finds it below the durable end.
 #[test]
 fn storage_corruption_is_injected() {

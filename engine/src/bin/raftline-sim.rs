@@ -112,6 +112,8 @@ struct Reached {
     client_core_seeds: u64,
     client_core_acks: u64,
     direct_acks: u64,
+    remote_seeds: u64,
+    remote_applied: u64,
     crashes: u64,
     corruptions: u64,
     hostile: u64,
@@ -124,6 +126,10 @@ impl Reached {
             self.client_core_seeds += 1;
         }
         self.client_core_acks += o.client_core_acknowledged;
+        if o.remote_applied > 0 {
+            self.remote_seeds += 1;
+        }
+        self.remote_applied += o.remote_applied;
         self.direct_acks += o.acknowledged - o.client_core_acknowledged;
         self.crashes += o.crashes;
         self.corruptions += o.corruptions;
@@ -136,10 +142,12 @@ impl std::fmt::Display for Reached {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} seeds through the client protocol ({} acknowledgements; {} offered directly), {} crashes, {} storage corruptions, {} hostile datagrams, {} runs waiting on a promise no one could keep",
+            "{} seeds through the client protocol ({} acknowledgements; {} offered directly), {} seeds with members on the dedicated-mode apply path ({} messages applied there at the end), {} crashes, {} storage corruptions, {} hostile datagrams, {} runs waiting on a promise no one could keep",
             self.client_core_seeds,
             self.client_core_acks,
             self.direct_acks,
+            self.remote_seeds,
+            self.remote_applied,
             self.crashes,
             self.corruptions,
             self.hostile,

@@ -14,19 +14,19 @@ impl Cluster {
         {
             return false;
         }
-        let nodes: Vec<&SimNode> = self
+        if self.members.iter().any(|m| m.node.is_none()) {
+            return false;
+        }
+        let leader = self
             .members
             .iter()
             .filter_map(|m| m.node.as_ref())
-            .collect();
-        if nodes.len() != self.members.len() {
-            return false;
-        }
-        let leader = nodes.iter().find(|n| n.consensus().role() == Role::Leader);
+            .find(|n| n.consensus().role() == Role::Leader);
         let Some(leader) = leader else { return false };
         let target = leader.log().appended_position();
-        nodes.iter().all(|n| {
-            n.applier().applied_position() == target && n.applier().scheduled_timers() == 0
+        self.members.iter().all(|m| {
+            m.service()
+                .is_some_and(|a| a.applied_position() == target && a.scheduled_timers() == 0)
         })
     }
 
@@ -45,7 +45,9 @@ impl Cluster {
                 + node.stats().commit_inside_frame;
             let owes = c.owes_log() || c.recovering_vote();
             let appended = node.log().appended_position();
-            let applier = node.applier();
+            let Some(applier) = self.members[id].service() else {
+                continue;
+            };
             let time_went_back = applier.service().time_went_back;
             let undecodable = applier.undecodable_frames();
             let (position, hash, digest) = (
@@ -56,7 +58,7 @@ impl Cluster {
             let log_view = (
                 node.log().start_position(),
                 node.stats().snapshots_installed,
-                node.applier().snapshots_taken(),
+                applier.snapshots_taken(),
                 c.counters().truncations,
             );
             let (applied, commit) = (applier.applied_position(), node.commit_position());
@@ -172,10 +174,15 @@ impl Cluster {
     /// under). The whole history is checked again after the liveness phase.
     fn check_applied_once(&mut self, id: usize) -> Result<(), Violation> {
         let member = &mut self.members[id];
-        let Some(node) = member.node.as_ref() else {
-            return Ok(());
+        // The service's applier, borrowed apart from `applied_checked` (see `Member::service`).
+        let applied = match (
+            member.node.as_ref().map(|n| n.applier()),
+            member.host.as_ref(),
+        ) {
+            (Some(SimApply::Local(a)), _) => &a.service().applied,
+            (Some(SimApply::Remote(_)), Some(host)) => &host.applier().service().applied,
+            _ => return Ok(()),
         };
-        let applied = &node.applier().service().applied;
         let checked = &mut member.applied_checked;
         if applied.len() < checked.0 {
             // An install or restart replaced the history: check it from its start.
@@ -312,9 +319,11 @@ impl Cluster {
     /// Every acknowledged message applied exactly once on every replica.
     pub(super) fn check_exactly_once(&self) -> Result<(), Violation> {
         for (id, m) in self.members.iter().enumerate() {
-            let node = m.node.as_ref().expect("all members are up after healing");
-            let applied = &node.applier().service().applied;
-            let fired = &node.applier().service().fired_timers;
+            let service = m
+                .service()
+                .expect("all members are up after healing")
+                .service();
+            let (applied, fired) = (&service.applied, &service.fired_timers);
             let unique_timers: BTreeSet<&u64> = fired.iter().collect();
             if unique_timers.len() != fired.len() {
                 return Err(self.violation(

@@ -37,6 +37,7 @@ impl Cluster {
         let Some(node) = self.members[id].node.take() else {
             return;
         };
+        self.members[id].host = None; // its thread dies with the process
         self.members[id].durable_before_crash = node.consensus().durable_position();
         self.members[id].vouched_before_crash = node.log().vouched_position();
         self.members[id].log_at_crash =

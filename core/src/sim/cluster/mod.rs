@@ -13,11 +13,14 @@
 //! (a restarted node still has everything it reported durable), client exactly-once (every
 //! acknowledged message applied once on every replica, nothing applied twice).
 
+mod apply;
 mod checkers;
 mod clients;
 mod faults;
 mod service;
 
+use crate::node::ApplyStage;
+use apply::{SimApply, SimHost};
 use clients::{Client, ClientRequest, ClientResponse};
 pub use faults::Faults;
 pub use service::RecordingService;
@@ -43,7 +46,7 @@ const MS: u64 = 1_000_000;
 /// A UDP payload that fits an Ethernet frame.
 const SMALL_DATAGRAM: usize = 1472;
 
-type SimNode = Node<SimDisk, SimEndpoint, Applier<RecordingService>>;
+type SimNode = Node<SimDisk, SimEndpoint, SimApply>;
 /// A log's frames by end position: (frame term, chained hash of the log up to the end).
 type FramesByEnd = HashMap<u64, (u64, u64)>;
 
@@ -116,6 +119,9 @@ pub struct SimOutcome {
     /// The run ended with the cluster waiting, as designed, on a damaged member's promise
     /// that no other member's log can keep (liveness then needs an operator).
     pub waits_on_promise: bool,
+    /// Client messages applied, at the end, by services of members that ran the dedicated-mode
+    /// apply path (`node::remote`): 0 when no member did.
+    pub remote_applied: u64,
     /// Messages acknowledged to clients through the shipped client protocol (0 when the
     /// seed's clients offered to nodes directly).
     pub client_core_acknowledged: u64,
@@ -156,6 +162,8 @@ struct Member {
     /// The client messages its service applied that the exactly-once checker has seen: how many
     /// of the service's list, and which (session, message).
     applied_checked: (usize, BTreeSet<(u64, u64)>),
+    /// The service's host when this run of the member uses the dedicated-mode apply path.
+    host: Option<SimHost>,
 }
 
 enum Event {
@@ -224,6 +232,11 @@ pub struct Cluster {
     durable_ever: Vec<u64>,
     /// The seed's clients speak the client protocol in datagrams (see `SimConfig`).
     client_core: bool,
+    /// The dedicated-mode apply path: its own generator (so the rest of the seed's run is
+    /// unchanged), whether the seed uses it at all, and how often a host runs in a step.
+    remote_rng: Rng,
+    remote_apply: bool,
+    host_run_chance: f64,
 }
 
 /// The messages in a datagram, for the trace.
@@ -361,8 +374,13 @@ impl Cluster {
             corruptions: 0,
             durable_ever: vec![0; members as usize],
             client_core,
+            remote_rng: Rng::new(config.seed ^ 0x7265_6d6f_7465),
+            remote_apply: false,
+            host_run_chance: 1.0,
             config,
         };
+        cluster.remote_apply = cluster.remote_rng.below(3) == 0;
+        cluster.host_run_chance = [1.0, 0.5, 0.1][cluster.remote_rng.below(3) as usize];
         cluster.corrupt_per_step =
             [0.0, 0.0, 1.0 / 200.0, 1.0 / 50.0][cluster.storage_rng.below(4) as usize];
         for id in 0..members {
@@ -388,6 +406,7 @@ impl Cluster {
                 snapshot_durable: Default::default(),
                 last_log_view: (0, 0, 0, 0),
                 applied_checked: Default::default(),
+                host: None,
             });
         }
         cluster
@@ -492,9 +511,9 @@ impl Cluster {
         let acknowledged = self.clients.iter().map(|c| c.acked.len() as u64).sum();
         let mut digest = self.run_digest;
         for m in &self.members {
-            let n = m.node.as_ref().expect("all members are up after healing");
-            digest = fnv1a(digest, &n.applier().log_hash().to_le_bytes());
-            digest = fnv1a(digest, &n.applier().service().digest().to_le_bytes());
+            let a = m.service().expect("all members are up after healing");
+            digest = fnv1a(digest, &a.log_hash().to_le_bytes());
+            digest = fnv1a(digest, &a.service().digest().to_le_bytes());
         }
         Ok(SimOutcome {
             seed: self.config.seed,
@@ -504,10 +523,14 @@ impl Cluster {
             committed_position: committed,
             leaders_elected: self.leaders.len() as u64,
             crashes: self.crashes,
-            timers_applied: self.members[0]
-                .node
-                .as_ref()
-                .map_or(0, |n| n.applier().service().timers),
+            timers_applied: self.members[0].service().map_or(0, |a| a.service().timers),
+            remote_applied: self
+                .members
+                .iter()
+                .filter(|m| m.host.is_some())
+                .filter_map(|m| m.service())
+                .map(|a| a.applied_messages())
+                .sum(),
             hostile_injected: self.hostile.injected,
             corruptions: self.corruptions,
             waits_on_promise,
@@ -529,13 +552,19 @@ impl Cluster {
             .map(|m| match &m.node {
                 None => "down".into(),
                 Some(n) => format!(
-                    "{:?} t{} app{} dur{} com{} appl{}",
+                    "{:?} t{} app{} dur{} com{} appl{}{}",
                     n.consensus().state(),
                     n.consensus().term(),
                     n.log().appended_position(),
                     n.log().durable_position(),
                     n.commit_position(),
-                    n.applier().applied_position()
+                    n.applier().applied_position(),
+                    m.service().map_or(String::new(), |a| format!(
+                        " (service{} applied {} timers {})",
+                        if m.host.is_some() { " on its host" } else { "" },
+                        a.applied_position(),
+                        a.scheduled_timers()
+                    ))
                 ),
             })
             .collect();
@@ -546,11 +575,7 @@ impl Cluster {
                 let last: Vec<Option<u64>> = self
                     .members
                     .iter()
-                    .map(|m| {
-                        m.node
-                            .as_ref()
-                            .and_then(|n| n.applier().last_sequence(c.session))
-                    })
+                    .map(|m| m.service().and_then(|a| a.last_sequence(c.session)))
                     .collect();
                 format!(
                     "s{} open={} acked {} unacked {:?} next {} applied {last:?}{}",
@@ -606,6 +631,22 @@ impl Cluster {
         } else {
             SimEndpoint::default()
         };
+        // In a third of the seeds each start of a member takes the dedicated-mode path at even
+        // odds: a node feeding its service's host over record channels.
+        let (applier, host) = if self.remote_apply && self.remote_rng.chance(0.5) {
+            let (feed_in, feed_out) = crate::sim::channel::sim_channel(64 << 10);
+            let (back_in, back_out) = crate::sim::channel::sim_channel(64 << 10);
+            let (remote, host) = crate::node::remote::split(
+                applier,
+                (feed_in, feed_out),
+                (back_in, back_out),
+                format!("member {id}'s service"),
+            );
+            (SimApply::Remote(remote), Some(host))
+        } else {
+            (SimApply::Local(applier), None)
+        };
+        self.members[id].host = host;
         let node = Node::open(config, disk, endpoint, applier, now)
             .map_err(|e| self.violation("node start", e.to_string()))?;
         if std::mem::take(&mut self.members[id].vote_slot_damaged)
@@ -718,28 +759,43 @@ impl Cluster {
             return Err(self.violation("node error", format!("member {id}: {e}")));
         }
         node.assert_invariants();
+        let m = &mut self.members[id];
+        if let (Some(host), Some(node)) = (m.host.as_mut(), m.node.as_mut()) {
+            // The service's thread runs when the simulator lets it: at once, or lagging behind.
+            if self.remote_rng.chance(self.host_run_chance) {
+                host.do_work(node.log_mut().disk_mut());
+            }
+        }
         // Snapshots go to the member's disk (the runtime writes them on a thread of its own),
         // old ones and retired segments are deleted.
-        if let Some(snapshot) = node.take_snapshot() {
+        let m = &mut self.members[id];
+        let node = m.node.as_mut().expect("running");
+        let taken = match m.host.as_mut() {
+            Some(host) => host.take_snapshot(),
+            None => node.take_snapshot(),
+        };
+        if let Some(snapshot) = taken {
             // What the runtime's snapshot writer does, on its own thread there.
             let disk = node.log_mut().disk_mut();
             if crate::service::snapshot::store(disk, &snapshot).is_ok() {
-                self.members[id]
-                    .snapshot_durable
+                m.snapshot_durable
                     .fetch_max(snapshot.position, std::sync::atomic::Ordering::AcqRel);
             }
         }
-        let node = self.members[id].node.as_mut().expect("running");
         for name in node.take_retired() {
             // As the runtime does: a failed delete leaves a retired file, never lost data.
             let _ = node.log_mut().disk_mut().remove(&name);
         }
-        if node.applier().digest_mismatches() > 0 {
+        if self.members[id]
+            .service()
+            .is_some_and(|a| a.digest_mismatches() > 0)
+        {
             return Err(self.violation(
                 "digest mismatch",
                 format!("member {id}: its service digest differed from the leader's at a snapshot position"),
             ));
         }
+        let node = self.members[id].node.as_mut().expect("running");
         let outgoing = std::mem::take(&mut node.net_mut().outgoing);
         let mut egress = std::mem::take(&mut self.egress);
         node.take_egress(&mut egress);
