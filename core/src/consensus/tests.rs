@@ -842,3 +842,65 @@ fn a_promise_of_unknown_term_is_owed_until_the_log_holds_its_position() {
     repaired.on_message(MS, 0, &request_vote(0, 4, 3, 2000));
     assert_eq!(granted(&actions(&mut repaired)), Some(true));
 }
+
+/// Found by the simulator (seed 20228): a follower whose whole log is committed meets a new
+/// leader whose term history starts later (it installed a snapshot) and knows none of the
+/// follower's terms. The leader's answer, read as a match, would cut committed bytes; the
+/// follower refused it and waited for ever. It keeps its committed bytes and reports its end,
+/// so the leader sends it the snapshot.
+#[test]
+fn log_a_leader_without_the_history_never_makes_a_follower_cut_committed_bytes() {
+    let mut f = member(
+        1,
+        3,
+        VoteState {
+            term: 2,
+            voted_for: None,
+        },
+        log(200, &[(1, 0), (2, 100)]),
+    );
+    // Leader 0 of term 2 reconciles it and commits everything it holds.
+    let nlt2 = Message::NewLeadershipTerm(NewLeadershipTerm {
+        log_leadership_term_id: 2,
+        matched_term_id: 2,
+        matched_term_start: 100,
+        matched_term_end: 200,
+        leadership_term_id: 2,
+        term_base_log_position: 100,
+        log_position: 200,
+        commit_position: 200,
+        leader_member_id: 0,
+        is_startup: false,
+    });
+    f.on_message(MS, 0, &nlt2);
+    assert_eq!(f.commit_position(), 200);
+    actions(&mut f);
+    // Leader 2 of term 5 restarted its log from a snapshot at 4096: it knows no term before.
+    let nlt5 = Message::NewLeadershipTerm(NewLeadershipTerm {
+        log_leadership_term_id: 2,
+        matched_term_id: 0,
+        matched_term_start: 0,
+        matched_term_end: 4096,
+        leadership_term_id: 5,
+        term_base_log_position: 4096,
+        log_position: 5000,
+        commit_position: 5000,
+        leader_member_id: 2,
+        is_startup: false,
+    });
+    f.on_message(2 * MS, 2, &nlt5);
+    let out = actions(&mut f);
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Truncate { .. })),
+        "committed bytes kept: {out:?}"
+    );
+    assert!(
+        out.contains(&Action::Send {
+            to: 2,
+            message: append_position(1, 5, 200, 200, FLAG_RECONCILED)
+        }),
+        "it reports its end to the leader, which sends its snapshot from there: {out:?}"
+    );
+    assert_eq!(f.state(), State::FollowerLive);
+    assert_eq!(f.last_log_term(), 2);
+}

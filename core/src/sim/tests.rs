@@ -62,6 +62,28 @@ fn simulator_regression_seeds() {
     }
 }
 
+/// Seeds that once failed with the shipped client protocol and no member on the dedicated-mode
+/// apply path: 1918 (a leader whose session open was cut by a truncation took the client's
+/// connects as an open under way for ever), 20228 (a follower whose whole log was committed met
+/// a leader whose term history started after it, refused the cut its answer implied, and waited
+/// for ever). And 2996 with both paths drawn (a member split after its applier's start never
+/// fired timers restored from its snapshot).
+#[test]
+fn simulator_regression_seeds_of_the_shipped_paths() {
+    for (seed, client_core, remote_apply) in [
+        (1918, Some(true), Some(false)),
+        (20228, Some(true), Some(false)),
+        (2996, None, None),
+    ] {
+        let config = SimConfig {
+            client_core,
+            remote_apply,
+            ..SimConfig::new(seed)
+        };
+        run_seed_twice(&config).unwrap_or_else(|v| panic!("{v}"));
+    }
+}
+
 /// The first seed below `limit` on which the simulator reports a violation.
 fn first_violation(rule: BrokenRule, limit: u64) -> Option<String> {
     (0..limit).find_map(|seed| {

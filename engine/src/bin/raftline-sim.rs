@@ -12,7 +12,7 @@ use raftline::consensus::BrokenRule;
 use raftline::sim::cluster::{run_seed, run_seed_twice, SimConfig};
 
 fn usage() -> ! {
-    eprintln!("usage: raftline-sim (--seeds A..B | --seed N [--trace]) [--members 3|5] [--broken commit-without-quorum|ignore-logs-in-election|trust-peer-positions|forget-damage|pass-over-damaged-slot] [--broken-client resend-with-new-sequence]");
+    eprintln!("usage: raftline-sim (--seeds A..B | --seed N [--trace]) [--members 3|5] [--broken commit-without-quorum|ignore-logs-in-election|trust-peer-positions|forget-damage|pass-over-damaged-slot] [--broken-client resend-with-new-sequence] [--remote-apply yes|no] [--client-core yes|no]");
     std::process::exit(2);
 }
 
@@ -24,6 +24,8 @@ fn main() {
     let mut members = 0;
     let mut broken = None;
     let mut broken_client = None;
+    let mut remote_apply = None;
+    let mut client_core = None;
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
         match arg.as_str() {
@@ -46,6 +48,20 @@ fn main() {
                     _ => usage(),
                 })
             }
+            "--remote-apply" => {
+                remote_apply = Some(match value().as_str() {
+                    "yes" => true,
+                    "no" => false,
+                    _ => usage(),
+                })
+            }
+            "--client-core" => {
+                client_core = Some(match value().as_str() {
+                    "yes" => true,
+                    "no" => false,
+                    _ => usage(),
+                })
+            }
             "--broken-client" => {
                 broken_client = Some(match value().as_str() {
                     "resend-with-new-sequence" => BrokenClientRule::ResendWithNewSequence,
@@ -60,6 +76,8 @@ fn main() {
         trace,
         broken_rule: broken,
         broken_client_rule: broken_client,
+        remote_apply,
+        client_core,
         ..SimConfig::new(seed)
     };
     if let Some(seed) = single {

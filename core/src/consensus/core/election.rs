@@ -315,6 +315,16 @@ impl Consensus {
         // A leader whose history starts later (its log was reset by a snapshot install) may
         // match a term this log has only before its start: the start is as far as it goes.
         cut = cut.max(self.log_start.min(self.appended));
+        // A leader whose term history starts after position 0 (it installed a snapshot) and
+        // knows none of our terms answers "term 0, ending where my history starts". What lies
+        // below that start is in its snapshot, so committed, and our committed bytes are the
+        // cluster's: keep them, cut only what we hold beyond our commit position, and let the
+        // leader send its snapshot. Cutting to its answer would cut committed bytes, which is
+        // refused, and the member would wait for ever (found by the simulator, seed 20228).
+        let history_lacking = m.matched_term_id == 0 && m.matched_term_end > 0;
+        if history_lacking {
+            cut = cut.max(self.commit.min(m.matched_term_end).min(self.appended));
+        }
         let drops_terms = self
             .terms
             .iter()
@@ -324,15 +334,31 @@ impl Consensus {
             self.refuse("a cut below the commit position");
             return;
         }
+        // The terms kept: up to the matched one, or, when the leader lacks the history, ours
+        // that begin below the cut.
+        let kept = if history_lacking {
+            self.terms
+                .iter()
+                .filter(|e| e.start_position < cut)
+                .map(|e| e.term)
+                .max()
+                .unwrap_or(0)
+        } else {
+            m.matched_term_id
+        };
+        let drops_terms = drops_terms
+            && self
+                .terms
+                .iter()
+                .any(|e| e.term > kept || e.start_position >= cut);
         if cut < self.appended || drops_terms {
             self.counters.truncations += 1;
             self.push(Action::Truncate {
                 position: cut,
-                last_term_kept: m.matched_term_id,
+                last_term_kept: kept,
             });
             self.appended = cut;
             self.durable = self.durable.min(cut);
-            let kept = m.matched_term_id;
             self.terms
                 .retain(|e| e.term <= kept && e.start_position < cut);
         }

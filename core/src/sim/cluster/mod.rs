@@ -73,6 +73,9 @@ pub struct SimConfig {
     /// the simulated network and the nodes' door, instead of offering to nodes directly.
     /// `None`: half the seeds, drawn from the seed.
     pub client_core: Option<bool>,
+    /// Members may start on the dedicated-mode apply path (`None`: a third of the seeds,
+    /// drawn from the seed).
+    pub remote_apply: Option<bool>,
     /// A client rule broken on purpose (teeth tests; implies `client_core`).
     pub broken_client_rule: Option<BrokenClientRule>,
 }
@@ -93,6 +96,7 @@ impl SimConfig {
             segment_bytes: 0,
             faults: None,
             client_core: None,
+            remote_apply: None,
             broken_client_rule: None,
         }
     }
@@ -379,7 +383,8 @@ impl Cluster {
             host_run_chance: 1.0,
             config,
         };
-        cluster.remote_apply = cluster.remote_rng.below(3) == 0;
+        let drawn = cluster.remote_rng.below(3) == 0;
+        cluster.remote_apply = cluster.config.remote_apply.unwrap_or(drawn);
         cluster.host_run_chance = [1.0, 0.5, 0.1][cluster.remote_rng.below(3) as usize];
         cluster.corrupt_per_step =
             [0.0, 0.0, 1.0 / 200.0, 1.0 / 50.0][cluster.storage_rng.below(4) as usize];
@@ -552,13 +557,16 @@ impl Cluster {
             .map(|m| match &m.node {
                 None => "down".into(),
                 Some(n) => format!(
-                    "{:?} t{} app{} dur{} com{} appl{}{}",
+                    "{:?} t{} app{} dur{} com{} appl{}{}{}",
                     n.consensus().state(),
                     n.consensus().term(),
                     n.log().appended_position(),
                     n.log().durable_position(),
                     n.commit_position(),
                     n.applier().applied_position(),
+                    n.consensus()
+                        .last_refusal()
+                        .map_or(String::new(), |r| format!(" last refused: {r};")),
                     m.service().map_or(String::new(), |a| format!(
                         " (service{} applied {} timers {})",
                         if m.host.is_some() { " on its host" } else { "" },
