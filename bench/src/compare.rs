@@ -14,6 +14,7 @@ use raftline::runtime::monotonic_ns;
 use serde::Serialize;
 
 use crate::latency::{self, disk_floor, measure, udp_rtt, write_outputs, Plan, RunResult};
+use crate::peer::PeerRun;
 use crate::report::{histogram, remove_run_dir, write_json, Latency, Machine};
 use crate::sweep::{self, Point};
 
@@ -128,18 +129,6 @@ fn ring_round_trip(samples: usize) -> Latency {
     }
     let _ = echo.join();
     Latency::of(&h)
-}
-
-/// One load run of a peer: `rate` msg/s of `size` bytes for `warmup_s` (discarded) and then
-/// `seconds`, its files under `dir`.
-#[cfg_attr(not(feature = "peer-openraft"), allow(dead_code))]
-pub struct PeerRun<'a> {
-    pub durability: Durability,
-    pub dir: &'a std::path::Path,
-    pub rate: u64,
-    pub size: usize,
-    pub warmup_s: f64,
-    pub seconds: f64,
 }
 
 /// A peer: how to run it at a rate, its name and version, and how it makes its log durable.

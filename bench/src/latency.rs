@@ -6,7 +6,6 @@
 //! with the same idle strategy, and (with fdatasync) the disk's 4 KiB write + fdatasync floor.
 
 use std::net::UdpSocket;
-use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -124,21 +123,6 @@ struct Summary {
     settings: Settings,
 }
 
-/// Blocks until `fd` is readable or `timeout_ns` passes.
-pub fn wait_readable(fd: RawFd, timeout_ns: u64) {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ts = libc::timespec {
-        tv_sec: (timeout_ns / 1_000_000_000) as i64,
-        tv_nsec: (timeout_ns % 1_000_000_000) as i64,
-    };
-    // SAFETY: one valid pollfd and a valid timespec for the duration of the call.
-    unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
-}
-
 /// Loopback UDP round trip between two threads, each blocking on its socket: the floor a
 /// cluster round trip (client → leader → followers → leader → client) is built from.
 pub fn udp_rtt(samples: usize) -> std::io::Result<Latency> {
@@ -244,7 +228,7 @@ impl Plan {
         }
         let node_bin = match args.topology.as_str() {
             "in-process" => None,
-            "processes" => Some(crate::faults::find_node_bin(None)?),
+            "processes" => Some(crate::host::find_node_bin(None)?),
             other => return Err(format!("--topology {other}: use in-process or processes")),
         };
         Ok(Self {
@@ -413,7 +397,7 @@ pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunRe
             1_000_000
         };
         if wait > 0 {
-            wait_readable(client.raw_fd(), wait.min(1_000_000));
+            crate::host::wait_readable(client.raw_fd(), wait.min(1_000_000));
         }
     }
     eprintln!();

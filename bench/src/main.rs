@@ -4,8 +4,10 @@
 mod compare;
 mod failover;
 mod faults;
+mod host;
 mod latency;
 mod log_append;
+mod peer;
 #[cfg(feature = "peer-openraft")]
 mod peer_openraft;
 mod plot;

@@ -36,8 +36,8 @@ use openraft::{
 use raftline::log::Durability;
 use raftline::runtime::monotonic_ns;
 
-use crate::compare::PeerRun;
 use crate::latency::{Recorder, RunResult};
+use crate::peer::PeerRun;
 
 /// The exact peer version measured (pinned in bench/Cargo.toml).
 pub const VERSION: &str = "openraft 0.9.25";

@@ -13,6 +13,7 @@
 
 mod check;
 mod corrupt;
+mod inject;
 mod net;
 
 use std::collections::BTreeMap;
@@ -236,24 +237,6 @@ impl Node {
     }
 }
 
-pub(crate) fn find_node_bin(given: Option<PathBuf>) -> Result<PathBuf, String> {
-    if let Some(p) = given {
-        return Ok(p);
-    }
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut candidates = Vec::new();
-    for dir in exe.ancestors().skip(1).take(3) {
-        candidates.push(dir.join("raftline"));
-    }
-    candidates.push(PathBuf::from("target/release/raftline"));
-    candidates.push(PathBuf::from("target/debug/raftline"));
-    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| {
-        "no `raftline` node binary found next to this program or in target/: build it with \
-             `cargo build --release -p raftline` or pass --node-bin"
-            .into()
-    })
-}
-
 /// Mounts a small tmpfs on `dir` (root only), so the disk can be filled.
 fn mount_small(dir: &Path, mib: u64) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
@@ -387,7 +370,7 @@ fn client_loop(
                 break;
             }
             if reply.is_none() {
-                crate::latency::wait_readable(client.raw_fd(), 1_000_000);
+                crate::host::wait_readable(client.raw_fd(), 1_000_000);
             }
         }
         let complete = monotonic_ns();
@@ -472,7 +455,7 @@ pub fn run(args: Args) -> Result<bool, String> {
             format!("--faults: unknown fault {name:?} (kill-leader, kill, pause, partition, disk, corrupt)")
         })?);
     }
-    let bin = find_node_bin(args.node_bin.clone())?;
+    let bin = crate::host::find_node_bin(args.node_bin.clone())?;
     let machine = Machine::detect();
     println!(
         "faults: seed {seed} (replay with --seed {seed}), {} nodes, {:.0} s",
@@ -556,6 +539,9 @@ pub fn run(args: Args) -> Result<bool, String> {
     result
 }
 
+/// One faults run on a started network: the workload, the fault schedule (`inject`), healing,
+/// convergence, the history check (`check`), and the report. About 120 lines, most of them the
+/// report's fields: each phase is a function of its own, and what is left is their order.
 #[allow(clippy::too_many_arguments)]
 fn run_with(
     args: &Args,
@@ -567,198 +553,42 @@ fn run_with(
     skipped: Vec<String>,
     machine: Machine,
 ) -> Result<bool, String> {
-    for n in nodes.iter_mut() {
-        n.start()?;
-    }
-    // The clients reach the members at the addresses in the configuration.
-    let text = std::fs::read_to_string(&nodes[0].config).map_err(|e| e.to_string())?;
-    let config = Config::from_toml(&text, "node-0.toml").map_err(|e| e.to_string())?;
-    let addrs: Vec<std::net::SocketAddr> = config
-        .cluster
-        .members
-        .iter()
-        .map(|m| m.parse().map_err(|e| format!("member {m}: {e}")))
-        .collect::<Result<_, _>>()?;
-    let shared = Arc::new(Shared {
-        history: Mutex::new(Vec::new()),
-        completions: Mutex::new(Vec::new()),
-        stop: AtomicBool::new(false),
-    });
-    let clients: Vec<_> = (0..args.clients)
-        .map(|i| {
-            let (addrs, shared) = (addrs.clone(), shared.clone());
-            let (keys, timeout) = (args.keys, args.op_timeout_ms * 1_000_000);
-            std::thread::spawn(move || client_loop(i, addrs, seed, keys, timeout, shared))
-        })
-        .collect();
-
-    // Wait for a leader and the first completed operations before the first fault.
-    let start = monotonic_ns();
-    while shared.completions.lock().expect("not poisoned").len() < 20 {
-        if monotonic_ns() - start > 30_000_000_000 {
-            shared.stop.store(true, Ordering::Relaxed);
-            return Err("the cluster did not serve 20 operations within 30 s of starting".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (shared, clients) = start_workload(args, seed, nodes)?;
 
     let t0 = monotonic_ns();
     let ms = |t: u64| (t.saturating_sub(t0)) as f64 / 1e6;
-    let mut rng = Rng::new(seed);
     let mut records: Vec<(Fault, String, u64, u64, Option<u64>)> = Vec::new();
-    // Leader kills: when, and when a leader of a later term first committed (if within the hold).
-    let mut kills_of_leader: Vec<(u64, Option<u64>)> = Vec::new();
-    // Corrupted members that stopped, or did not hold the committed log again within 20 s.
-    let mut unrepaired: Vec<String> = Vec::new();
+    let mut injector = inject::Injector {
+        rng: Rng::new(seed),
+        network,
+        nodes,
+        disk_node,
+        kills_of_leader: Vec::new(),
+        unrepaired: Vec::new(),
+    };
     let end = t0 + (args.duration * 1e9) as u64;
     while monotonic_ns() < end {
-        let pause = args.interval_ms / 2 + rng.below(args.interval_ms + 1);
+        let pause = args.interval_ms / 2 + injector.rng.below(args.interval_ms + 1);
         std::thread::sleep(Duration::from_millis(pause));
-        let fault = faults[rng.below(faults.len() as u64) as usize];
-        let hold = Duration::from_millis(300 + rng.below(1200));
+        let fault = faults[injector.rng.below(faults.len() as u64) as usize];
+        let hold = Duration::from_millis(300 + injector.rng.below(1200));
         let started = monotonic_ns();
-        let what = match fault {
-            Fault::KillLeader | Fault::Kill => {
-                let target = match (fault, leader(nodes)) {
-                    (Fault::KillLeader, Some(l)) => l,
-                    _ => rng.below(nodes.len() as u64) as usize,
-                };
-                let was_leader = leader(nodes) == Some(target);
-                let term = nodes[target].counters().map_or(0, |c| c.get(Counter::Term));
-                nodes[target].kill();
-                let killed_at = monotonic_ns();
-                if was_leader {
-                    // Watch the others' counters (published every millisecond) for the first
-                    // commit by a leader of a later term.
-                    let mut commit_at = None;
-                    let base: Vec<u64> = nodes
-                        .iter()
-                        .map(|n| n.counters().map_or(0, |c| c.get(Counter::CommitPosition)))
-                        .collect();
-                    while monotonic_ns() - killed_at < hold.as_nanos() as u64 {
-                        let new_commit = nodes.iter().enumerate().any(|(i, n)| {
-                            i != target
-                                && n.counters().is_some_and(|c| {
-                                    c.get(Counter::Role) == 2
-                                        && c.get(Counter::Term) > term
-                                        && c.get(Counter::CommitPosition) > base[i]
-                                })
-                        });
-                        if new_commit {
-                            commit_at = Some(monotonic_ns());
-                            break;
-                        }
-                        std::thread::sleep(Duration::from_micros(500));
-                    }
-                    kills_of_leader.push((killed_at, commit_at));
-                }
-                let left = hold.saturating_sub(Duration::from_nanos(monotonic_ns() - killed_at));
-                std::thread::sleep(left);
-                nodes[target].start()?;
-                format!(
-                    "SIGKILL node {target}{}, restarted after {} ms",
-                    if was_leader { " (leader)" } else { "" },
-                    hold.as_millis()
-                )
-            }
-            Fault::Pause => {
-                let target = match rng.below(2) {
-                    0 => leader(nodes).unwrap_or(0),
-                    _ => rng.below(nodes.len() as u64) as usize,
-                };
-                nodes[target].signal(libc::SIGSTOP);
-                nodes[target].paused = true;
-                std::thread::sleep(hold);
-                nodes[target].signal(libc::SIGCONT);
-                nodes[target].paused = false;
-                format!("SIGSTOP node {target} for {} ms", hold.as_millis())
-            }
-            Fault::Partition => {
-                let n = nodes.len();
-                let a = rng.below(n as u64) as usize;
-                let what = match rng.below(3) {
-                    0 => {
-                        for b in (0..n).filter(|&b| b != a) {
-                            network.cut(a, b)?;
-                            network.cut(b, a)?;
-                        }
-                        format!("isolate node {a}")
-                    }
-                    1 => {
-                        let b = (a + 1 + rng.below(n as u64 - 1) as usize) % n;
-                        network.cut(a, b)?;
-                        format!("cut {a} -> {b} (one way)")
-                    }
-                    _ => {
-                        // The leader can send but not hear: the asymmetric case that keeps a
-                        // stale leader's heartbeats flowing.
-                        let l = leader(nodes).unwrap_or(a);
-                        for b in (0..n).filter(|&b| b != l) {
-                            network.cut(b, l)?;
-                        }
-                        format!("leader {l} hears nobody (one way)")
-                    }
-                };
-                std::thread::sleep(hold);
-                network.heal();
-                format!("{what} for {} ms", hold.as_millis())
-            }
-            Fault::Disk => {
-                let ballast = fill_disk(&nodes[disk_node].dir)?;
-                // Long enough for the log to need a new segment file while it is full.
-                std::thread::sleep(hold * 2);
-                let _ = std::fs::remove_file(&ballast);
-                let stopped = nodes[disk_node].exit_status();
-                if stopped.is_some() {
-                    nodes[disk_node].kill();
-                    nodes[disk_node].start()?;
-                }
-                format!(
-                    "node {disk_node}'s disk full for {} ms{}",
-                    2 * hold.as_millis(),
-                    stopped.map_or(String::new(), |s| format!(", it stopped ({s}); restarted"))
-                )
-            }
-            Fault::Corrupt => {
-                let target = rng.below(nodes.len() as u64) as usize;
-                let leader_commit = nodes
-                    .iter()
-                    .filter_map(|n| n.counters())
-                    .map(|c| c.get(Counter::CommitPosition))
-                    .max()
-                    .unwrap_or(0);
-                nodes[target].kill();
-                let damage = corrupt::corrupt(&nodes[target].dir, &mut rng)?;
-                std::thread::sleep(hold);
-                nodes[target].start()?;
-                let mut recovered_vote = "";
-                if refused_vote(&mut nodes[target]) {
-                    // What an operator does after reading the refusal.
-                    nodes[target].start_with(&["--recover-vote"])?;
-                    recovered_vote = ", it refused to start without its vote record and was started with --recover-vote";
-                }
-                // One damaged member at a time: the next fault waits for this one to hold
-                // again everything the cluster had committed when it stopped.
-                let repaired = wait_repaired(&mut nodes[target], leader_commit);
-                if !repaired.starts_with("durable past") {
-                    unrepaired.push(format!("node {target}: {repaired}"));
-                }
-                let damage = damage.map_or("nothing to damage".into(), |d| d.to_string());
-                format!(
-                    "node {target} stopped, {damage}, restarted after {} ms{recovered_vote}; {repaired}",
-                    hold.as_millis()
-                )
-            }
-        };
+        let what = injector.inject(fault, hold)?;
         let healed = monotonic_ns();
         println!("  {:>8.0} ms  {what}", ms(started));
         // A leader kill's failover: from the kill to the next leader's first commit.
-        let failover = match (fault, kills_of_leader.last()) {
+        let failover = match (fault, injector.kills_of_leader.last()) {
             (Fault::KillLeader | Fault::Kill, Some(&(k, Some(c)))) if k >= started => Some(c - k),
             _ => None,
         };
         records.push((fault, what, started, healed, failover));
     }
+
+    let inject::Injector {
+        kills_of_leader,
+        unrepaired,
+        ..
+    } = injector;
 
     // Heal everything and let the clients run on a healthy cluster for a while.
     network.heal();
@@ -782,46 +612,8 @@ fn run_with(
     completions.sort_unstable();
 
     // Convergence: equal applied positions and digests everywhere, and the logs agree.
-    let deadline = monotonic_ns() + 30_000_000_000;
-    let (converged, digests, applied) = loop {
-        let state: Vec<(u64, u64, u64)> = nodes
-            .iter()
-            .map(|n| {
-                n.counters().map_or((0, 1, 0), |c| {
-                    (
-                        c.get(Counter::AppliedPosition),
-                        c.get(Counter::ServiceDigest),
-                        c.get(Counter::CommitPosition),
-                    )
-                })
-            })
-            .collect();
-        let equal = state
-            .windows(2)
-            .all(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1)
-            && state.iter().all(|s| s.0 == s.2 && s.0 > 0);
-        if equal || monotonic_ns() > deadline {
-            break (
-                equal,
-                state.iter().map(|s| s.1).collect::<Vec<_>>(),
-                state.iter().map(|s| s.0).collect::<Vec<_>>(),
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    // What the snapshots did: taken, installed on a node that came back behind the others.
-    let snapshots: Vec<(u64, u64, u64)> = nodes
-        .iter()
-        .map(|n| {
-            n.counters().map_or((0, 0, 0), |c| {
-                (
-                    c.get(Counter::SnapshotsTaken),
-                    c.get(Counter::SnapshotsInstalled),
-                    c.get(Counter::LogStartPosition),
-                )
-            })
-        })
-        .collect();
+    let (converged, digests, applied) = converge(nodes);
+    let snapshots = snapshot_counters(nodes);
     for n in nodes.iter_mut() {
         n.signal(libc::SIGTERM);
         if let Some(mut c) = n.child.take() {
@@ -832,87 +624,13 @@ fn run_with(
 
     // Check the history.
     let anomalies = check::check(&history);
-    let mut anomaly_text: Vec<String> = unrepaired
-        .iter()
-        .map(|u| format!("a corrupted member did not recover: {u}"))
-        .collect();
-    for a in &anomalies {
-        let mut text = format!(
-            "key {}: {} ({} operations, the longest valid order covers {}):",
-            a.key,
-            if a.gave_up {
-                "undecided, the search hit its bound"
-            } else {
-                "not linearizable"
-            },
-            a.ops.len(),
-            a.longest_prefix
-        );
-        let from = a.longest_prefix.saturating_sub(5);
-        for op in a.ops.iter().skip(from).take(15) {
-            text.push_str(&format!(
-                "\n    client {} {:?} invoked {:.3} ms, {} -> {:?}",
-                op.client,
-                op.op,
-                ms(op.invoke_ns),
-                op.complete_ns
-                    .map_or("no reply".into(), |c| format!("done {:.3} ms", ms(c))),
-                op.outcome
-            ));
-        }
-        anomaly_text.push(text);
-    }
+    let anomaly_text = describe_anomalies(&anomalies, &unrepaired, ms);
 
     // Availability around each fault, and the failover time after each leader kill.
-    let gap = |from: u64, to: u64| {
-        let mut last = from;
-        let mut worst = 0;
-        for &c in completions.iter().filter(|&&c| c > from && c <= to) {
-            worst = worst.max(c - last);
-            last = c;
-        }
-        worst.max(to.saturating_sub(last))
-    };
-    let fault_records: Vec<FaultRecord> = records
-        .iter()
-        .map(|(fault, what, s, h, failover)| FaultRecord {
-            failover_ms: failover.map(|f| f as f64 / 1e6),
-            fault: *fault,
-            what: what.clone(),
-            start_ms: ms(*s),
-            start_monotonic_ms: *s as f64 / 1e6,
-            healed_ms: ms(*h),
-            availability_gap_ms: gap(*s, h + 1_000_000_000) as f64 / 1e6,
-        })
-        .collect();
-    let mut failover = histogram();
-    let mut failover_missed = 0;
-    for &(killed, committed) in &kills_of_leader {
-        match committed {
-            Some(c) => failover.record((c - killed).max(1)).expect("in range"),
-            None => failover_missed += 1,
-        }
-    }
-    let mut by_kind = BTreeMap::new();
-    for r in &fault_records {
-        *by_kind
-            .entry(
-                serde_json::to_value(r.fault)
-                    .expect("kind")
-                    .as_str()
-                    .unwrap_or("?")
-                    .to_string(),
-            )
-            .or_insert(0) += 1;
-    }
-    let ok_ops = history
-        .iter()
-        .filter(|o| matches!(o.outcome, Outcome::Ok { ok: true, .. }))
-        .count();
-    let failed_ops = history
-        .iter()
-        .filter(|o| matches!(o.outcome, Outcome::Ok { ok: false, .. }))
-        .count();
+    let fault_records = fault_records(&records, &completions, ms);
+    let (failover, failover_missed) = failover_times(&kills_of_leader);
+    let by_kind = faults_by_kind(&fault_records);
+    let (ok_ops, failed_ops) = (count_ops(&history, true), count_ops(&history, false));
     let unknown_ops = history.len() - ok_ops - failed_ops;
     let ok = anomaly_text.is_empty() && converged && logs_agree.is_ok();
     let report = Report {
@@ -947,6 +665,203 @@ fn run_with(
         write_json(path, &report)?;
     }
     Ok(ok)
+}
+
+/// The failover times of the leader kills (kill to a later leader's first commit), and how
+/// many had none within the hold.
+fn failover_times(kills_of_leader: &[(u64, Option<u64>)]) -> (hdrhistogram::Histogram<u64>, usize) {
+    let mut failover = histogram();
+    let mut missed = 0;
+    for &(killed, committed) in kills_of_leader {
+        match committed {
+            Some(c) => failover.record((c - killed).max(1)).expect("in range"),
+            None => missed += 1,
+        }
+    }
+    (failover, missed)
+}
+
+/// How many faults of each kind ran, by the kind's name in the JSON report.
+fn faults_by_kind(records: &[FaultRecord]) -> BTreeMap<String, usize> {
+    let mut by_kind = BTreeMap::new();
+    for r in records {
+        let kind = serde_json::to_value(r.fault).expect("kind");
+        *by_kind
+            .entry(kind.as_str().unwrap_or("?").to_string())
+            .or_insert(0) += 1;
+    }
+    by_kind
+}
+
+/// Operations that completed with the outcome `ok`.
+fn count_ops(history: &[check::Op], ok: bool) -> usize {
+    history
+        .iter()
+        .filter(|o| matches!(o.outcome, Outcome::Ok { ok: got, .. } if got == ok))
+        .count()
+}
+
+/// Starts the nodes and the clients, and waits for a leader and the first completed operations
+/// before the first fault.
+fn start_workload(
+    args: &Args,
+    seed: u64,
+    nodes: &mut [Node],
+) -> Result<(Arc<Shared>, Vec<std::thread::JoinHandle<()>>), String> {
+    for n in nodes.iter_mut() {
+        n.start()?;
+    }
+    // The clients reach the members at the addresses in the configuration.
+    let text = std::fs::read_to_string(&nodes[0].config).map_err(|e| e.to_string())?;
+    let config = Config::from_toml(&text, "node-0.toml").map_err(|e| e.to_string())?;
+    let addrs: Vec<std::net::SocketAddr> = config
+        .cluster
+        .members
+        .iter()
+        .map(|m| m.parse().map_err(|e| format!("member {m}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let shared = Arc::new(Shared {
+        history: Mutex::new(Vec::new()),
+        completions: Mutex::new(Vec::new()),
+        stop: AtomicBool::new(false),
+    });
+    let clients: Vec<_> = (0..args.clients)
+        .map(|i| {
+            let (addrs, shared) = (addrs.clone(), shared.clone());
+            let (keys, timeout) = (args.keys, args.op_timeout_ms * 1_000_000);
+            std::thread::spawn(move || client_loop(i, addrs, seed, keys, timeout, shared))
+        })
+        .collect();
+
+    // Wait for a leader and the first completed operations before the first fault.
+    let start = monotonic_ns();
+    while shared.completions.lock().expect("not poisoned").len() < 20 {
+        if monotonic_ns() - start > 30_000_000_000 {
+            shared.stop.store(true, Ordering::Relaxed);
+            return Err("the cluster did not serve 20 operations within 30 s of starting".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((shared, clients))
+}
+
+/// Waits (up to 30 s) for equal applied positions and digests on every node, each applied to
+/// its commit position: (converged, digests, applied positions).
+fn converge(nodes: &[Node]) -> (bool, Vec<u64>, Vec<u64>) {
+    let deadline = monotonic_ns() + 30_000_000_000;
+    loop {
+        let state: Vec<(u64, u64, u64)> = nodes
+            .iter()
+            .map(|n| {
+                n.counters().map_or((0, 1, 0), |c| {
+                    (
+                        c.get(Counter::AppliedPosition),
+                        c.get(Counter::ServiceDigest),
+                        c.get(Counter::CommitPosition),
+                    )
+                })
+            })
+            .collect();
+        let equal = state
+            .windows(2)
+            .all(|w| w[0].0 == w[1].0 && w[0].1 == w[1].1)
+            && state.iter().all(|s| s.0 == s.2 && s.0 > 0);
+        if equal || monotonic_ns() > deadline {
+            return (
+                equal,
+                state.iter().map(|s| s.1).collect::<Vec<_>>(),
+                state.iter().map(|s| s.0).collect::<Vec<_>>(),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What the snapshots did on each node: (taken, installed on a node that came back behind the
+/// others, log start).
+fn snapshot_counters(nodes: &[Node]) -> Vec<(u64, u64, u64)> {
+    nodes
+        .iter()
+        .map(|n| {
+            n.counters().map_or((0, 0, 0), |c| {
+                (
+                    c.get(Counter::SnapshotsTaken),
+                    c.get(Counter::SnapshotsInstalled),
+                    c.get(Counter::LogStartPosition),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The anomalies in words: corrupted members that did not recover, and each key whose history
+/// is not linearizable, with the operations around where the valid order ends.
+fn describe_anomalies(
+    anomalies: &[check::Anomaly],
+    unrepaired: &[String],
+    ms: impl Fn(u64) -> f64,
+) -> Vec<String> {
+    let mut anomaly_text: Vec<String> = unrepaired
+        .iter()
+        .map(|u| format!("a corrupted member did not recover: {u}"))
+        .collect();
+    for a in anomalies {
+        let mut text = format!(
+            "key {}: {} ({} operations, the longest valid order covers {}):",
+            a.key,
+            if a.gave_up {
+                "undecided, the search hit its bound"
+            } else {
+                "not linearizable"
+            },
+            a.ops.len(),
+            a.longest_prefix
+        );
+        let from = a.longest_prefix.saturating_sub(5);
+        for op in a.ops.iter().skip(from).take(15) {
+            text.push_str(&format!(
+                "\n    client {} {:?} invoked {:.3} ms, {} -> {:?}",
+                op.client,
+                op.op,
+                ms(op.invoke_ns),
+                op.complete_ns
+                    .map_or("no reply".into(), |c| format!("done {:.3} ms", ms(c))),
+                op.outcome
+            ));
+        }
+        anomaly_text.push(text);
+    }
+    anomaly_text
+}
+
+/// Each fault with its availability gap (the longest time without a completed operation from
+/// its start to a second after it healed) and, for a leader kill, the failover time.
+fn fault_records(
+    records: &[(Fault, String, u64, u64, Option<u64>)],
+    completions: &[u64],
+    ms: impl Fn(u64) -> f64,
+) -> Vec<FaultRecord> {
+    let gap = |from: u64, to: u64| {
+        let mut last = from;
+        let mut worst = 0;
+        for &c in completions.iter().filter(|&&c| c > from && c <= to) {
+            worst = worst.max(c - last);
+            last = c;
+        }
+        worst.max(to.saturating_sub(last))
+    };
+    records
+        .iter()
+        .map(|(fault, what, s, h, failover)| FaultRecord {
+            failover_ms: failover.map(|f| f as f64 / 1e6),
+            fault: *fault,
+            what: what.clone(),
+            start_ms: ms(*s),
+            start_monotonic_ms: *s as f64 / 1e6,
+            healed_ms: ms(*h),
+            availability_gap_ms: gap(*s, h + 1_000_000_000) as f64 / 1e6,
+        })
+        .collect()
 }
 
 /// Whether a just started node stops within 2 s saying its vote record is unreadable.
