@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use raftline::client::{ClientConfig, ClientEvent, ClusterClient};
 use raftline::config::{Config, ThreadingMode};
+use raftline::consensus::Role;
 use raftline::runtime::counters::{Counter, CountersReader};
 use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
 use raftline::service::echo::EchoService;
@@ -172,10 +173,19 @@ fn run_cluster(mode: ThreadingMode, over: Members) {
             Err(format!("{state:?}"))
         }
     });
-    let services: Vec<(u64, Option<raftline::consensus::Role>, bool)> = nodes
-        .into_iter()
-        .map(|n| {
-            let stopped = n.stop().unwrap();
+    // The followers stop first and the leader last, so that no member elects a new leader (and
+    // tells its service so) while the others stop.
+    let leader_id = (0..3)
+        .find(|&id| {
+            CountersReader::open(&dirs[id])
+                .is_ok_and(|r| r.get(Counter::Role) == u64::from(Role::Leader.code()))
+        })
+        .expect("a leader after convergence");
+    let mut nodes: Vec<Option<RunningNode<EchoService>>> = nodes.into_iter().map(Some).collect();
+    let order = (0..3).filter(|&id| id != leader_id).chain([leader_id]);
+    let services: Vec<(u64, Option<raftline::consensus::Role>, bool)> = order
+        .map(|id| {
+            let stopped = nodes[id].take().unwrap().stop().unwrap();
             let s = &stopped.service;
             (s.digest(), s.role(), s.terminated())
         })
