@@ -66,13 +66,16 @@ fn simulator_regression_seeds() {
 /// apply path: 1918 (a leader whose session open was cut by a truncation took the client's
 /// connects as an open under way for ever), 20228 (a follower whose whole log was committed met
 /// a leader whose term history started after it, refused the cut its answer implied, and waited
-/// for ever). And 2996 with both paths drawn (a member split after its applier's start never
+/// for ever), 12688 (the same refusal on a member that knew no term of its bytes: its term
+/// index, lost, was rebuilt from a log whose term events lay before its start). And 2996 with
+/// both paths drawn (a member split after its applier's start never
 /// fired timers restored from its snapshot).
 #[test]
 fn simulator_regression_seeds_of_the_shipped_paths() {
     for (seed, client_core, remote_apply) in [
         (1918, Some(true), Some(false)),
         (20228, Some(true), Some(false)),
+        (12688, None, None),
         (2996, None, None),
     ] {
         let config = SimConfig {

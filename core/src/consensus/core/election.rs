@@ -321,9 +321,18 @@ impl Consensus {
         // cluster's: keep them, cut only what we hold beyond our commit position, and let the
         // leader send its snapshot. Cutting to its answer would cut committed bytes, which is
         // refused, and the member would wait for ever (found by the simulator, seed 20228).
-        let history_lacking = m.matched_term_id == 0 && m.matched_term_end > 0;
+        // The same when this member knows no term of the bytes it holds (its term index was
+        // lost and rebuilt from a log whose term events lie before its start): the leader can
+        // match nothing, and the committed bytes need no match (seed 12688).
+        let history_lacking = (m.matched_term_id == 0 && m.matched_term_end > 0)
+            || (self.last_log_term() == 0 && self.appended > self.log_start);
         if history_lacking {
-            cut = cut.max(self.commit.min(m.matched_term_end).min(self.appended));
+            let bound = if m.matched_term_end > 0 {
+                m.matched_term_end
+            } else {
+                u64::MAX
+            };
+            cut = cut.max(self.commit.min(bound).min(self.appended));
         }
         let drops_terms = self
             .terms
