@@ -334,10 +334,6 @@ impl Consensus {
             };
             cut = cut.max(self.commit.min(bound).min(self.appended));
         }
-        let drops_terms = self
-            .terms
-            .iter()
-            .any(|e| e.term > m.matched_term_id || e.start_position >= cut);
         if cut < self.commit {
             // Committed bytes are never cut: no real leader of a later term lacks them.
             self.refuse("a cut below the commit position");
@@ -355,11 +351,10 @@ impl Consensus {
         } else {
             m.matched_term_id
         };
-        let drops_terms = drops_terms
-            && self
-                .terms
-                .iter()
-                .any(|e| e.term > kept || e.start_position >= cut);
+        let drops_terms = self
+            .terms
+            .iter()
+            .any(|e| e.term > kept || e.start_position >= cut);
         if cut < self.appended || drops_terms {
             self.counters.truncations += 1;
             self.push(Action::Truncate {
