@@ -30,6 +30,27 @@ pub(crate) fn decode_vote(bytes: &[u8]) -> Option<VoteState> {
     Some(VoteState { term, voted_for })
 }
 
+/// What a starting member owes before it may lead or vote for another log (see
+/// `LogState::promised`), from the log's promise (term, end) and the position the service's
+/// snapshot reached (`fed`), which may be ahead of a log that corruption cut.
+///
+/// A snapshot ahead of the log holds committed bytes whose last term is not known here; it is
+/// owed as `(u64::MAX, fed)` (no vote, no candidacy until the log holds `fed` again). But only
+/// if it reaches further than the log's promise: a promise `(t, p)` with `p >= fed` already
+/// covers the snapshot (a log at least `(t, p)` holds the committed bytes up to `fed`), and it
+/// also covers what this member acknowledged beyond the snapshot, which `(u64::MAX, fed)` does
+/// not. Comparing the two as tuples would always pick the unknown term and forget the longer
+/// promise (simulator seed 53990: a member that had acknowledged (34, 202736) and held a
+/// snapshot at 126544 voted for a log of (34, 126544) that lacked committed bytes).
+pub(crate) fn vouched_promise(promise: Option<(u64, u64)>, fed: u64, appended: u64) -> (u64, u64) {
+    let promise = promise.unwrap_or((0, 0));
+    if fed > appended && fed > promise.1 {
+        (u64::MAX, fed)
+    } else {
+        promise
+    }
+}
+
 impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
     /// Opens the log (recovering it), loads the vote, and starts the first election.
     pub fn open(
@@ -125,17 +146,11 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             appended: log.appended_position(),
             durable: log.durable_position(),
             terms: log.term_index().entries().to_vec(),
-            promised: {
-                let promised = log.promise().map_or((0, 0), |p| (p.term, p.position));
-                // A snapshot ahead of the log (the log was cut by corruption below it): the
-                // bytes up to the snapshot were committed, so this member must not lead or
-                // help elect a log without them. Their last term is not known here.
-                if applier.fed_position() > log.appended_position() {
-                    promised.max((u64::MAX, applier.fed_position()))
-                } else {
-                    promised
-                }
-            },
+            promised: vouched_promise(
+                log.promise().map(|p| (p.term, p.position)),
+                applier.fed_position(),
+                log.appended_position(),
+            ),
             // Bytes the service has applied (from a snapshot, possibly ahead of the log) are
             // committed: no reconciliation may cut them.
             start: log.start_position().max(applier.fed_position()),
@@ -222,6 +237,27 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
 #[cfg(test)]
 mod vote_record_tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_ahead_of_a_cut_log_never_weakens_a_longer_promise() {
+        // Seed 53990: promised (34, 202736), snapshot at 126544, log cut to 101984.
+        assert_eq!(
+            vouched_promise(Some((34, 202_736)), 126_544, 101_984),
+            (34, 202_736)
+        );
+        // The snapshot reaches further than the promise: owed with its term unknown.
+        assert_eq!(
+            vouched_promise(Some((5, 89_856)), 126_544, 101_984),
+            (u64::MAX, 126_544)
+        );
+        assert_eq!(vouched_promise(None, 126_544, 101_984), (u64::MAX, 126_544));
+        // A log that holds the snapshot's bytes owes only its promise.
+        assert_eq!(
+            vouched_promise(Some((5, 89_856)), 126_544, 130_000),
+            (5, 89_856)
+        );
+        assert_eq!(vouched_promise(None, 0, 0), (0, 0));
+    }
 
     #[test]
     fn a_vote_record_round_trips_and_an_intact_record_naming_no_member_is_refused() {

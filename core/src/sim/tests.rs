@@ -77,6 +77,8 @@ fn simulator_regression_seeds_of_the_shipped_paths() {
         (20228, Some(true), Some(false)),
         (12688, None, None),
         (2996, None, None),
+        // A snapshot ahead of a corruption-cut log replaced a longer promise.
+        (53990, None, None),
     ] {
         let config = SimConfig {
             client_core,

@@ -355,13 +355,13 @@ impl Consensus {
         (self.last_log_term(), self.appended)
     }
 
-    /// Whether this member's log is shorter than what it once reported durable (corruption
-    /// cut it): then it must not lead, whatever its log looks like to others.
     /// The longest log this member promised (see `LogState::promised`).
     pub fn promised(&self) -> (u64, u64) {
         self.promised
     }
 
+    /// Whether this member's log is shorter than what it once reported durable (corruption
+    /// cut it): then it must not lead, whatever its log looks like to others.
     pub fn owes_log(&self) -> bool {
         #[cfg(any(test, feature = "sim"))]
         if self.broken(BrokenRule::ForgetDamage) {
