@@ -69,15 +69,47 @@ fn append(log: &mut Log<LinuxDisk>, id: u64) -> u64 {
     }
 }
 
+/// The disk options and log config of a writer mode: (io_uring, O_DIRECT), or the page cache
+/// (`durability = none`).
+fn mode(io_uring: bool, direct: bool, page_cache: bool) -> (LinuxDiskOptions, LogConfig) {
+    let options = LinuxDiskOptions {
+        io_uring,
+        direct,
+        page_cache,
+    };
+    let durability = if page_cache {
+        Durability::None
+    } else {
+        Durability::Fdatasync
+    };
+    (
+        options,
+        LogConfig {
+            durability,
+            ..config()
+        },
+    )
+}
+
+const MODES: [(bool, bool, bool); 5] = [
+    (true, true, false),
+    (true, false, false),
+    (false, true, false),
+    (false, false, false),
+    (true, true, true),
+];
+
 #[test]
 fn every_writer_mode_round_trips_and_recovers() {
-    for (io_uring, direct) in [(true, true), (true, false), (false, true), (false, false)] {
+    for (io_uring, direct, page_cache) in MODES {
         let dir = tempfile::tempdir().unwrap();
-        let options = LinuxDiskOptions { io_uring, direct };
+        let (options, config) = mode(io_uring, direct, page_cache);
         let disk = LinuxDisk::open(dir.path(), options).unwrap();
-        assert_eq!(disk.mode().io_uring, io_uring);
-        assert_eq!(disk.mode().direct, direct);
-        let (mut log, report) = Log::open(disk, config()).unwrap();
+        // The page cache takes neither the ring nor O_DIRECT, whatever else is allowed.
+        assert_eq!(disk.mode().io_uring, io_uring && !page_cache);
+        assert_eq!(disk.mode().direct, direct && !page_cache);
+        assert_eq!(disk.mode().page_cache, page_cache);
+        let (mut log, report) = Log::open(disk, config.clone()).unwrap();
         assert_eq!(report.recovered_position, 0);
         for id in 0..3000 {
             append(&mut log, id);
@@ -92,7 +124,7 @@ fn every_writer_mode_round_trips_and_recovers() {
             .unwrap_or_else(|e| panic!("{e}"));
         drop(log);
         let disk = LinuxDisk::open(dir.path(), options).unwrap();
-        let (mut log, report) = Log::open(disk, config()).unwrap();
+        let (mut log, report) = Log::open(disk, config.clone()).unwrap();
         let ids = verify(&mut log);
         assert_eq!(
             ids,
@@ -104,10 +136,17 @@ fn every_writer_mode_round_trips_and_recovers() {
     }
 }
 
+/// The writer mode of the crash test's child, from its environment.
+fn crash_mode() -> (LinuxDiskOptions, LogConfig) {
+    let page_cache = std::env::var("RAFTLINE_CRASH_PAGE_CACHE").is_ok();
+    mode(true, true, page_cache)
+}
+
 /// The child side of the crash test: appends forever, printing each new durable position.
 fn crash_child(dir: &str) {
-    let disk = LinuxDisk::open(dir, LinuxDiskOptions::default()).unwrap();
-    let (mut log, _) = Log::open(disk, config()).unwrap();
+    let (options, config) = crash_mode();
+    let disk = LinuxDisk::open(dir, options).unwrap();
+    let (mut log, _) = Log::open(disk, config).unwrap();
     let mut next = verify(&mut log).last().map_or(0, |id| id + 1);
     let mut out = std::io::stdout().lock();
     writeln!(out, "start {next}").unwrap();
@@ -133,18 +172,34 @@ fn sigkill_mid_stream_loses_no_reported_position() {
         crash_child(&dir);
         return;
     }
+    sigkill_mid_stream(false);
+}
+
+/// With `durability = none` a position is reported once its bytes are in the page cache: a
+/// killed process (not a lost host) still loses none of them.
+#[test]
+fn sigkill_mid_stream_loses_nothing_written_to_the_page_cache() {
+    if let Ok(dir) = std::env::var("RAFTLINE_CRASH_CHILD") {
+        crash_child(&dir);
+        return;
+    }
+    sigkill_mid_stream(true);
+}
+
+fn sigkill_mid_stream(page_cache: bool) {
+    let test = if page_cache {
+        "sigkill_mid_stream_loses_nothing_written_to_the_page_cache"
+    } else {
+        "sigkill_mid_stream_loses_no_reported_position"
+    };
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut last_ids = 0;
     for kill in 0..6u64 {
         let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "sigkill_mid_stream_loses_no_reported_position",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
             .env("RAFTLINE_CRASH_CHILD", dir.path())
+            .envs(page_cache.then_some(("RAFTLINE_CRASH_PAGE_CACHE", "1")))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -171,8 +226,9 @@ fn sigkill_mid_stream_loses_no_reported_position() {
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         child.wait().unwrap();
 
-        let disk = LinuxDisk::open(dir.path(), LinuxDiskOptions::default()).unwrap();
-        let (mut log, report) = Log::open(disk, config()).unwrap();
+        let (options, config) = mode(true, true, page_cache);
+        let disk = LinuxDisk::open(dir.path(), options).unwrap();
+        let (mut log, report) = Log::open(disk, config).unwrap();
         assert!(
             report.recovered_position >= reported,
             "kill {kill}: recovered {} < reported durable {reported}",

@@ -41,6 +41,7 @@ use std::thread::JoinHandle;
 use crate::auth::{Authenticated, Sealer};
 use crate::config::{Config, ConfigError, MemberTransport, ThreadingMode};
 use crate::io::Disk;
+use crate::log::Durability;
 use crate::node::{ApplyStage, Node, NodeConfig, NodeError};
 use crate::service::{Applier, Service};
 use crate::sys::{ipc_links, Links, LinuxDisk, LinuxDiskOptions, NodeNet, UdpTransport};
@@ -119,13 +120,15 @@ impl<S: Service + Send + 'static> RunningNode<S> {
         links: Option<Box<dyn Links>>,
     ) -> Result<Self, StartError> {
         config.validate()?;
-        config.validate()?;
         let id = config.node.id;
         let (members, bind) = start::resolve_members(config)?;
         let dir = config.node.log_dir.clone();
         let options = LinuxDiskOptions {
             io_uring: config.log.io_uring,
             direct: config.log.direct_io,
+            // Nothing is promised durable: the page cache is the fastest place that a restart
+            // of the process (not of the host) still finds.
+            page_cache: config.durability()? == Durability::None,
         };
         let disk = LinuxDisk::open(&dir, options).map_err(|source| StartError::LogDir {
             dir: dir.display().to_string(),

@@ -28,6 +28,12 @@ const ZERO_CHUNK: usize = 1 << 20;
 pub struct LinuxDiskOptions {
     pub io_uring: bool,
     pub direct: bool,
+    /// For a log that promises no durability (`durability = none`): writes are copied into
+    /// the page cache by `pwritev2` on the calling thread and complete when it returns; the
+    /// kernel writes them back. No O_DIRECT and no ring, so a write never waits for the
+    /// device (a direct write does, and inherited the disk's millisecond episodes) and never
+    /// wakes an io_uring worker. `io_uring` and `direct` are then ignored.
+    pub page_cache: bool,
 }
 
 impl Default for LinuxDiskOptions {
@@ -35,6 +41,7 @@ impl Default for LinuxDiskOptions {
         Self {
             io_uring: true,
             direct: true,
+            page_cache: false,
         }
     }
 }
@@ -46,6 +53,8 @@ pub struct WriterMode {
     pub direct: bool,
     pub registered_buffers: bool,
     pub filesystem_durable: bool,
+    /// Writes go to the page cache and complete at once (see `LinuxDiskOptions::page_cache`).
+    pub page_cache: bool,
     /// Why each fallback was taken, one line each.
     pub fallbacks: Vec<String>,
 }
@@ -104,12 +113,14 @@ impl LinuxDisk {
                 dir.display()
             ));
         }
-        let direct = options.direct && probe_direct(&dir, &mut fallbacks);
-        if !options.direct {
+        let direct = !options.page_cache && options.direct && probe_direct(&dir, &mut fallbacks);
+        if !options.direct && !options.page_cache {
             fallbacks
                 .push("O_DIRECT disabled by configuration: buffered writes + fdatasync".into());
         }
-        let ring = if options.io_uring {
+        let ring = if options.page_cache {
+            None
+        } else if options.io_uring {
             match IoUring::new(RING_ENTRIES) {
                 Ok(r) => Some(r),
                 Err(e) => {
@@ -128,6 +139,7 @@ impl LinuxDisk {
             direct,
             registered_buffers: false,
             filesystem_durable,
+            page_cache: options.page_cache,
             fallbacks,
         };
         for line in &mode.fallbacks {
@@ -378,8 +390,20 @@ impl Disk for LinuxDisk {
         let m = &self.mode;
         format!(
             "{}{}{}{}",
-            if m.io_uring { "io_uring" } else { "pwrite" },
-            if m.direct { " O_DIRECT" } else { " buffered" },
+            if m.page_cache {
+                "page cache (pwritev2)"
+            } else if m.io_uring {
+                "io_uring"
+            } else {
+                "pwrite"
+            },
+            if m.page_cache {
+                ""
+            } else if m.direct {
+                " O_DIRECT"
+            } else {
+                " buffered"
+            },
             if m.registered_buffers {
                 " registered-buffers"
             } else {
