@@ -120,6 +120,8 @@ struct Summary {
     runs: Vec<Latency>,
     reference_udp_rtt: Latency,
     reference_disk_floor: Option<Latency>,
+    /// Per committed message, over every run's measured load (see `cost`).
+    cost: Option<crate::cost::Cost>,
     settings: Settings,
 }
 
@@ -250,6 +252,8 @@ pub struct RunResult {
     pub missing: u64,
     pub backpressure: u64,
     pub writer: String,
+    /// What the nodes spent during the measured load (empty if their counters were not found).
+    pub spent: crate::cost::Spent,
 }
 
 /// Echo latencies of one run: everything after the warm-up into one histogram, and into one
@@ -363,7 +367,22 @@ pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunRe
     let deadline = start + total * interval_ns + 3_000_000_000;
     let mut last_progress = 0;
     let mut backpressure = 0u64;
+    let node_dirs: Vec<PathBuf> = (0..3)
+        .map(|id| args.dir.join(format!("node-{id}")))
+        .collect();
+    let mut cost_start: Option<(crate::cost::Readers, Vec<crate::cost::Sample>)> = None;
+    let mut cost_note = None;
     while received < total && monotonic_ns() < deadline {
+        if sent == warmup && cost_start.is_none() && cost_note.is_none() {
+            // The measured load begins: what the nodes spent so far is not its cost.
+            match crate::cost::Readers::open(node_dirs.iter().map(PathBuf::as_path)) {
+                Ok(readers) => {
+                    let sample = readers.sample();
+                    cost_start = Some((readers, sample));
+                }
+                Err(e) => cost_note = Some(e),
+            }
+        }
         let now = monotonic_ns();
         while sent < total && start + sent * interval_ns <= now {
             let intended = start + sent * interval_ns;
@@ -403,6 +422,15 @@ pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunRe
     eprintln!();
     let elapsed_s = (monotonic_ns() - start) as f64 / 1e9;
     let measured = total - warmup;
+    // Let every node publish once more (each does so every millisecond).
+    std::thread::sleep(Duration::from_millis(5));
+    let mut spent = crate::cost::Spent::default();
+    if let Some((readers, begin)) = &cost_start {
+        spent.add(begin, &readers.sample(), recorder.measured);
+    }
+    if let Some(note) = cost_note {
+        eprintln!("no cost section: a node's counters were not found ({note})");
+    }
     for n in nodes {
         n.stop();
     }
@@ -424,6 +452,7 @@ pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunRe
         intervals: recorder.intervals,
         backpressure,
         writer,
+        spent,
     })
 }
 
@@ -504,6 +533,7 @@ pub fn run(args: Args) -> Result<bool, String> {
     let mut run_histograms = Vec::new();
     let mut writer = String::new();
     let (mut missing, mut backpressure, mut achieved) = (0, 0, f64::MAX);
+    let mut spent = crate::cost::Spent::default();
     for k in 0..args.runs {
         eprintln!(
             "[3/3] run {}: {} msg/s of {} B for {:.1} s (+{:.1} s warm-up) ...",
@@ -522,6 +552,7 @@ pub fn run(args: Args) -> Result<bool, String> {
         backpressure += r.backpressure;
         achieved = achieved.min(r.achieved_rate);
         writer = r.writer.clone();
+        spent.merge(&r.spent);
         runs.push(Latency::of(&r.histogram));
         run_histograms.push(r.histogram);
     }
@@ -546,6 +577,7 @@ pub fn run(args: Args) -> Result<bool, String> {
         runs,
         reference_udp_rtt: rtt,
         reference_disk_floor: floor,
+        cost: spent.cost(),
         settings: Settings {
             topology: match plan.node_bin {
                 Some(_) => "processes (3 `raftline node` processes)",
@@ -642,5 +674,8 @@ fn print_report(s: &Summary) {
         s.missing_replies,
         if s.ok { "ok" } else { "NOT OK" }
     );
+    if let Some(cost) = &s.cost {
+        cost.print();
+    }
     println!("machine: {}", s.settings.machine);
 }

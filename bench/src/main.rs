@@ -2,6 +2,7 @@
 //! it ran with, and measures the reference it compares against in the same run.
 
 mod compare;
+mod cost;
 mod failover;
 mod faults;
 mod host;

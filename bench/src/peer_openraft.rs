@@ -573,6 +573,8 @@ pub fn measure(run: &PeerRun) -> Result<RunResult, String> {
         intervals: t.recorder.intervals,
         backpressure: 0,
         writer: writer(durability),
+        // openraft publishes no counters of its own.
+        spent: Default::default(),
     })
 }
 

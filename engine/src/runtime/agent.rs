@@ -47,13 +47,15 @@ pub(super) fn pin_current(core: usize, name: &str) {
     }
 }
 
-/// Runs `agent` on a new thread named after it until `stop` is set or the agent fails.
+/// Runs `agent` on a new thread named after it until `stop` is set or the agent fails; the
+/// thread publishes what it spends on `cost` (its node's board), if given.
 pub fn spawn_agent<A: Agent + 'static>(
     mut agent: A,
     strategy: IdleStrategy,
     wait: WaitSet,
     core: Option<usize>,
     stop: Arc<AtomicBool>,
+    cost: Option<CostBoard>,
 ) -> std::io::Result<JoinHandle<(A, CycleStats)>> {
     available_cores();
     let name = agent.name().to_string();
@@ -75,8 +77,12 @@ pub fn spawn_agent<A: Agent + 'static>(
                 }
             };
             let mut stats = CycleStats::default();
+            let mut cost = cost.map(|board| board.join());
             while !stop.load(Ordering::Relaxed) {
                 let now = monotonic_ns();
+                if let Some(c) = &mut cost {
+                    c.maybe_publish(now);
+                }
                 let work = agent.do_work(now);
                 let cycle = monotonic_ns().saturating_sub(now);
                 stats.cycles += 1;
@@ -88,6 +94,9 @@ pub fn spawn_agent<A: Agent + 'static>(
                     break;
                 }
                 idler.idle(work);
+            }
+            if let Some(c) = &cost {
+                c.publish();
             }
             agent.on_close();
             (agent, stats)

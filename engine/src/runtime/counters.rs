@@ -76,9 +76,18 @@ pub enum Counter {
     MemberSettingsDiffer,
     MemberFramesUnagreed,
     ResendsInFlight,
+    /// The cost of the node's threads (see `sys::cost`).
+    CpuNs,
+    VoluntarySwitches,
+    InvoluntarySwitches,
+    SyscallsReceive,
+    SyscallsSend,
+    SyscallsWait,
+    SyscallsDisk,
+    SyscallsSignal,
 }
 
-pub const ALL: [Counter; 53] = [
+pub const ALL: [Counter; 61] = [
     Counter::Role,
     Counter::Term,
     Counter::Leader,
@@ -132,6 +141,14 @@ pub const ALL: [Counter; 53] = [
     Counter::MemberSettingsDiffer,
     Counter::MemberFramesUnagreed,
     Counter::ResendsInFlight,
+    Counter::CpuNs,
+    Counter::VoluntarySwitches,
+    Counter::InvoluntarySwitches,
+    Counter::SyscallsReceive,
+    Counter::SyscallsSend,
+    Counter::SyscallsWait,
+    Counter::SyscallsDisk,
+    Counter::SyscallsSignal,
 ];
 
 const _: () = assert!((HEADER_WORDS + ALL.len()) * 8 <= FILE_LEN);
@@ -208,6 +225,16 @@ impl Counter {
                 "member frames dropped (its settings not heard, or differing)"
             }
             Counter::ResendsInFlight => "client resends of a message already in the log this term",
+            Counter::CpuNs => "CPU time of the node's threads (ns)",
+            Counter::VoluntarySwitches => "context switches, voluntary (waits that slept)",
+            Counter::InvoluntarySwitches => "context switches, involuntary (preempted)",
+            Counter::SyscallsReceive => "system calls: receive (recvmmsg)",
+            Counter::SyscallsSend => "system calls: send (sendmmsg)",
+            Counter::SyscallsWait => "system calls: idle waits (epoll, io_uring wait, park)",
+            Counter::SyscallsDisk => {
+                "system calls: disk (io_uring submit, pwrite, pread, fdatasync)"
+            }
+            Counter::SyscallsSignal => "system calls: doorbells (eventfd, FIFO)",
         }
     }
 }

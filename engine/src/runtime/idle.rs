@@ -71,6 +71,7 @@ impl Idler {
                 if self.idle_cycles <= spins as u64 {
                     std::hint::spin_loop();
                 } else {
+                    crate::sys::cost::count(crate::sys::cost::Syscall::Wait);
                     std::thread::yield_now();
                 }
             }
@@ -83,6 +84,7 @@ impl Idler {
                 if self.idle_cycles <= spins as u64 {
                     std::hint::spin_loop();
                 } else if self.idle_cycles <= (spins + yields) as u64 {
+                    crate::sys::cost::count(crate::sys::cost::Syscall::Wait);
                     std::thread::yield_now();
                 } else {
                     self.park_ns = if self.park_ns == 0 {
@@ -90,10 +92,14 @@ impl Idler {
                     } else {
                         (self.park_ns * 2).min(max_park_ns)
                     };
+                    crate::sys::cost::count(crate::sys::cost::Syscall::Wait);
                     std::thread::park_timeout(Duration::from_nanos(self.park_ns));
                 }
             }
-            IdleStrategy::Sleep { ns } => std::thread::sleep(Duration::from_nanos(ns)),
+            IdleStrategy::Sleep { ns } => {
+                crate::sys::cost::count(crate::sys::cost::Syscall::Wait);
+                std::thread::sleep(Duration::from_nanos(ns))
+            }
             IdleStrategy::Block { max_ns } => {
                 if let Some(epoll) = &self.epoll {
                     epoll.wait(max_ns);
@@ -141,6 +147,7 @@ impl Epoll {
             tv_sec: (max_ns / 1_000_000_000) as i64,
             tv_nsec: (max_ns % 1_000_000_000) as i64,
         };
+        crate::sys::cost::count(crate::sys::cost::Syscall::Wait);
         // SAFETY: `events` has room for 8 entries and `timeout` is valid for the call;
         // epoll_pwait2 (Linux 5.11) takes a nanosecond timeout.
         let rc = unsafe {
@@ -154,6 +161,7 @@ impl Epoll {
         };
         let mut ready = rc;
         if rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
+            crate::sys::cost::count(crate::sys::cost::Syscall::Wait);
             // SAFETY: as above, with a millisecond timeout on older kernels.
             ready = unsafe {
                 libc::epoll_wait(

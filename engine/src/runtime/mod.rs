@@ -44,6 +44,7 @@ use crate::io::Disk;
 use crate::log::Durability;
 use crate::node::{ApplyStage, Node, NodeConfig, NodeError};
 use crate::service::{Applier, Service};
+use crate::sys::cost::CostBoard;
 use crate::sys::{ipc_links, Links, LinuxDisk, LinuxDiskOptions, NodeNet, UdpTransport};
 use counters::{Counter, CountersFile};
 use service_agent::{RemoteApplier, ServiceAgent};
@@ -174,6 +175,8 @@ impl<S: Service + Send + 'static> RunningNode<S> {
         )
         .map_err(StartError::Thread)?;
         let cores = &config.runtime.cores;
+        // What the node's threads spend, summed into its counters.
+        let cost = CostBoard::default();
         let receiver_thread = match receiver {
             Some(receiver) => {
                 let fd = receiver.raw_fd();
@@ -188,6 +191,7 @@ impl<S: Service + Send + 'static> RunningNode<S> {
                         WaitSet::sources(vec![fd]),
                         cores.get(1).copied(),
                         stop.clone(),
+                        Some(cost.clone()),
                     )
                     .map_err(StartError::Thread)?,
                 )
@@ -208,6 +212,7 @@ impl<S: Service + Send + 'static> RunningNode<S> {
             snapshots: None,
             snapshot_progress,
             access,
+            cost: cost.clone(),
         };
         let (threads, writer) = if config.threading()? == ThreadingMode::Dedicated {
             let name = format!("raftline-svc-{id}");
@@ -226,6 +231,7 @@ impl<S: Service + Send + 'static> RunningNode<S> {
                 wait,
                 cores.get(2).copied(),
                 service_stop.clone(),
+                Some(cost.clone()),
             )
             .map_err(StartError::Thread)?;
             let (node, writer) = parts.spawn(remote)?;
@@ -347,6 +353,7 @@ struct NodeParts {
     /// The newest durable snapshot position, whichever thread writes them.
     snapshot_progress: Arc<std::sync::atomic::AtomicU64>,
     access: crate::access::Access,
+    cost: CostBoard,
 }
 
 /// Deletes segment files a previous run retired and did not get to delete.
@@ -410,9 +417,17 @@ impl NodeParts {
             failure: None,
             next_housekeeping_ns: 0,
             stats: CycleStats::default(),
+            cost: self.cost.clone(),
         };
-        let thread = spawn_agent(agent, self.strategy, self.wait, self.core, self.stop)
-            .map_err(StartError::Thread)?;
+        let thread = spawn_agent(
+            agent,
+            self.strategy,
+            self.wait,
+            self.core,
+            self.stop,
+            Some(self.cost),
+        )
+        .map_err(StartError::Thread)?;
         Ok((thread, writer))
     }
 }

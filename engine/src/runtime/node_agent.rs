@@ -21,6 +21,8 @@ pub struct NodeAgent<A: ApplyStage + Send> {
     pub(super) snapshots: Option<SnapshotWriter>,
     /// The log directory (retired segments are deleted from it off this thread).
     pub(super) dir: std::path::PathBuf,
+    /// What this node's threads spend (each publishes its own share).
+    pub(super) cost: CostBoard,
 }
 
 impl<A: ApplyStage + Send> NodeAgent<A> {
@@ -101,6 +103,20 @@ impl<A: ApplyStage + Send> NodeAgent<A> {
         c.set(Counter::ClientAddressesRefused, u.clients_rejected);
         c.set(Counter::ClientAddressesEvicted, u.clients_evicted);
         c.set(Counter::SendErrors, u.send_errors);
+        let cost = self.cost.total();
+        c.set(Counter::CpuNs, cost.cpu_ns);
+        c.set(Counter::VoluntarySwitches, cost.voluntary_switches);
+        c.set(Counter::InvoluntarySwitches, cost.involuntary_switches);
+        use crate::sys::cost::Syscall;
+        for (counter, kind) in [
+            (Counter::SyscallsReceive, Syscall::Receive),
+            (Counter::SyscallsSend, Syscall::Send),
+            (Counter::SyscallsWait, Syscall::Wait),
+            (Counter::SyscallsDisk, Syscall::Disk),
+            (Counter::SyscallsSignal, Syscall::Signal),
+        ] {
+            c.set(counter, cost.syscalls[kind as usize]);
+        }
     }
 }
 

@@ -87,6 +87,8 @@ pub struct LinuxDisk {
     table: Vec<Option<InFlight>>,
     free: Vec<usize>,
     in_flight: usize,
+    /// Submissions pushed but not yet handed to the kernel.
+    queued: usize,
     done: VecDeque<Completion>,
     zeros: AlignedBuf,
     /// Small records (vote, term index) in their slot files, opened on first use.
@@ -164,6 +166,7 @@ impl LinuxDisk {
             table: (0..RING_ENTRIES as usize * 2).map(|_| None).collect(),
             free: (0..RING_ENTRIES as usize * 2).rev().collect(),
             in_flight: 0,
+            queued: 0,
             done: VecDeque::new(),
             zeros: AlignedBuf::new(ZERO_CHUNK),
             records: std::collections::HashMap::new(),
@@ -202,11 +205,13 @@ impl LinuxDisk {
         let mut done = 0;
         while done < len {
             let n = (len - done).min(ZERO_CHUNK as u64) as usize;
+            crate::sys::cost::count(crate::sys::cost::Syscall::Disk);
             writer
                 .write_all_at(&self.zeros[..n], offset + done)
                 .map_err(io_err("write zeros"))?;
             done += n as u64;
         }
+        crate::sys::cost::count(crate::sys::cost::Syscall::Disk);
         writer.sync_data().map_err(io_err("fdatasync"))
     }
 
@@ -297,6 +302,7 @@ impl LinuxDisk {
                     iov_base: data.as_ptr() as *mut _,
                     iov_len: len,
                 };
+                crate::sys::cost::count(crate::sys::cost::Syscall::Disk);
                 // SAFETY: iov points to `len` readable bytes of a buffer we own and do not
                 // change during the call; fd is an open file descriptor.
                 let n = unsafe { libc::pwritev2(fd, &iov, 1, offset as i64, flags) };
@@ -311,11 +317,13 @@ impl LinuxDisk {
                     Ok(())
                 }
             }
-            DiskOp::Fsync { file } => self
-                .entry(file)
-                .writer
-                .sync_data()
-                .map_err(io_err("fdatasync")),
+            DiskOp::Fsync { file } => {
+                crate::sys::cost::count(crate::sys::cost::Syscall::Disk);
+                self.entry(file)
+                    .writer
+                    .sync_data()
+                    .map_err(io_err("fdatasync"))
+            }
         };
         self.done.push_back(Completion { user_data, result });
         Ok(())
@@ -473,6 +481,7 @@ impl Disk for LinuxDisk {
     }
 
     fn read_at(&mut self, file: FileId, offset: u64, out: &mut [u8]) -> Result<(), DiskError> {
+        crate::sys::cost::count(crate::sys::cost::Syscall::Disk);
         self.entry(file)
             .reader
             .read_exact_at(out, offset)
@@ -606,16 +615,22 @@ impl Disk for LinuxDisk {
             // file entry, which outlives the operation (close happens only when idle).
             let pushed = unsafe { ring.submission().push(&sqe) };
             if pushed.is_ok() {
+                self.queued += 1;
                 break;
             }
+            crate::sys::cost::count(crate::sys::cost::Syscall::Disk);
             ring.submit().map_err(io_err("io_uring_enter"))?;
+            self.queued = 0;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), DiskError> {
-        if let Some(ring) = &self.ring {
+        // `submit` enters the kernel even with nothing queued: not once per duty cycle.
+        if let Some(ring) = self.ring.as_ref().filter(|_| self.queued > 0) {
+            crate::sys::cost::count(crate::sys::cost::Syscall::Disk);
             ring.submit().map_err(io_err("io_uring_enter"))?;
+            self.queued = 0;
         }
         Ok(())
     }
@@ -630,7 +645,9 @@ impl Disk for LinuxDisk {
     fn wait(&mut self) -> Result<(), DiskError> {
         if let Some(ring) = &self.ring {
             if self.in_flight > 0 && self.done.is_empty() {
+                crate::sys::cost::count(crate::sys::cost::Syscall::Wait);
                 ring.submit_and_wait(1).map_err(io_err("io_uring_enter"))?;
+                self.queued = 0;
             }
         }
         Ok(())

@@ -97,6 +97,7 @@ fn fifo(path: &Path) -> std::io::Result<OwnedFd> {
 
 fn ring_bell_fd(fd: &OwnedFd) {
     let one = 1u64.to_ne_bytes();
+    crate::sys::cost::count(crate::sys::cost::Syscall::Signal);
     // SAFETY: writes 8 bytes from a live buffer to an open fd. A full FIFO (EAGAIN) already
     // holds a wake-up, so the result needs no handling.
     unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
@@ -107,6 +108,7 @@ fn ring_bell_fd(fd: &OwnedFd) {
 pub fn drain_bell(fd: RawFd) {
     let mut buf = [0u8; 256];
     loop {
+        crate::sys::cost::count(crate::sys::cost::Syscall::Signal);
         // SAFETY: reads into a live buffer of the given length; a closed or blocking fd only
         // makes the call fail or return short, which ends the loop.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
@@ -339,6 +341,7 @@ pub(crate) fn readable(fd: RawFd) -> bool {
         events: libc::POLLIN,
         revents: 0,
     };
+    crate::sys::cost::count(crate::sys::cost::Syscall::Signal);
     // SAFETY: one valid pollfd for the call; zero timeout.
     unsafe { libc::poll(&mut p, 1, 0) == 1 }
 }

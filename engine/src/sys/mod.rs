@@ -2,6 +2,7 @@
 //! simulator drives; this layer only talks to the kernel.
 
 pub mod clock;
+pub mod cost;
 pub mod disk;
 pub mod files;
 pub mod links;

@@ -114,7 +114,9 @@ impl Record {
             self.slot_len = len;
         }
         let file = &self.files[(next % 2) as usize];
+        crate::sys::cost::count(crate::sys::cost::Syscall::Disk);
         file.write_all_at(&out, 0).map_err(err("write record"))?;
+        crate::sys::cost::count(crate::sys::cost::Syscall::Disk);
         file.sync_data().map_err(err("fdatasync record"))?;
         self.sequence = next;
         Ok(())

@@ -253,6 +253,7 @@ fn recv_batch(
         h.msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_storage).cast();
         h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     }
+    crate::sys::cost::count(crate::sys::cost::Syscall::Receive);
     // SAFETY: every header points to a live iovec over `buf` and to a live sockaddr_storage,
     // all of which outlive the call; the fd is an open socket.
     let n = unsafe {
@@ -442,6 +443,7 @@ impl UdpTransport {
         };
         // Clear the signal first: anything published after the ring read signals again.
         let mut counter = 0u64;
+        crate::sys::cost::count(crate::sys::cost::Syscall::Signal);
         // SAFETY: reads 8 bytes into a u64 from our own non-blocking eventfd.
         unsafe { libc::read(input.eventfd, (&mut counter as *mut u64).cast(), 8) };
         let (buf, lens, from) = (&mut self.recv_buf, &mut self.recv_lens, &mut self.recv_from);
@@ -483,6 +485,7 @@ impl UdpTransport {
         }
         let mut sent = 0usize;
         while sent < headers.len() {
+            crate::sys::cost::count(crate::sys::cost::Syscall::Send);
             // SAFETY: headers[sent..] point to live iovecs over the outgoing datagrams and to
             // live addresses, all outliving the call; the fd is our open socket.
             let n = unsafe {
@@ -715,6 +718,7 @@ impl UdpReceiver {
         if staged > 0 {
             self.ring.publish();
             let one = 1u64;
+            crate::sys::cost::count(crate::sys::cost::Syscall::Signal);
             // SAFETY: writes 8 bytes from a u64 to an eventfd the node side keeps open.
             unsafe { libc::write(self.eventfd, (&one as *const u64).cast(), 8) };
         }
