@@ -304,7 +304,10 @@ pub trait Datagrams {
     /// peer unknown): the protocol resends, so a drop is never an error.
     fn send(&mut self, to: u32, bytes: &[u8]) -> bool;
     /// Copies the next received datagram into `buf` and returns its sender and length, or
-    /// `None` when nothing is waiting. A datagram longer than `buf` is dropped.
+    /// `None` when nothing is waiting. A datagram longer than `buf` is dropped. Callers
+    /// receive in rounds, until `None`: an implementation may answer `None` once it knows
+    /// the source was empty a moment ago, without asking the kernel again, and datagrams that
+    /// arrived meanwhile come in the next round.
     fn receive(&mut self, buf: &mut [u8]) -> Option<(u32, usize)>;
     /// Sends whatever `send` queued (one duty cycle's worth, packed into datagrams).
     fn flush(&mut self) {}

@@ -171,6 +171,14 @@ pub struct UdpTransport {
     recv_lens: Vec<usize>,
     recv_count: usize,
     recv_next: usize,
+    /// Rounds of `receive` (calls until `None`, one per duty cycle) to end without asking the
+    /// kernel. A batch that was not full emptied the socket (or ring): the round it came in
+    /// ends when it is used up, and the next round (the cycle right after, microseconds
+    /// later) is skipped too, since a `recvmmsg` there mostly came back empty and was most of
+    /// the receive calls. The idle strategy's epoll is level-triggered, so a datagram that
+    /// arrived meanwhile wakes the cycle after at once; with a spinning strategy it waits one
+    /// cycle.
+    recv_skip_rounds: u8,
     stats: UdpStats,
 }
 
@@ -326,6 +334,7 @@ impl UdpTransport {
             input: None,
             recv_count: 0,
             recv_next: 0,
+            recv_skip_rounds: 0,
             stats: UdpStats::default(),
         })
     }
@@ -552,6 +561,10 @@ impl Datagrams for UdpTransport {
     fn receive(&mut self, buf: &mut [u8]) -> Option<(u32, usize)> {
         loop {
             if self.recv_next >= self.recv_count {
+                if self.recv_skip_rounds > 0 {
+                    self.recv_skip_rounds -= 1;
+                    return None;
+                }
                 if self.input.is_some() {
                     self.recv_from_ring();
                 } else {
@@ -560,6 +573,7 @@ impl Datagrams for UdpTransport {
                 if self.recv_count == 0 {
                     return None;
                 }
+                self.recv_skip_rounds = if self.recv_count < BATCH { 2 } else { 0 };
                 self.batch_ns = self.clock.elapsed().as_nanos() as u64;
             }
             let i = self.recv_next;
