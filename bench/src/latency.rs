@@ -355,6 +355,8 @@ pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunRe
     cc.max_datagram_bytes = 65_000;
     cc.resend_timeout_ns = 1_000_000_000;
     let mut client = ClusterClient::connect(cc, monotonic_ns).map_err(|e| e.to_string())?;
+    // The client waits for each send time: it must not be woken up to 50 µs late.
+    raftline::sys::cost::exact_timers();
 
     let interval_ns = 1_000_000_000 / rate.max(1);
     let warmup = (args.warmup * rate as f64) as u64;
@@ -373,7 +375,7 @@ pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunRe
     let mut cost_start: Option<(crate::cost::Readers, Vec<crate::cost::Sample>)> = None;
     let mut cost_note = None;
     while received < total && monotonic_ns() < deadline {
-        if sent == warmup && cost_start.is_none() && cost_note.is_none() {
+        if sent >= warmup && cost_start.is_none() && cost_note.is_none() {
             // The measured load begins: what the nodes spent so far is not its cost.
             match crate::cost::Readers::open(node_dirs.iter().map(PathBuf::as_path)) {
                 Ok(readers) => {

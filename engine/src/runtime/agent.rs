@@ -65,6 +65,7 @@ pub fn spawn_agent<A: Agent + 'static>(
             if let Some(core) = core {
                 pin_current(core, &name);
             }
+            crate::sys::cost::exact_timers();
             let mut idler = match Idler::new(strategy, &wait) {
                 Ok(i) => i,
                 Err(e) => {
