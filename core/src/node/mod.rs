@@ -32,6 +32,7 @@ mod open;
 pub mod remote;
 mod replication;
 mod snapshots;
+pub mod stages;
 pub use apply_stage::ApplyStage;
 pub use clients::SessionLimits;
 #[cfg(any(test, feature = "sim"))]
@@ -201,6 +202,8 @@ pub struct Node<D: Disk, N: Datagrams, A: ApplyStage> {
     commit: u64,
     failed: Option<NodeError>,
     stats: NodeStats,
+    /// Where time goes inside this node (see `stages`).
+    stages: stages::StageTimes,
     /// Keep egress for `take_egress` (the simulator's clients are not on the network).
     collect_egress: bool,
     /// Print every election state transition with its reason (operators want this; the
@@ -324,6 +327,9 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
     pub fn stats(&self) -> NodeStats {
         self.stats
     }
+    pub fn stage_times(&self) -> &stages::StageTimes {
+        &self.stages
+    }
     pub fn commit_position(&self) -> u64 {
         self.commit
     }
@@ -428,6 +434,13 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         self.close_silent_sessions(now);
         self.send_member_settings(now);
         self.net.flush();
+        self.stages.observe(
+            now,
+            self.log.appended_position(),
+            self.log.durable_position(),
+            self.commit,
+            self.applier.applied_position(),
+        );
         Ok(work)
     }
 

@@ -194,6 +194,7 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 log_damage_found: report.damage.is_some() as u64,
                 ..NodeStats::default()
             },
+            stages: Default::default(),
             collect_egress: false,
             log_transitions: false,
             timers_appended: HashMap::new(),

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use raftline::config::Config;
+use raftline::node::stages::{quantile_us, STAGES};
 use raftline::runtime::counters::{CountersReader, ALL};
 use raftline::runtime::RunningNode;
 use raftline::service::echo::EchoService;
@@ -136,6 +137,22 @@ fn stat(dir: PathBuf, once: bool) -> i32 {
         println!("raftline node in {} (pid {})", dir.display(), reader.pid());
         for c in ALL {
             println!("  {:<45} {}", c.name(), reader.get(c));
+        }
+        println!(
+            "  stage times since start (µs, bucket upper edges: p50 / p99 / p99.9 / max, count)"
+        );
+        for stage in STAGES {
+            let b = reader.stage(stage);
+            let q = |q: f64| quantile_us(&b, q).map_or("-".into(), |v| format!("{v:.0}"));
+            println!(
+                "    {:<43} {} / {} / {} / {}, {}",
+                stage.name(),
+                q(0.5),
+                q(0.99),
+                q(0.999),
+                q(1.0),
+                b.iter().sum::<u64>()
+            );
         }
         if once {
             return 0;

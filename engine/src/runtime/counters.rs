@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use memmap2::MmapMut;
 
+use crate::node::stages::{Stage, STAGES, STAGE_BUCKETS};
+
 const MAGIC: u64 = u64::from_le_bytes(*b"RLNCNTR1");
 const FILE_LEN: usize = 4096;
 const HEADER_WORDS: usize = 3;
@@ -151,7 +153,13 @@ pub const ALL: [Counter; 61] = [
     Counter::SyscallsSignal,
 ];
 
-const _: () = assert!((HEADER_WORDS + ALL.len()) * 8 <= FILE_LEN);
+/// Where the stage-time buckets begin (after room for more named counters): for each stage
+/// of `node::stages::STAGES` in order, `STAGE_BUCKETS` counts that only grow.
+const STAGES_AT: usize = 128;
+const STAGE_WORDS: usize = STAGES.len() * STAGE_BUCKETS;
+
+const _: () = assert!(HEADER_WORDS + ALL.len() <= STAGES_AT);
+const _: () = assert!((STAGES_AT + STAGE_WORDS) * 8 <= FILE_LEN);
 
 impl Counter {
     pub fn name(self) -> &'static str {
@@ -273,6 +281,9 @@ impl CountersFile {
         for c in ALL {
             w[HEADER_WORDS + c as usize].store(0, Ordering::Relaxed);
         }
+        for word in &w[STAGES_AT..STAGES_AT + STAGE_WORDS] {
+            word.store(0, Ordering::Relaxed);
+        }
         w[0].store(MAGIC, Ordering::Release);
         Ok(counters)
     }
@@ -283,6 +294,14 @@ impl CountersFile {
 
     pub fn get(&self, counter: Counter) -> u64 {
         words(&self.map)[HEADER_WORDS + counter as usize].load(Ordering::Relaxed)
+    }
+
+    /// Stores the bucket counts of one stage.
+    pub fn set_stage(&self, stage: Stage, buckets: &[u64; STAGE_BUCKETS]) {
+        let at = STAGES_AT + stage as usize * STAGE_BUCKETS;
+        for (word, &n) in words(&self.map)[at..at + STAGE_BUCKETS].iter().zip(buckets) {
+            word.store(n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -319,6 +338,19 @@ impl CountersReader {
     pub fn get(&self, counter: Counter) -> u64 {
         words(&self.map)[HEADER_WORDS + counter as usize].load(Ordering::Relaxed)
     }
+
+    /// The bucket counts of one stage (see `node::stages`).
+    pub fn stage(&self, stage: Stage) -> [u64; STAGE_BUCKETS] {
+        let at = STAGES_AT + stage as usize * STAGE_BUCKETS;
+        let mut out = [0; STAGE_BUCKETS];
+        for (n, word) in out
+            .iter_mut()
+            .zip(&words(&self.map)[at..at + STAGE_BUCKETS])
+        {
+            *n = word.load(Ordering::Relaxed);
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -340,6 +372,17 @@ mod tests {
             reader.get(Counter::CommitPosition),
             8192,
             "live, not a copy"
+        );
+        let mut buckets = [0u64; STAGE_BUCKETS];
+        buckets[3] = 5;
+        buckets[STAGE_BUCKETS - 1] = 1;
+        writer.set_stage(Stage::CommittedToApplied, &buckets);
+        assert_eq!(reader.stage(Stage::CommittedToApplied), buckets);
+        assert_eq!(reader.stage(Stage::AppendedToDurable), [0; STAGE_BUCKETS]);
+        assert_eq!(
+            reader.get(Counter::ResendsInFlight),
+            0,
+            "the stages do not overlap the named counters"
         );
         std::fs::write(dir.path().join("counters"), [0u8; 4096]).unwrap();
         assert!(CountersReader::open(dir.path()).is_err());

@@ -103,6 +103,9 @@ impl<A: ApplyStage + Send> NodeAgent<A> {
         c.set(Counter::ClientAddressesRefused, u.clients_rejected);
         c.set(Counter::ClientAddressesEvicted, u.clients_evicted);
         c.set(Counter::SendErrors, u.send_errors);
+        for stage in crate::node::stages::STAGES {
+            c.set_stage(stage, n.stage_times().buckets(stage));
+        }
         let cost = self.cost.total();
         c.set(Counter::CpuNs, cost.cpu_ns);
         c.set(Counter::VoluntarySwitches, cost.voluntary_switches);
