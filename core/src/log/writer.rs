@@ -172,13 +172,16 @@ impl<D: Disk> Log<D> {
     /// round if bytes are waiting. Returns the amount of work done (0 = idle).
     pub fn do_work(&mut self) -> Result<usize, LogError> {
         self.check_running()?;
-        let work = self.reap()?;
-        let started = if self.round.is_none() {
-            self.start_round()?
-        } else {
-            0
-        };
-        Ok(work + started)
+        let mut work = self.reap()?;
+        if self.round.is_none() {
+            let started = self.start_round()?;
+            if started > 0 {
+                // A write that completes at once (the page cache) is durable in this call, not
+                // the next; for a ring this only looks at its completion queue.
+                work += started + self.reap()?;
+            }
+        }
+        Ok(work)
     }
 
     /// Blocks until the durable position reaches `position` (or the writer fails).
