@@ -44,6 +44,10 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    if let Err(e) = raftline::logging::StderrLines::install() {
+        eprintln!("raftline-bench: {e}");
+        std::process::exit(2);
+    }
     let result = match cli.command {
         Some(Command::Latency(args)) => latency::run(args),
         Some(Command::LogAppend(args)) => log_append::run(args),

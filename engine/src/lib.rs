@@ -73,6 +73,8 @@ pub use raftline_core::{access, auth, codec, consensus, io, log, node, rng, serv
 #[cfg(not(loom))]
 pub mod client;
 pub mod config;
+#[cfg(not(loom))]
+pub mod logging;
 pub mod ring;
 #[cfg(not(loom))]
 pub mod runtime;

@@ -372,8 +372,9 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             return;
         }
         *next = now + 1_000_000_000;
-        eprintln!(
-            "raftline: member {}: {what} (further refusals this second are only counted)",
+        tracing::warn!(
+            member = self.id,
+            "member {}: {what} (further refusals this second are only counted)",
             self.id
         );
     }

@@ -470,8 +470,11 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         let heard = self.identity.on_settings(now, from, theirs);
         if let Some(why) = heard.differs {
             if self.log_transitions {
-                eprintln!(
-                    "raftline: member {}: settings differ, {why}; its messages are refused until they agree",
+                tracing::warn!(
+                    member = self.id,
+                    peer = from,
+                    reason = %why,
+                    "member {}: settings differ, {why}; its messages are refused until they agree",
                     self.id
                 );
             }
@@ -634,13 +637,23 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                     self.applier.on_role_change(to.role());
                 }
                 if self.log_transitions {
-                    eprintln!(
-                        "raftline: member {} at {:.3} ms: {from:?} -> {to:?} ({reason:?}), term {term}, log {} durable {} commit {}",
+                    let (member, appended, durable, commit) = (
                         self.id,
-                        now as f64 / 1e6,
                         self.log.appended_position(),
                         self.log.durable_position(),
-                        self.commit
+                        self.commit,
+                    );
+                    tracing::info!(
+                        member,
+                        term,
+                        from = ?from,
+                        to = ?to,
+                        reason = ?reason,
+                        appended,
+                        durable,
+                        commit,
+                        "member {member} at {:.3} ms: {from:?} -> {to:?} ({reason:?}), term {term}, log {appended} durable {durable} commit {commit}",
+                        now as f64 / 1e6,
                     );
                 }
             }

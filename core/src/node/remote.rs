@@ -399,8 +399,11 @@ impl<S: Service, F: RecordSource, B: RecordSink> ServiceHost<S, F, B> {
                     Err(e) => Err(e.to_string()),
                 };
                 if let Err(e) = result {
-                    eprintln!(
-                        "raftline: {}: installing snapshot {name} failed: {e}; this replica's service state is not the cluster's",
+                    tracing::error!(
+                        service = %self.name,
+                        snapshot = %name,
+                        error = %e,
+                        "{}: installing snapshot {name} failed: {e}; this replica's service state is not the cluster's",
                         self.name
                     );
                 }

@@ -87,8 +87,11 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
                 }
                 _ => {
                     if self.log_transitions {
-                        eprintln!(
-                            "raftline: member {}: snapshot {} is missing; member {to} cannot catch up",
+                        tracing::warn!(
+                            member = self.id,
+                            peer = to,
+                            position,
+                            "member {}: snapshot {} is missing; member {to} cannot catch up",
                             self.id,
                             snapshot::file_name(position)
                         );
@@ -172,8 +175,12 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
         if header.total_len > self.max_install_bytes {
             self.stats.installs_refused += 1;
             if self.log_transitions && self.stats.installs_refused == 1 {
-                eprintln!(
-                    "raftline: member {}: refused a snapshot install of {} bytes from member {from}: above snapshot.max_install_mib ({} bytes)",
+                tracing::warn!(
+                    member = self.id,
+                    peer = from,
+                    bytes = header.total_len,
+                    limit = self.max_install_bytes,
+                    "member {}: refused a snapshot install of {} bytes from member {from}: above snapshot.max_install_mib ({} bytes)",
                     self.id, header.total_len, self.max_install_bytes
                 );
             }
@@ -253,8 +260,13 @@ impl<D: Disk, N: Datagrams, A: ApplyStage> Node<D, N, A> {
             d.fetch_max(position, Ordering::AcqRel);
         }
         if self.log_transitions {
-            eprintln!(
-                "raftline: member {}: installed the leader's snapshot at log position {position} ({} bytes); the log restarts at {}",
+            tracing::info!(
+                member = self.id,
+                peer = from,
+                position,
+                bytes = file.len(),
+                log_start = header.log_start,
+                "member {}: installed the leader's snapshot at log position {position} ({} bytes); the log restarts at {}",
                 self.id,
                 file.len(),
                 header.log_start

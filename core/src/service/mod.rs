@@ -325,8 +325,11 @@ impl<S: Service> Applier<S> {
         let digest = self.service.digest();
         if digest != view.digest {
             self.digest_mismatches += 1;
-            eprintln!(
-                "raftline: DIGEST MISMATCH after restoring the snapshot at position {}: the snapshot recorded {:#018x}, the restored service reports {digest:#018x}; its snapshot and restore do not agree",
+            tracing::error!(
+                position = view.position,
+                recorded = view.digest,
+                restored = digest,
+                "DIGEST MISMATCH after restoring the snapshot at position {}: the snapshot recorded {:#018x}, the restored service reports {digest:#018x}; its snapshot and restore do not agree",
                 view.position, view.digest
             );
         }
@@ -422,8 +425,11 @@ impl<S: Service> Applier<S> {
         };
         if own != leader {
             self.digest_mismatches += 1;
-            eprintln!(
-                "raftline: DIGEST MISMATCH at snapshot position {position}: the leader's service digest is {leader:#018x}, this replica's {own:#018x}; the service is not deterministic (it must depend only on what the log gives it)"
+            tracing::error!(
+                position,
+                leader,
+                own,
+                "DIGEST MISMATCH at snapshot position {position}: the leader's service digest is {leader:#018x}, this replica's {own:#018x}; the service is not deterministic (it must depend only on what the log gives it)"
             );
         }
     }

@@ -33,6 +33,10 @@ fn usage() -> ! {
 }
 
 fn main() {
+    if let Err(e) = raftline::logging::StderrLines::install() {
+        eprintln!("raftline: {e}");
+        std::process::exit(2);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("node") => {

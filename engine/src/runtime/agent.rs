@@ -43,7 +43,7 @@ pub fn available_cores() -> &'static [core_affinity::CoreId] {
 pub(super) fn pin_current(core: usize, name: &str) {
     match available_cores().iter().find(|c| c.id == core) {
         Some(&id) if core_affinity::set_for_current(id) => {}
-        _ => eprintln!("raftline: {name}: could not pin to core {core}; running unpinned"),
+        _ => tracing::warn!("{name}: could not pin to core {core}; running unpinned"),
     }
 }
 
@@ -69,8 +69,8 @@ pub fn spawn_agent<A: Agent + 'static>(
             let mut idler = match Idler::new(strategy, &wait) {
                 Ok(i) => i,
                 Err(e) => {
-                    eprintln!(
-                        "raftline: {name}: idle strategy {} unavailable ({e}); using backoff",
+                    tracing::warn!(
+                        "{name}: idle strategy {} unavailable ({e}); using backoff",
                         strategy.name()
                     );
                     let backoff = IdleStrategy::parse("backoff").expect("known strategy");

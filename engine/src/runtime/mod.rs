@@ -390,15 +390,16 @@ impl NodeParts {
         node.set_log_transitions(true);
         node.set_access(self.access);
         for note in node.recovery_notes() {
-            eprintln!("{note}");
+            let note = note.strip_prefix("raftline: ").unwrap_or(note);
+            tracing::warn!(member = id, "{note}");
         }
         node.set_snapshot_progress(self.snapshot_progress);
         let writer = node.log().disk().describe();
         let counters = match CountersFile::create(&self.dir) {
             Ok(c) => Some(c),
             Err(e) => {
-                eprintln!(
-                    "raftline: node {id}: no counters file in {} ({e})",
+                tracing::warn!(
+                    "node {id}: no counters file in {} ({e})",
                     self.dir.display()
                 );
                 None

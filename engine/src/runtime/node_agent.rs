@@ -128,7 +128,7 @@ impl<A: ApplyStage + Send> Agent for NodeAgent<A> {
         let work = match self.node.tick(now_ns) {
             Ok(w) => w,
             Err(e) => {
-                eprintln!("raftline: {}: stopped: {e}", self.name);
+                tracing::error!("{}: stopped: {e}", self.name);
                 self.failure = Some(e.to_string());
                 return 0;
             }
@@ -166,7 +166,7 @@ impl<A: ApplyStage + Send> Agent for NodeAgent<A> {
                 None => self.node.log_mut().prepare_segments(1).map(|_| ()),
             };
             if let Err(e) = prepared {
-                eprintln!("raftline: {}: stopped: {e}", self.name);
+                tracing::error!("{}: stopped: {e}", self.name);
                 self.failure = Some(e.to_string());
             }
             self.publish_counters();
@@ -192,8 +192,8 @@ impl<A: ApplyStage + Send> Agent for NodeAgent<A> {
     fn finished(&self, now_ns: u64) -> bool {
         let done = self.node.finished(now_ns);
         if done {
-            eprintln!(
-                "raftline: {}: the cluster shut down at log position {}",
+            tracing::info!(
+                "{}: the cluster shut down at log position {}",
                 self.name,
                 self.node.applier().applied_position()
             );
@@ -205,7 +205,7 @@ impl<A: ApplyStage + Send> Agent for NodeAgent<A> {
         // Finish the write in flight so a clean stop loses nothing it appended, and seal the
         // log so that recovery can tell damage anywhere in it from a torn write.
         if let Err(e) = self.node.log_mut().seal() {
-            eprintln!("raftline: {}: final flush failed: {e}", self.name);
+            tracing::error!("{}: final flush failed: {e}", self.name);
         }
         self.node.terminate();
         self.publish_counters();

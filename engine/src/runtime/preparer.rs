@@ -53,8 +53,8 @@ impl SegmentPreparer {
             match result {
                 Ok(name) => {
                     if self.failures > 0 {
-                        eprintln!(
-                            "raftline: preparing spare segments works again (after {} failed attempts)",
+                        tracing::info!(
+                            "preparing spare segments works again (after {} failed attempts)",
                             self.failures
                         );
                         self.failures = 0;
@@ -64,8 +64,8 @@ impl SegmentPreparer {
                 // The roll falls back to creating the file itself, and reports an error then.
                 Err(e) => {
                     if self.failures == 0 {
-                        eprintln!(
-                            "raftline: preparing a spare segment failed: {e}; retrying every 100 ms"
+                        tracing::warn!(
+                            "preparing a spare segment failed: {e}; retrying every 100 ms"
                         );
                     }
                     self.failures += 1;

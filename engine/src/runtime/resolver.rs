@@ -42,18 +42,18 @@ pub(super) fn spawn_resolver(
                 }
                 if let Some(j) = known.iter().position(|k| *k == Some(addr)) {
                     // Taking it would make one address two members: keep the old one.
-                    eprintln!(
-                        "raftline: node {own}: member {i} ({name}) resolved to {addr}, the address of member {j} ({}): ignored; each member needs its own address",
+                    tracing::warn!(
+                        "node {own}: member {i} ({name}) resolved to {addr}, the address of member {j} ({}): ignored; each member needs its own address",
                         names[j]
                     );
                     continue;
                 }
                 match known[i] {
                     None => {
-                        eprintln!("raftline: node {own}: member {i} ({name}) resolved to {addr}")
+                        tracing::info!("node {own}: member {i} ({name}) resolved to {addr}")
                     }
-                    Some(old) => eprintln!(
-                        "raftline: node {own}: member {i} ({name}) moved from {old} to {addr}"
+                    Some(old) => tracing::info!(
+                        "node {own}: member {i} ({name}) moved from {old} to {addr}"
                     ),
                 }
                 known[i] = Some(addr);

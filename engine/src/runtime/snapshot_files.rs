@@ -35,8 +35,8 @@ impl SnapshotWriter {
                             done.fetch_max(snapshot.position, std::sync::atomic::Ordering::AcqRel);
                         }
                         Err(e) => {
-                        eprintln!(
-                            "raftline: {name}: writing the snapshot at position {} in {} failed: {e}; the log keeps everything, recovery replays more",
+                        tracing::error!(
+                            "{name}: writing the snapshot at position {} in {} failed: {e}; the log keeps everything, recovery replays more",
                             snapshot.position,
                             thread_dir.display()
                         );

@@ -36,8 +36,8 @@ pub(super) fn resolve_members(
     )?;
     for (i, m) in members.iter().enumerate() {
         if m.is_none() {
-            eprintln!(
-                "raftline: node {id}: member {i} ({}) does not resolve yet; retrying in the background",
+            tracing::warn!(
+                "node {id}: member {i} ({}) does not resolve yet; retrying in the background",
                 config.cluster.members[i]
             );
         }
@@ -81,19 +81,19 @@ pub(super) fn authentication(
         Sealer::new(id, config.cluster.members.len() as u32, keys, epoch)
     });
     if sealer.is_none() {
-        eprintln!(
-            "raftline: node {id}: no member key ([transport] member_key_file or RAFTLINE_MEMBER_KEY): members are not authenticated, and anyone who can send this node a datagram can pose as a member"
+        tracing::warn!(
+            "node {id}: no member key ([transport] member_key_file or RAFTLINE_MEMBER_KEY): members are not authenticated, and anyone who can send this node a datagram can pose as a member"
         );
     }
     let access = config.access()?;
     if !access.clients_checked {
-        eprintln!(
-            "raftline: node {id}: no client token ([access] client_token_file or RAFTLINE_CLIENT_TOKEN): any source may open a session, and one that learns a session id may re-bind it"
+        tracing::warn!(
+            "node {id}: no client token ([access] client_token_file or RAFTLINE_CLIENT_TOKEN): any source may open a session, and one that learns a session id may re-bind it"
         );
     }
     if access.admin.is_none() {
-        eprintln!(
-            "raftline: node {id}: no admin token ([access] admin_token_file or RAFTLINE_ADMIN_TOKEN): any source may describe, snapshot, transfer or shut down the cluster"
+        tracing::warn!(
+            "node {id}: no admin token ([access] admin_token_file or RAFTLINE_ADMIN_TOKEN): any source may describe, snapshot, transfer or shut down the cluster"
         );
     }
     Ok((sealer, access))
@@ -128,8 +128,8 @@ pub(super) fn start_applier<S: Service>(
     let latest = crate::service::snapshot::load_latest(
         &mut crate::sys::files::DirFiles::new(&snapshot_dir),
         |name, why| {
-            eprintln!(
-                "raftline: node {id}: skipping snapshot {}: {why}; trying the one before",
+            tracing::warn!(
+                "node {id}: skipping snapshot {}: {why}; trying the one before",
                 snapshot_dir.join(name).display()
             )
         },
@@ -139,8 +139,8 @@ pub(super) fn start_applier<S: Service>(
         message: e.to_string(),
     })?;
     if let Some((position, _)) = &latest {
-        eprintln!(
-            "raftline: node {id}: starting from the snapshot at log position {position}, replaying the log after it"
+        tracing::info!(
+            "node {id}: starting from the snapshot at log position {position}, replaying the log after it"
         );
     }
     if dedicated {

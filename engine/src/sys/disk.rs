@@ -145,7 +145,7 @@ impl LinuxDisk {
             fallbacks,
         };
         for line in &mode.fallbacks {
-            eprintln!("raftline: log writer: {line}");
+            tracing::warn!("log writer: {line}");
         }
         // Leftovers of a creation interrupted by a crash.
         if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -250,7 +250,7 @@ impl LinuxDisk {
                 if self.mode.registered_buffers {
                     self.mode.registered_buffers = false;
                 }
-                eprintln!("raftline: log writer: buffer registration failed ({e}); using unregistered writes (check RLIMIT_MEMLOCK)");
+                tracing::warn!("log writer: buffer registration failed ({e}); using unregistered writes (check RLIMIT_MEMLOCK)");
             }
         }
     }

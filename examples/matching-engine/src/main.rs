@@ -3,6 +3,8 @@
 //! replica's book is then checked against a reference that applied each order once.
 
 fn main() {
+    // The engine reports through `tracing`; an application installs the subscriber it uses.
+    raftline::logging::StderrLines::install().unwrap_or_else(|e| panic!("{e}"));
     let args: Vec<String> = std::env::args().collect();
     let count = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5000);
     let seed = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1);
