@@ -4,7 +4,11 @@
 //! raftline node --config node.toml [--service echo|kv] [--recover-vote]
 //!                                      run a member with a built-in service: echo (the
 //!                                      default) or kv (registers, for the fault tests)
-//! raftline stat <log-dir> [--once]     print a running member's counters, refreshed each second
+//! raftline stat <log-dir>... [--once | --json | --prometheus]
+//!                                      print members' counters (refreshed each second unless
+//!                                      --once), or once as JSON or Prometheus text
+//! raftline exporter --listen ADDR --dir <log-dir> [--dir ...]
+//!                                      serve the members' counters at http://ADDR/metrics
 //! ```
 
 use std::path::PathBuf;
@@ -14,6 +18,7 @@ use std::time::Duration;
 use raftline::config::Config;
 use raftline::node::stages::{quantile_us, STAGES};
 use raftline::runtime::counters::{CountersReader, ALL};
+use raftline::runtime::metrics;
 use raftline::runtime::RunningNode;
 use raftline::service::echo::EchoService;
 use raftline::service::kv::KvService;
@@ -27,7 +32,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: raftline node --config node.toml [--service echo|kv] [--recover-vote]\n       raftline stat <log-dir> [--once]\n       raftline cluster describe|snapshot|step-down|transfer-leader <member>|shutdown --config node.toml"
+        "usage: raftline node --config node.toml [--service echo|kv] [--recover-vote]\n       raftline stat <log-dir>... [--once | --json | --prometheus]\n       raftline exporter --listen ADDR --dir <log-dir> [--dir <log-dir> ...]\n       raftline cluster describe|snapshot|step-down|transfer-leader <member>|shutdown --config node.toml"
     );
     std::process::exit(2);
 }
@@ -62,9 +67,36 @@ fn main() {
         }
         Some("cluster") => std::process::exit(cluster(&args[1..])),
         Some("stat") => {
-            let Some(dir) = args.get(1) else { usage() };
-            std::process::exit(stat(PathBuf::from(dir), args.iter().any(|a| a == "--once")));
+            let dirs: Vec<PathBuf> = args[1..]
+                .iter()
+                .filter(|a| !a.starts_with("--"))
+                .map(PathBuf::from)
+                .collect();
+            if dirs.is_empty() {
+                usage()
+            }
+            let flag = |f: &str| args.iter().any(|a| a == f);
+            if let Some(unknown) = args[1..].iter().find(|a| {
+                a.starts_with("--") && !["--once", "--json", "--prometheus"].contains(&a.as_str())
+            }) {
+                eprintln!("raftline: stat: unknown option {unknown}");
+                usage()
+            }
+            let code = if flag("--json") || flag("--prometheus") {
+                let nodes = metrics::read_all(&dirs);
+                if flag("--json") {
+                    print!("{}", metrics::json(&nodes));
+                } else {
+                    print!("{}", metrics::prometheus(&nodes));
+                }
+                // Every directory read, or say which did not.
+                nodes.iter().all(|n| n.error.is_none()) as i32 ^ 1
+            } else {
+                stat(&dirs, flag("--once"))
+            };
+            std::process::exit(code);
         }
+        Some("exporter") => std::process::exit(exporter(&args[1..])),
         _ => usage(),
     }
 }
@@ -129,34 +161,49 @@ fn run_node<S: Service + Send + 'static>(path: PathBuf, recover_vote: bool, serv
     }
 }
 
-fn stat(dir: PathBuf, once: bool) -> i32 {
-    loop {
-        let reader = match CountersReader::open(&dir) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("raftline: {}: {e}", dir.join("counters").display());
-                return 1;
+/// `raftline exporter --listen ADDR --dir DIR...`.
+fn exporter(args: &[String]) -> i32 {
+    let mut listen = None;
+    let mut dirs = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.next()) {
+            ("--listen", Some(v)) => listen = Some(v.clone()),
+            ("--dir", Some(v)) => dirs.push(PathBuf::from(v)),
+            (other, _) => {
+                eprintln!("raftline: exporter: unexpected argument {other} (or a missing value)");
+                usage()
             }
-        };
-        println!("raftline node in {} (pid {})", dir.display(), reader.pid());
-        for c in ALL {
-            println!("  {:<45} {}", c.name(), reader.get(c));
         }
-        println!(
-            "  stage times since start (µs, bucket upper edges: p50 / p99 / p99.9 / max, count)"
-        );
-        for stage in STAGES {
-            let b = reader.stage(stage);
-            let q = |q: f64| quantile_us(&b, q).map_or("-".into(), |v| format!("{v:.0}"));
-            println!(
-                "    {:<43} {} / {} / {} / {}, {}",
-                stage.name(),
-                q(0.5),
-                q(0.99),
-                q(0.999),
-                q(1.0),
-                b.iter().sum::<u64>()
-            );
+    }
+    let (Some(listen), false) = (listen, dirs.is_empty()) else {
+        usage()
+    };
+    let listener = match std::net::TcpListener::bind(&listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("raftline: exporter: cannot listen on {listen}: {e}");
+            return 1;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map_or(listen.clone(), |a| a.to_string());
+    eprintln!(
+        "raftline: exporter serving {} node directories at http://{addr}/metrics",
+        dirs.len()
+    );
+    let e = metrics::serve(&listener, &dirs);
+    eprintln!("raftline: exporter: accepting on {addr} failed: {e}");
+    1
+}
+
+fn stat(dirs: &[PathBuf], once: bool) -> i32 {
+    loop {
+        for dir in dirs {
+            if let Err(code) = stat_one(dir) {
+                return code;
+            }
         }
         if once {
             return 0;
@@ -164,6 +211,35 @@ fn stat(dir: PathBuf, once: bool) -> i32 {
         std::thread::sleep(Duration::from_secs(1));
         println!();
     }
+}
+
+fn stat_one(dir: &std::path::Path) -> Result<(), i32> {
+    let reader = match CountersReader::open(dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("raftline: {}: {e}", dir.join("counters").display());
+            return Err(1);
+        }
+    };
+    println!("raftline node in {} (pid {})", dir.display(), reader.pid());
+    for c in ALL {
+        println!("  {:<45} {}", c.name(), reader.get(c));
+    }
+    println!("  stage times since start (µs, bucket upper edges: p50 / p99 / p99.9 / max, count)");
+    for stage in STAGES {
+        let b = reader.stage(stage);
+        let q = |q: f64| quantile_us(&b, q).map_or("-".into(), |v| format!("{v:.0}"));
+        println!(
+            "    {:<43} {} / {} / {} / {}, {}",
+            stage.name(),
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            q(1.0),
+            b.iter().sum::<u64>()
+        );
+    }
+    Ok(())
 }
 
 /// `raftline cluster <command> --config node.toml`: an operator command over the admin

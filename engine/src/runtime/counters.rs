@@ -87,9 +87,11 @@ pub enum Counter {
     SyscallsWait,
     SyscallsDisk,
     SyscallsSignal,
+    /// This node's member id.
+    MemberId,
 }
 
-pub const ALL: [Counter; 61] = [
+pub const ALL: [Counter; 62] = [
     Counter::Role,
     Counter::Term,
     Counter::Leader,
@@ -151,15 +153,18 @@ pub const ALL: [Counter; 61] = [
     Counter::SyscallsWait,
     Counter::SyscallsDisk,
     Counter::SyscallsSignal,
+    Counter::MemberId,
 ];
 
 /// Where the stage-time buckets begin (after room for more named counters): for each stage
 /// of `node::stages::STAGES` in order, `STAGE_BUCKETS` counts that only grow.
 const STAGES_AT: usize = 128;
 const STAGE_WORDS: usize = STAGES.len() * STAGE_BUCKETS;
+/// Then one word per stage: the nanoseconds waited, summed.
+const STAGE_SUMS_AT: usize = STAGES_AT + STAGE_WORDS;
 
 const _: () = assert!(HEADER_WORDS + ALL.len() <= STAGES_AT);
-const _: () = assert!((STAGES_AT + STAGE_WORDS) * 8 <= FILE_LEN);
+const _: () = assert!((STAGE_SUMS_AT + STAGES.len()) * 8 <= FILE_LEN);
 
 impl Counter {
     pub fn name(self) -> &'static str {
@@ -243,7 +248,43 @@ impl Counter {
                 "system calls: disk (io_uring submit, pwrite, pread, fdatasync)"
             }
             Counter::SyscallsSignal => "system calls: doorbells (eventfd, FIFO)",
+            Counter::MemberId => "member id",
         }
+    }
+
+    /// The stable machine name (`commit_position`, `datagrams_received`, ...): the variant's
+    /// name in snake case, as `raftline stat --json` and the Prometheus metrics carry it.
+    pub fn key(self) -> String {
+        let mut out = String::new();
+        for (i, ch) in format!("{self:?}").chars().enumerate() {
+            if ch.is_ascii_uppercase() {
+                if i > 0 {
+                    out.push('_');
+                }
+                out.push(ch.to_ascii_lowercase());
+            } else {
+                out.push(ch);
+            }
+        }
+        out
+    }
+
+    /// A value that goes up and down (a position, the role, a maximum), not a count of events.
+    pub fn is_gauge(self) -> bool {
+        matches!(
+            self,
+            Counter::Role
+                | Counter::Term
+                | Counter::Leader
+                | Counter::AppendedPosition
+                | Counter::DurablePosition
+                | Counter::CommitPosition
+                | Counter::AppliedPosition
+                | Counter::ServiceDigest
+                | Counter::MaxCycleNs
+                | Counter::LogStartPosition
+                | Counter::MemberId
+        )
     }
 }
 
@@ -281,7 +322,7 @@ impl CountersFile {
         for c in ALL {
             w[HEADER_WORDS + c as usize].store(0, Ordering::Relaxed);
         }
-        for word in &w[STAGES_AT..STAGES_AT + STAGE_WORDS] {
+        for word in &w[STAGES_AT..STAGE_SUMS_AT + STAGES.len()] {
             word.store(0, Ordering::Relaxed);
         }
         w[0].store(MAGIC, Ordering::Release);
@@ -297,11 +338,13 @@ impl CountersFile {
     }
 
     /// Stores the bucket counts of one stage.
-    pub fn set_stage(&self, stage: Stage, buckets: &[u64; STAGE_BUCKETS]) {
+    pub fn set_stage(&self, stage: Stage, buckets: &[u64; STAGE_BUCKETS], sum_ns: u64) {
         let at = STAGES_AT + stage as usize * STAGE_BUCKETS;
-        for (word, &n) in words(&self.map)[at..at + STAGE_BUCKETS].iter().zip(buckets) {
+        let w = words(&self.map);
+        for (word, &n) in w[at..at + STAGE_BUCKETS].iter().zip(buckets) {
             word.store(n, Ordering::Relaxed);
         }
+        w[STAGE_SUMS_AT + stage as usize].store(sum_ns, Ordering::Relaxed);
     }
 }
 
@@ -351,6 +394,11 @@ impl CountersReader {
         }
         out
     }
+
+    /// The nanoseconds waited in one stage, summed.
+    pub fn stage_sum_ns(&self, stage: Stage) -> u64 {
+        words(&self.map)[STAGE_SUMS_AT + stage as usize].load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
@@ -376,14 +424,20 @@ mod tests {
         let mut buckets = [0u64; STAGE_BUCKETS];
         buckets[3] = 5;
         buckets[STAGE_BUCKETS - 1] = 1;
-        writer.set_stage(Stage::CommittedToApplied, &buckets);
+        writer.set_stage(Stage::CommittedToApplied, &buckets, 123_456);
         assert_eq!(reader.stage(Stage::CommittedToApplied), buckets);
+        assert_eq!(reader.stage_sum_ns(Stage::CommittedToApplied), 123_456);
         assert_eq!(reader.stage(Stage::AppendedToDurable), [0; STAGE_BUCKETS]);
+        assert_eq!(reader.stage_sum_ns(Stage::AppendedToDurable), 0);
         assert_eq!(
             reader.get(Counter::ResendsInFlight),
             0,
             "the stages do not overlap the named counters"
         );
+        assert_eq!(Counter::CommitPosition.key(), "commit_position");
+        assert_eq!(Counter::CpuNs.key(), "cpu_ns");
+        let keys: std::collections::BTreeSet<String> = ALL.iter().map(|c| c.key()).collect();
+        assert_eq!(keys.len(), ALL.len(), "every key names one counter");
         std::fs::write(dir.path().join("counters"), [0u8; 4096]).unwrap();
         assert!(CountersReader::open(dir.path()).is_err());
     }

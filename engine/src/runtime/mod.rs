@@ -19,6 +19,7 @@
 mod agent;
 pub mod counters;
 mod idle;
+pub mod metrics;
 mod node_agent;
 mod preparer;
 mod resolver;

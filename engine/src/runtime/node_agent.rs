@@ -71,6 +71,7 @@ impl<A: ApplyStage + Send> NodeAgent<A> {
         c.set(Counter::RingRecordsSent, l.records_sent);
         c.set(Counter::RingRecordsReceived, l.records_received);
         c.set(Counter::RingFullDropped, l.full_dropped);
+        c.set(Counter::MemberId, n.id() as u64);
         c.set(Counter::DutyCycles, self.stats.cycles);
         c.set(Counter::MaxCycleNs, self.stats.max_cycle_ns);
         c.set(Counter::StallCycles, self.stats.stalls);
@@ -104,7 +105,8 @@ impl<A: ApplyStage + Send> NodeAgent<A> {
         c.set(Counter::ClientAddressesEvicted, u.clients_evicted);
         c.set(Counter::SendErrors, u.send_errors);
         for stage in crate::node::stages::STAGES {
-            c.set_stage(stage, n.stage_times().buckets(stage));
+            let times = n.stage_times();
+            c.set_stage(stage, times.buckets(stage), times.sum_ns(stage));
         }
         let cost = self.cost.total();
         c.set(Counter::CpuNs, cost.cpu_ns);
