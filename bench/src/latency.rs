@@ -68,6 +68,12 @@ pub struct Args {
     /// Keep the nodes' directories (logs and counters, for `raftline stat`).
     #[arg(long)]
     pub keep: bool,
+    /// Drive a cluster that is already running (on other hosts), named by any member's
+    /// node.toml: its cluster.members, cluster.id and client token. The cluster's own config
+    /// then decides durability, threading, idle and transport (reported from the file), and
+    /// there is no cost section (the nodes' counters are on their hosts: `raftline stat`).
+    #[arg(long)]
+    pub cluster: Option<PathBuf>,
 }
 
 impl Args {
@@ -87,13 +93,14 @@ impl Args {
             runs: 1,
             out: None,
             keep: false,
+            cluster: None,
         }
     }
 }
 
 #[derive(Serialize)]
 struct Settings {
-    topology: &'static str,
+    topology: String,
     transport: String,
     durability: String,
     threading_mode: String,
@@ -194,6 +201,36 @@ pub struct Plan {
     pub ipc_dir: Option<PathBuf>,
     /// Nodes as processes of this binary (`None`: in this process).
     pub node_bin: Option<PathBuf>,
+    /// A cluster started by someone else: nothing is started or stopped here.
+    pub external: Option<External>,
+}
+
+/// What the load generator needs of a cluster it did not start.
+pub struct External {
+    pub file: PathBuf,
+    pub members: Vec<std::net::SocketAddr>,
+    pub cluster_id: u32,
+    pub credential: Vec<u8>,
+    pub max_datagram_bytes: usize,
+    pub config: Config,
+}
+
+impl External {
+    /// Reads a member's node.toml; errors name the file and what in it is wrong.
+    pub fn load(file: &std::path::Path) -> Result<Self, String> {
+        let at = |e: &dyn std::fmt::Display| format!("--cluster {}: {e}", file.display());
+        let config = Config::load(file).map_err(|e| at(&e))?;
+        let members = config.resolve_members().map_err(|e| at(&e))?;
+        let credential = config.client_credential().map_err(|e| at(&e))?;
+        Ok(Self {
+            file: file.to_path_buf(),
+            members,
+            cluster_id: config.cluster.id,
+            credential,
+            max_datagram_bytes: config.transport.max_datagram_bytes,
+            config,
+        })
+    }
 }
 
 impl Plan {
@@ -228,6 +265,19 @@ impl Plan {
         if args.runs == 0 {
             return Err("--runs 0: at least one run".into());
         }
+        if let Some(file) = &args.cluster {
+            let external = External::load(file)?;
+            let c = &external.config;
+            let at = |e: &dyn std::fmt::Display| format!("--cluster {}: {e}", file.display());
+            return Ok(Self {
+                durability: c.durability().map_err(|e| at(&e))?,
+                threading: c.threading().map_err(|e| at(&e))?,
+                idle: c.idle_strategy().map_err(|e| at(&e))?,
+                ipc_dir: None,
+                node_bin: None,
+                external: Some(external),
+            });
+        }
         let node_bin = match args.topology.as_str() {
             "in-process" => None,
             "processes" => Some(crate::host::find_node_bin(None)?),
@@ -239,6 +289,7 @@ impl Plan {
             idle,
             ipc_dir,
             node_bin,
+            external: None,
         })
     }
 }
@@ -299,6 +350,16 @@ impl Recorder {
 /// Starts 3 nodes, offers `rate` msg/s of `size` bytes open loop, and records every echo's
 /// latency from its intended send time.
 pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunResult, String> {
+    if let Some(external) = &plan.external {
+        let mut cc = ClientConfig::new(external.members.clone(), external.cluster_id);
+        cc.credential = external.credential.clone();
+        cc.max_datagram_bytes = external.max_datagram_bytes;
+        let writer = format!(
+            "external cluster ({}; each node prints its writer)",
+            external.file.display()
+        );
+        return offer_load(args, cc, rate, size, None, writer);
+    }
     let _ = std::fs::remove_dir_all(&args.dir);
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
     let members = loopback_ports(3).map_err(|e| e.to_string())?;
@@ -351,8 +412,40 @@ pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunRe
             .collect(),
         1,
     );
-    cc.max_outstanding = 1 << 20;
     cc.max_datagram_bytes = 65_000;
+    let node_dirs: Vec<PathBuf> = (0..3)
+        .map(|id| args.dir.join(format!("node-{id}")))
+        .collect();
+    let result = offer_load(args, cc, rate, size, Some(&node_dirs), writer);
+    for n in nodes {
+        n.stop();
+    }
+    for mut p in processes {
+        // SAFETY: signals our own child, which has not been reaped.
+        unsafe { libc::kill(p.id() as i32, libc::SIGTERM) };
+        let _ = p.wait();
+    }
+    if let Some(dir) = &plan.ipc_dir {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    if !args.keep {
+        remove_run_dir(&args.dir);
+    }
+    result
+}
+
+/// Offers `rate` msg/s of `size` bytes open loop to the cluster `cc` names and records every
+/// echo's latency from its intended send time; reads the cost from `node_dirs`' counters when
+/// they are on this host.
+fn offer_load(
+    args: &Args,
+    mut cc: ClientConfig,
+    rate: u64,
+    size: usize,
+    node_dirs: Option<&[PathBuf]>,
+    writer: String,
+) -> Result<RunResult, String> {
+    cc.max_outstanding = 1 << 20;
     cc.resend_timeout_ns = 1_000_000_000;
     let mut client = ClusterClient::connect(cc, monotonic_ns).map_err(|e| e.to_string())?;
     // The client waits for each send time: it must not be woken up to 50 µs late.
@@ -369,13 +462,13 @@ pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunRe
     let deadline = start + total * interval_ns + 3_000_000_000;
     let mut last_progress = 0;
     let mut backpressure = 0u64;
-    let node_dirs: Vec<PathBuf> = (0..3)
-        .map(|id| args.dir.join(format!("node-{id}")))
-        .collect();
     let mut cost_start: Option<(crate::cost::Readers, Vec<crate::cost::Sample>)> = None;
     let mut cost_note = None;
     while received < total && monotonic_ns() < deadline {
-        if sent >= warmup && cost_start.is_none() && cost_note.is_none() {
+        if let (Some(node_dirs), true) = (
+            node_dirs,
+            sent >= warmup && cost_start.is_none() && cost_note.is_none(),
+        ) {
             // The measured load begins: what the nodes spent so far is not its cost.
             match crate::cost::Readers::open(node_dirs.iter().map(PathBuf::as_path)) {
                 Ok(readers) => {
@@ -433,19 +526,10 @@ pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunRe
     if let Some(note) = cost_note {
         eprintln!("no cost section: a node's counters were not found ({note})");
     }
-    for n in nodes {
-        n.stop();
-    }
-    for mut p in processes {
-        // SAFETY: signals our own child, which has not been reaped.
-        unsafe { libc::kill(p.id() as i32, libc::SIGTERM) };
-        let _ = p.wait();
-    }
-    if let Some(dir) = &plan.ipc_dir {
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    if !args.keep {
-        remove_run_dir(&args.dir);
+    if node_dirs.is_none() {
+        eprintln!(
+            "no cost section: the cluster is external (its counters: raftline stat on each host)"
+        );
     }
     Ok(RunResult {
         achieved_rate: received as f64 / elapsed_s.max(1e-9),
@@ -522,14 +606,28 @@ pub fn run(args: Args) -> Result<bool, String> {
     eprintln!("latency on {machine}");
     eprintln!("[1/3] reference: loopback UDP round trip, and the disk floor ...");
     let rtt = udp_rtt(2000).map_err(|e| e.to_string())?;
+    // The disk floor is the nodes' disk: not measurable from here for an external cluster.
     let floor = match plan.durability {
-        Durability::Fdatasync => Some(disk_floor(&args.dir, 2000).map_err(|e| e.to_string())?),
-        Durability::None => None,
+        Durability::Fdatasync if plan.external.is_none() => {
+            Some(disk_floor(&args.dir, 2000).map_err(|e| e.to_string())?)
+        }
+        _ => None,
     };
-    eprintln!(
-        "[2/3] 3 nodes on loopback (members over {}, durability {}, threading {}, idle {}), {} run(s) ...",
-        args.transport, plan.durability, args.threading, args.idle, args.runs
-    );
+    match &plan.external {
+        Some(e) => eprintln!(
+            "[2/3] the running cluster {} names ({} members; its config says durability {}, threading {}, idle {}), {} run(s) ...",
+            e.file.display(),
+            e.members.len(),
+            plan.durability,
+            e.config.runtime.threading,
+            plan.idle.name(),
+            args.runs
+        ),
+        None => eprintln!(
+            "[2/3] 3 nodes on loopback (members over {}, durability {}, threading {}, idle {}), {} run(s) ...",
+            args.transport, plan.durability, args.threading, args.idle, args.runs
+        ),
+    }
     let mut all = histogram();
     let mut runs = Vec::new();
     let mut run_histograms = Vec::new();
@@ -581,17 +679,29 @@ pub fn run(args: Args) -> Result<bool, String> {
         reference_disk_floor: floor,
         cost: spent.cost(),
         settings: Settings {
-            topology: match plan.node_bin {
-                Some(_) => "processes (3 `raftline node` processes)",
-                None => "in-process (3 nodes, one process, own threads)",
+            topology: match (&plan.external, &plan.node_bin) {
+                (Some(e), _) => format!(
+                    "external ({} members named by {})",
+                    e.members.len(),
+                    e.file.display()
+                ),
+                (None, Some(_)) => "processes (3 `raftline node` processes)".into(),
+                (None, None) => "in-process (3 nodes, one process, own threads)".into(),
             },
-            transport: match plan.ipc_dir {
-                Some(_) => "ipc rings (/dev/shm), client over udp loopback".into(),
-                None => "udp loopback".into(),
+            transport: match (&plan.external, &plan.ipc_dir) {
+                (Some(e), _) => format!(
+                    "{} (as configured), client over udp from this host",
+                    e.config.transport.members
+                ),
+                (None, Some(_)) => "ipc rings (/dev/shm), client over udp loopback".into(),
+                (None, None) => "udp loopback".into(),
             },
             durability: plan.durability.to_string(),
-            threading_mode: args.threading.clone(),
-            idle_strategy: args.idle.clone(),
+            threading_mode: match &plan.external {
+                Some(e) => e.config.runtime.threading.clone(),
+                None => args.threading.clone(),
+            },
+            idle_strategy: plan.idle.name().to_string(),
             writer,
             size_bytes: args.size,
             machine,

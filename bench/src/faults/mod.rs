@@ -14,7 +14,6 @@
 mod check;
 mod corrupt;
 mod inject;
-mod net;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -33,7 +32,7 @@ use serde::Serialize;
 
 use crate::report::{histogram, loopback_ports, write_json, Latency, Machine};
 use check::{Op, Outcome};
-use net::Network;
+use raftline_bench::net::Network;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Args {

@@ -1,7 +1,8 @@
-//! Where the fault test's nodes live on the network: each in its own network namespace, joined
-//! to the host by a veth pair on a bridge, so links between nodes can be cut (a blackhole route
-//! in the sender's namespace cuts one direction), or on loopback when namespaces are not
-//! available (not root, no iproute2), where partitions are skipped.
+//! Where a test's nodes live on the network (the fault harness's, the external-cluster
+//! test's): each in its own network namespace, joined to the host by a veth pair on a bridge,
+//! so links between nodes can be cut (a blackhole route in the sender's namespace cuts one
+//! direction), or on loopback when namespaces are not available (not root, no iproute2), where
+//! partitions are skipped.
 
 use std::path::Path;
 use std::process::Command;

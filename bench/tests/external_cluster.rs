@@ -1,0 +1,147 @@
+//! The load generator against a cluster it did not start: three `raftline node` processes, each
+//! in its own network namespace (a stand-in for a host, on its own address behind a bridge), and
+//! `raftline-bench latency --cluster node-0.toml` in the root namespace, as a team with three
+//! dedicated hosts and a fourth for the client would run it. Skipped, with a message, where the
+//! host cannot create namespaces (not root, no iproute2).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use raftline::config::Config;
+use raftline::log::Durability;
+use raftline::runtime::counters::{Counter, CountersReader};
+use raftline_bench::net::Network;
+
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // SAFETY: signals our own child, which has not been reaped.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+}
+
+fn node_binary() -> Option<PathBuf> {
+    let bench = Path::new(env!("CARGO_BIN_EXE_raftline-bench"));
+    Some(bench.with_file_name("raftline")).filter(|p| p.is_file())
+}
+
+#[test]
+fn the_harness_measures_a_cluster_running_in_other_network_namespaces() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipped: creating network namespaces needs root");
+        return;
+    }
+    let Some(node_bin) = node_binary() else {
+        println!(
+            "skipped: no `raftline` binary next to raftline-bench (cargo test --workspace builds it)"
+        );
+        return;
+    };
+    let network = match Network::namespaces(3, std::process::id()) {
+        Ok(n) => n,
+        Err(e) => {
+            println!("skipped: network namespaces unavailable ({e})");
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let members: Vec<String> = (0..3).map(|i| network.address(i, "")).collect();
+    let mut children = Nodes(Vec::new());
+    let mut configs = Vec::new();
+    for id in 0..3u32 {
+        let config = Config::builder(id, members.clone(), tmp.path().join(format!("node-{id}")))
+            .cluster_id(77)
+            .durability(Durability::None)
+            .segment_mib(8)
+            .timeouts_ms(50, 1000, 300)
+            .build()
+            .unwrap();
+        let path = tmp.path().join(format!("node-{id}.toml"));
+        std::fs::write(&path, config.to_toml()).unwrap();
+        let log = std::fs::File::create(tmp.path().join(format!("node-{id}.out"))).unwrap();
+        let wrap = network.wrap(id as usize);
+        let child = Command::new(&wrap[0])
+            .args(&wrap[1..])
+            .arg(&node_bin)
+            .args(["node", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        children.0.push(child);
+        configs.push(path);
+    }
+    // Until one member leads (its counters file is on this host's disk, as on a real host).
+    let start = Instant::now();
+    let said = |id: u32| {
+        std::fs::read_to_string(tmp.path().join(format!("node-{id}.out"))).unwrap_or_default()
+    };
+    loop {
+        let leads = (0..3).any(|id| {
+            CountersReader::open(&tmp.path().join(format!("node-{id}")))
+                .is_ok_and(|r| r.get(Counter::Role) == 2)
+        });
+        if leads {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no leader in 20 s:\n{}\n{}\n{}",
+            said(0),
+            said(1),
+            said(2)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let json = tmp.path().join("latency.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_raftline-bench"))
+        .args([
+            "latency",
+            "--rate",
+            "500",
+            "--seconds",
+            "2",
+            "--warmup",
+            "0.5",
+        ])
+        .arg("--cluster")
+        .arg(&configs[0])
+        .arg("--json")
+        .arg(&json)
+        .arg("--dir")
+        .arg(tmp.path().join("bench"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(summary["count"], 1000, "every measured message came back");
+    assert_eq!(summary["missing_replies"], 0);
+    assert_eq!(summary["ok"], true);
+    let p50 = summary["p50_us"].as_f64().unwrap();
+    let p99 = summary["p99_us"].as_f64().unwrap();
+    assert!(p50 > 0.0 && p99 >= p50, "{summary}");
+    let topology = summary["settings"]["topology"].as_str().unwrap();
+    assert!(topology.starts_with("external (3 members"), "{topology}");
+    assert_eq!(
+        summary["settings"]["durability"], "none",
+        "read from node-0.toml"
+    );
+    println!("external cluster in namespaces: p50 {p50:.0} µs, p99 {p99:.0} µs at 500 msg/s");
+    drop(children);
+    drop(network);
+}
