@@ -4,6 +4,8 @@
 //! raftline node --config node.toml [--service echo|kv] [--recover-vote]
 //!                                      run a member with a built-in service: echo (the
 //!                                      default) or kv (registers, for the fault tests)
+//! raftline node --config node.toml --check-config
+//!                                      check the config and this host without starting
 //! raftline stat <log-dir>... [--once | --json | --prometheus]
 //!                                      print members' counters (refreshed each second unless
 //!                                      --once), or once as JSON or Prometheus text
@@ -32,7 +34,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: raftline node --config node.toml [--service echo|kv] [--recover-vote]\n       raftline stat <log-dir>... [--once | --json | --prometheus]\n       raftline exporter --listen ADDR --dir <log-dir> [--dir <log-dir> ...]\n       raftline cluster describe|snapshot|step-down|transfer-leader <member>|shutdown --config node.toml"
+        "usage: raftline node --config node.toml [--service echo|kv] [--recover-vote]\n       raftline node --config node.toml --check-config\n       raftline stat <log-dir>... [--once | --json | --prometheus]\n       raftline exporter --listen ADDR --dir <log-dir> [--dir <log-dir> ...]\n       raftline cluster describe|snapshot|step-down|transfer-leader <member>|shutdown --config node.toml"
     );
     std::process::exit(2);
 }
@@ -50,6 +52,9 @@ fn main() {
             };
             let Some(path) = args.get(i + 1) else { usage() };
             let path = PathBuf::from(path);
+            if args.iter().any(|a| a == "--check-config") {
+                std::process::exit(check_config(&path));
+            }
             let service = match args.iter().position(|a| a == "--service") {
                 None => "echo",
                 Some(i) => args.get(i + 1).map_or_else(|| usage(), String::as_str),
@@ -98,6 +103,35 @@ fn main() {
         }
         Some("exporter") => std::process::exit(exporter(&args[1..])),
         _ => usage(),
+    }
+}
+
+/// `raftline node --config F --check-config`: the config and this host, without starting.
+fn check_config(path: &std::path::Path) -> i32 {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("FAIL  config {}: {e}", path.display());
+            return 1;
+        }
+    };
+    println!(
+        "ok    config {}: node {} of {}",
+        path.display(),
+        config.node.id,
+        config.cluster.members.len()
+    );
+    let checks = raftline::runtime::check::check_node(&config);
+    for c in &checks {
+        println!("{c}");
+    }
+    let failed = checks.iter().filter(|c| !c.passed()).count();
+    if failed == 0 {
+        println!("node {} can start here", config.node.id);
+        0
+    } else {
+        println!("{failed} check(s) failed");
+        1
     }
 }
 

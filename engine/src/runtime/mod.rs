@@ -17,6 +17,7 @@
 //!   without a fourth thread and its extra ring hop.
 
 mod agent;
+pub mod check;
 pub mod counters;
 mod idle;
 pub mod metrics;
