@@ -64,6 +64,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+/// The README's Rust examples, compiled by `cargo test` as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 #[cfg(any(test, feature = "sim"))]
 pub use raftline_core::sim;
 pub use raftline_core::{access, auth, codec, consensus, io, log, node, rng, service};

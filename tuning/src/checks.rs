@@ -345,7 +345,7 @@ fn cpu(c: &mut Checks, nodes: usize) {
             Status::Warn,
             format!("{ns} ns"),
             "timed waits (sleep, epoll timeouts) may fire this late",
-            "raftline threads can set prctl(PR_SET_TIMERSLACK, 1); or use busy-spin on isolated cores",
+            "raftline's own threads set prctl(PR_SET_TIMERSLACK, 1) themselves; an embedding application's timed threads (its clients) should too",
         ),
         Some(ns) => c.add("cpu", "timer_slack", Status::Ok, format!("{ns} ns"), "timed waits fire on time", ""),
         None => c.unknown("cpu", "timer_slack", "timed waits may fire late", ""),
