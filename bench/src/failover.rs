@@ -8,6 +8,12 @@
 //! With `--transfer`, the leader is not killed but asked over the admin channel to hand
 //! leadership to the next member (a planned transfer); the interruption is then from the
 //! command to the first message acknowledged under the new leader.
+//!
+//! With `--cluster node.toml`, the cluster is one already running elsewhere: its state comes
+//! from the admin channel (`describe`), and the leader is handed over (`--transfer`) or killed
+//! and restarted by commands the user gives (`--kill-command`, `--restart-command`, with
+//! `{member}` replaced by the member's id; for example `ssh host{member} systemctl kill -s
+//! KILL raftline`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,6 +59,15 @@ pub struct Args {
     /// Write the timeline (CSV and SVG), every request's `.hgrm` and the JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// A cluster already running, named by any member's node.toml (see the module docs).
+    #[arg(long)]
+    pub cluster: Option<PathBuf>,
+    /// With --cluster: the shell command that kills member {member} (without --transfer).
+    #[arg(long)]
+    pub kill_command: Option<String>,
+    /// With --cluster: the shell command that starts member {member} again after a kill.
+    #[arg(long)]
+    pub restart_command: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -70,14 +85,147 @@ struct Summary {
     target_p99_ms: f64,
     ok: bool,
     durability: String,
-    threading_mode: &'static str,
-    idle_strategy: &'static str,
+    threading_mode: String,
+    idle_strategy: String,
     machine: Machine,
+}
+
+/// The settings a report states.
+struct Setting {
+    durability: String,
+    threading: String,
+    idle: String,
+    heartbeat_timeout_ms: u64,
+    election_timeout_ms: u64,
+}
+
+/// The members under test: nodes in this process, or a cluster running elsewhere.
+enum Members {
+    Local(Cluster),
+    External(Box<External>),
 }
 
 struct Cluster {
     configs: Vec<Config>,
     nodes: Vec<Option<RunningNode<EchoService>>>,
+}
+
+struct External {
+    admin: AdminClient,
+    kill_command: Option<String>,
+    restart_command: Option<String>,
+    /// The member killed and not yet restarted.
+    down: Option<usize>,
+}
+
+/// Runs `command` (with `{member}` replaced) in a shell; an error names it and its output.
+fn run_command(command: &str, member: usize) -> Result<(), String> {
+    let command = command.replace("{member}", &member.to_string());
+    let out = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .output()
+        .map_err(|e| format!("{command}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{command}: exit {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Members {
+    fn len(&self) -> usize {
+        match self {
+            Members::Local(c) => c.nodes.len(),
+            Members::External(e) => e.admin.member_count(),
+        }
+    }
+
+    /// The settled leader and every member's applied position (0 for one not heard from).
+    fn settled(&mut self) -> Option<(usize, Vec<u64>)> {
+        match self {
+            Members::Local(c) => {
+                let applied = (0..c.nodes.len()).map(|i| c.applied(i)).collect();
+                Some((c.leader()?, applied))
+            }
+            Members::External(e) => {
+                let states = e.admin.describe(Duration::from_millis(200)).ok()?;
+                let running: Vec<_> = states
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| e.down != Some(i))
+                    .map(|(_, s)| s.as_ref())
+                    .collect::<Option<_>>()?;
+                let leader = running
+                    .iter()
+                    .find(|s| s.role == raftline::consensus::Role::Leader)?;
+                let follows = running
+                    .iter()
+                    .all(|s| s.term == leader.term && s.leader == Some(leader.member_id));
+                let applied = states
+                    .iter()
+                    .map(|s| s.as_ref().map_or(0, |s| s.applied))
+                    .collect();
+                follows.then_some((leader.member_id as usize, applied))
+            }
+        }
+    }
+
+    /// Kills member `i` (or, with `transfer`, asks it to hand over to the next member).
+    fn interrupt(
+        &mut self,
+        i: usize,
+        transfer: bool,
+        admin: &mut Option<AdminClient>,
+    ) -> Result<(), String> {
+        let n = self.len();
+        let to = ((i + 1) % n) as u32;
+        match self {
+            Members::Local(c) => {
+                if let Some(admin) = admin.as_mut() {
+                    admin.send(i as u32, AdminCommand::TransferLeader, to);
+                } else {
+                    let node = c.nodes[i].take().expect("running");
+                    drop(node.stop());
+                }
+                Ok(())
+            }
+            Members::External(e) if transfer => {
+                e.admin.send(i as u32, AdminCommand::TransferLeader, to);
+                Ok(())
+            }
+            Members::External(e) => {
+                let kill = e.kill_command.as_deref().expect("checked at start");
+                e.down = Some(i);
+                run_command(kill, i)
+            }
+        }
+    }
+
+    /// Starts the member interrupted last again, if it was killed.
+    fn restart(&mut self, i: usize) -> Result<(), String> {
+        match self {
+            Members::Local(c) => {
+                if c.nodes[i].is_none() {
+                    c.nodes[i] = Some(
+                        RunningNode::start(&c.configs[i], EchoService::default())
+                            .map_err(|e| e.to_string())?,
+                    );
+                }
+                Ok(())
+            }
+            Members::External(e) => {
+                if e.down.take().is_some() {
+                    let restart = e.restart_command.as_deref().expect("checked at start");
+                    run_command(restart, i)?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 impl Cluster {
@@ -107,13 +255,8 @@ impl Cluster {
     }
 }
 
-pub fn run(args: Args) -> Result<bool, String> {
-    let durability = match args.durability.as_str() {
-        "fdatasync" => Durability::Fdatasync,
-        "none" => Durability::None,
-        other => return Err(format!("--durability {other}: use fdatasync or none")),
-    };
-    let machine = Machine::detect();
+/// Three nodes in this process on loopback, and the client's config for them.
+fn local(args: &Args, durability: Durability) -> Result<(Members, ClientConfig), String> {
     let _ = std::fs::remove_dir_all(&args.dir);
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
     let members = loopback_ports(3).map_err(|e| e.to_string())?;
@@ -151,12 +294,81 @@ pub fn run(args: Args) -> Result<bool, String> {
         3,
     );
     cc.max_datagram_bytes = 65_000;
+    Ok((Members::Local(cluster), cc))
+}
+
+/// The cluster `file` names, driven over its client and admin channels.
+fn external(args: &Args, file: &std::path::Path) -> Result<(Members, ClientConfig), String> {
+    if !args.transfer && (args.kill_command.is_none() || args.restart_command.is_none()) {
+        return Err(
+            "--cluster: give --transfer, or both --kill-command and --restart-command (a member this harness did not start is killed and restarted by your commands)".into(),
+        );
+    }
+    let external = crate::latency::External::load(file)?;
+    let credential = external
+        .config
+        .admin_credential()
+        .map_err(|e| format!("--cluster {}: {e}", file.display()))?;
+    let admin = AdminClient::connect(external.members.clone(), external.cluster_id)
+        .map_err(|e| e.to_string())?
+        .with_credential(credential);
+    let mut cc = ClientConfig::new(external.members.clone(), external.cluster_id);
+    cc.credential = external.credential.clone();
+    cc.max_datagram_bytes = external.max_datagram_bytes;
+    Ok((
+        Members::External(Box::new(External {
+            admin,
+            kill_command: args.kill_command.clone(),
+            restart_command: args.restart_command.clone(),
+            down: None,
+        })),
+        cc,
+    ))
+}
+
+pub fn run(args: Args) -> Result<bool, String> {
+    let durability = match args.durability.as_str() {
+        "fdatasync" => Durability::Fdatasync,
+        "none" => Durability::None,
+        other => return Err(format!("--durability {other}: use fdatasync or none")),
+    };
+    let machine = Machine::detect();
+    let (mut members, mut cc) = match &args.cluster {
+        Some(file) => external(&args, file)?,
+        None => local(&args, durability)?,
+    };
     cc.max_outstanding = 1 << 16;
     cc.resend_timeout_ns = args.client_resend_ms * 1_000_000;
+    let cluster_id = cc.cluster_id;
+    let member_addrs = cc.members.clone();
+    // What the report states: this harness's settings, or the external cluster's config.
+    let (admin_credential, setting) = match &args.cluster {
+        Some(file) => {
+            let c = Config::load(file).map_err(|e| e.to_string())?;
+            let setting = Setting {
+                durability: c.log.durability.clone(),
+                threading: c.runtime.threading.clone(),
+                idle: c.runtime.idle.clone(),
+                heartbeat_timeout_ms: c.consensus.leader_heartbeat_timeout_ms,
+                election_timeout_ms: c.consensus.election_timeout_ms,
+            };
+            (c.admin_credential().map_err(|e| e.to_string())?, setting)
+        }
+        None => (
+            Vec::new(),
+            Setting {
+                durability: args.durability.clone(),
+                threading: "shared".into(),
+                idle: "block".into(),
+                heartbeat_timeout_ms: args.heartbeat_timeout_ms,
+                election_timeout_ms: args.election_timeout_ms,
+            },
+        ),
+    };
     let mut client = ClusterClient::connect(cc, monotonic_ns).map_err(|e| e.to_string())?;
     eprintln!(
-        "failover on {machine}: {} kills, heartbeat timeout {} ms, election timeout {} ms, {} msg/s, durability {durability}",
-        args.kills, args.heartbeat_timeout_ms, args.election_timeout_ms, args.rate
+        "failover on {machine}: {} kills, heartbeat timeout {} ms, election timeout {} ms, {} msg/s, durability {}",
+        args.kills, setting.heartbeat_timeout_ms, setting.election_timeout_ms, args.rate, setting.durability
     );
 
     let interval = 1_000_000_000 / args.rate.max(1);
@@ -210,25 +422,29 @@ pub fn run(args: Args) -> Result<bool, String> {
         first_ack
     };
 
-    let mut admin = if args.transfer {
-        let addrs = members
-            .iter()
-            .map(|m| m.parse().expect("address"))
-            .collect();
-        Some(AdminClient::connect(addrs, 3).map_err(|e| e.to_string())?)
+    // A local cluster's transfers go over the admin channel as an operator's would.
+    let mut admin = if args.transfer && matches!(members, Members::Local(_)) {
+        Some(
+            AdminClient::connect(member_addrs.clone(), cluster_id)
+                .map_err(|e| e.to_string())?
+                .with_credential(admin_credential.clone()),
+        )
     } else {
         None
     };
+    let n = members.len();
     let mut kills_at = Vec::new();
     for kill in 0..args.kills {
         // Steady state: a leader, every member caught up.
         drive(&mut client, 300_000_000, &mut acknowledged, 0, None);
         let deadline = monotonic_ns() + 10_000_000_000;
-        let target = (0..3).map(|i| cluster.applied(i)).max().unwrap_or(0);
+        let mut target = None;
         let leader = loop {
-            if let Some(l) = cluster.leader() {
-                // Every member has applied at least what the most advanced one had.
-                if (0..3).all(|i| cluster.applied(i) >= target) {
+            if let Some((l, applied)) = members.settled() {
+                // Every member has applied at least what the most advanced one had when the
+                // wait began.
+                let goal = *target.get_or_insert(applied.iter().copied().max().unwrap_or(0));
+                if applied.iter().all(|&a| a >= goal) {
                     break l;
                 }
             }
@@ -242,13 +458,7 @@ pub fn run(args: Args) -> Result<bool, String> {
         // stopped may still sit in the client's socket).
         let killed_at = monotonic_ns();
         kills_at.push(killed_at - run_start);
-        if let Some(admin) = admin.as_mut() {
-            let to = ((leader + 1) % 3) as u32;
-            admin.send(leader as u32, AdminCommand::TransferLeader, to);
-        } else {
-            let node = cluster.nodes[leader].take().expect("running");
-            drop(node.stop());
-        }
+        members.interrupt(leader, args.transfer, &mut admin)?;
         let ack_from = client.next_sequence();
         let first = drive(
             &mut client,
@@ -259,7 +469,7 @@ pub fn run(args: Args) -> Result<bool, String> {
         );
         let Some(first) = first else {
             return Err(format!(
-                "kill {kill}: nothing acknowledged within 10 s of killing leader {leader}"
+                "kill {kill}: nothing acknowledged within 10 s of killing leader {leader} of {n}"
             ));
         };
         let gap = first - killed_at;
@@ -270,31 +480,33 @@ pub fn run(args: Args) -> Result<bool, String> {
             args.kills,
             gap as f64 / 1e6
         );
-        if cluster.nodes[leader].is_none() {
-            cluster.nodes[leader] = Some(
-                RunningNode::start(&cluster.configs[leader], EchoService::default())
-                    .map_err(|e| e.to_string())?,
-            );
-        }
+        members.restart(leader)?;
     }
     eprintln!();
-    for n in cluster.nodes.into_iter().flatten() {
-        n.stop();
+    if let Members::Local(cluster) = members {
+        for n in cluster.nodes.into_iter().flatten() {
+            n.stop();
+        }
+        remove_run_dir(&args.dir);
     }
-    remove_run_dir(&args.dir);
     let lost = in_flight.len();
     let l = Latency::of(&h);
-    // Kill: detection takes the heartbeat timeout. Transfer: the target, 5 ms.
-    let target_p99_ms = if args.transfer { 5.0 } else { 150.0 };
+    // Kill: detection takes the heartbeat timeout, then 50 ms for the election and the first
+    // commit. Transfer: 5 ms.
+    let target_p99_ms = if args.transfer {
+        5.0
+    } else {
+        setting.heartbeat_timeout_ms as f64 + 50.0
+    };
     let ok = l.p99_us / 1000.0 < target_p99_ms;
     let request_latency = Latency::of(&requests);
     println!(
         "\nleader failover: {} {}s, heartbeat timeout {} ms, election timeout {} ms, durability {}",
         args.kills,
         if args.transfer { "transfer" } else { "kill" },
-        args.heartbeat_timeout_ms,
-        args.election_timeout_ms,
-        args.durability
+        setting.heartbeat_timeout_ms,
+        setting.election_timeout_ms,
+        setting.durability
     );
     println!(
         "{:<30} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -328,21 +540,22 @@ pub fn run(args: Args) -> Result<bool, String> {
         if ok { "met" } else { "MISSED" }
     );
     println!(
-        "machine: {machine}; threading shared, idle block; {acknowledged} messages acknowledged"
+        "machine: {machine}; threading {}, idle {}; {acknowledged} messages acknowledged",
+        setting.threading, setting.idle
     );
     let summary = Summary {
         kills: args.kills,
         event: if args.transfer { "transfer" } else { "kill" },
         interruption: l,
         requests: request_latency,
-        heartbeat_timeout_ms: args.heartbeat_timeout_ms,
-        election_timeout_ms: args.election_timeout_ms,
+        heartbeat_timeout_ms: setting.heartbeat_timeout_ms,
+        election_timeout_ms: setting.election_timeout_ms,
         acknowledged,
         target_p99_ms,
         ok,
-        durability: args.durability.clone(),
-        threading_mode: "shared",
-        idle_strategy: "block",
+        durability: setting.durability.clone(),
+        threading_mode: setting.threading.clone(),
+        idle_strategy: setting.idle.clone(),
         machine,
     };
     if let Some(path) = &args.json {
@@ -368,7 +581,7 @@ pub fn run(args: Args) -> Result<bool, String> {
                 args.rate,
                 args.kills,
                 if args.transfer { "transfer" } else { "kill" },
-                args.durability
+                setting.durability
             ),
             &points,
             &marks,

@@ -1,8 +1,10 @@
 //! The load generator against a cluster it did not start: three `raftline node` processes, each
 //! in its own network namespace (a stand-in for a host, on its own address behind a bridge), and
 //! `raftline-bench latency --cluster node-0.toml` in the root namespace, as a team with three
-//! dedicated hosts and a fourth for the client would run it. Skipped, with a message, where the
-//! host cannot create namespaces (not root, no iproute2).
+//! dedicated hosts and a fourth for the client would run it; then `raftline-bench failover
+//! --cluster` against the same members, by planned transfers over the admin channel and by
+//! kills and restarts through commands (as `ssh host systemctl kill` would be). Skipped, with a
+//! message, where the host cannot create namespaces (not root, no iproute2).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -142,6 +144,62 @@ fn the_harness_measures_a_cluster_running_in_other_network_namespaces() {
         "read from node-0.toml"
     );
     println!("external cluster in namespaces: p50 {p50:.0} µs, p99 {p99:.0} µs at 500 msg/s");
+
+    // Failover against the same cluster: two planned transfers, then two kills and restarts by
+    // the user's commands (`{member}` is the member's id).
+    let ns = |member: &str| network.wrap(0)[3].trim_end_matches('0').to_string() + member;
+    let kill = format!("ip netns pids {} | xargs -r kill -9", ns("{member}"));
+    let restart = format!(
+        "ip netns exec {} setsid {} node --config {}/node-{{member}}.toml >>{}/node-{{member}}.out 2>&1 </dev/null &",
+        ns("{member}"),
+        node_bin.display(),
+        tmp.path().display(),
+        tmp.path().display()
+    );
+    for how in [
+        vec!["--transfer"],
+        vec!["--kill-command", &kill, "--restart-command", &restart],
+    ] {
+        let json = tmp.path().join("failover.json");
+        let out = Command::new(env!("CARGO_BIN_EXE_raftline-bench"))
+            .args(["failover", "--kills", "2", "--rate", "200"])
+            .arg("--cluster")
+            .arg(&configs[0])
+            .args(&how)
+            .arg("--json")
+            .arg(&json)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        println!("{stdout}");
+        assert!(
+            out.status.success(),
+            "failover {how:?}: {stdout}\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            said(0) + &said(1) + &said(2)
+        );
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(summary["interruption"]["count"], 2, "{how:?}: {summary}");
+        assert_eq!(
+            summary["event"],
+            if how[0] == "--transfer" {
+                "transfer"
+            } else {
+                "kill"
+            }
+        );
+        assert_eq!(summary["durability"], "none", "read from node-0.toml");
+    }
+    // The restarted members are not this process's children.
+    for i in 0..3 {
+        let _ = Command::new("sh")
+            .args([
+                "-c",
+                &format!("ip netns pids {} | xargs -r kill -9", ns(&i.to_string())),
+            ])
+            .status();
+    }
     drop(children);
     drop(network);
 }

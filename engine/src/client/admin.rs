@@ -84,6 +84,11 @@ impl AdminClient {
         })
     }
 
+    /// How many members this client addresses.
+    pub fn member_count(&self) -> usize {
+        self.members
+    }
+
     /// Presents `credential` (the cluster's admin token) with every request.
     pub fn with_credential(mut self, credential: Vec<u8>) -> Self {
         self.credential = credential;
