@@ -3,7 +3,14 @@
 //! ```text
 //! raftline-ci instructions [--bin PATH] [--baseline FILE] [--tolerance 0.02] [--update]
 //! raftline-ci latency [--bench PATH] [--baseline FILE] [--tolerance 0.5] [--update]
+//! raftline-ci cost [--bench PATH] [--baseline FILE] [--tolerance 0.15] [--update]
 //! ```
+//!
+//! `cost` runs the same short latency run and compares the cluster's system calls and
+//! datagrams per committed message (the bench's cost section: counted where raftline issues
+//! them, so they do not depend on the machine's speed, only on how the work batched) with the
+//! baseline. Batching does move with timing, a few per cent between runs on this project's
+//! 2-core host, so the tolerance is 15 %; `.ci/run` gates on it.
 //!
 //! `latency` runs a short `raftline-bench latency` (durability none, 2000 msg/s, 3 s) and
 //! compares its p50 and p99 *as ratios to the loopback UDP round trip measured in the same
@@ -192,14 +199,126 @@ fn latency(args: &[String]) -> i32 {
     0
 }
 
+/// Runs `raftline-bench latency --durability none --rate 2000 --seconds 3` and returns its JSON.
+fn short_latency_run(bench: &PathBuf) -> Result<serde_json::Value, String> {
+    let out = Command::new(bench)
+        .args([
+            "latency",
+            "--durability",
+            "none",
+            "--rate",
+            "2000",
+            "--seconds",
+            "3",
+            "--json",
+            "-",
+        ])
+        .output()
+        .map_err(|e| {
+            format!(
+                "{}: {e} (build it: cargo build --release -p raftline-bench)",
+                bench.display()
+            )
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json_start = text.find('{').unwrap_or(0);
+    let summary: serde_json::Value = serde_json::from_str(&text[json_start..])
+        .map_err(|e| format!("no JSON summary from {}: {e}", bench.display()))?;
+    if summary.get("ok").and_then(|v| v.as_bool()) != Some(true) {
+        return Err("the latency run was not valid (rate missed or replies lost)".into());
+    }
+    Ok(summary)
+}
+
+/// The cost figures `cost` gates on, per committed message.
+const COST_FIGURES: [&str; 2] = ["syscalls_per_message", "datagrams_per_message"];
+
+fn cost(args: &[String]) -> i32 {
+    let bench = PathBuf::from(
+        flag_value(args, "--bench").unwrap_or_else(|| "target/release/raftline-bench".into()),
+    );
+    let baseline_path = PathBuf::from(
+        flag_value(args, "--baseline").unwrap_or_else(|| "ci/baselines/cost.json".into()),
+    );
+    let tolerance: f64 = flag_value(args, "--tolerance")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0.15);
+    let summary = match short_latency_run(&bench) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("raftline-ci: {e}");
+            return 1;
+        }
+    };
+    let mut current = BTreeMap::new();
+    for figure in COST_FIGURES {
+        match summary["cost"]["cluster"][figure].as_f64() {
+            Some(v) => {
+                current.insert(figure.to_string(), v);
+            }
+            None => {
+                eprintln!("raftline-ci: the run has no cost.cluster.{figure} (were the nodes' counters found?)");
+                return 1;
+            }
+        }
+    }
+    let baseline: Option<BTreeMap<String, f64>> = std::fs::read_to_string(&baseline_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    println!(
+        "{:<24} {:>10} {:>10} {:>9}  status",
+        "cluster, per message", "baseline", "current", "change"
+    );
+    let mut regressions = 0;
+    for (name, &now) in &current {
+        let base = baseline.as_ref().and_then(|b| b.get(name)).copied();
+        let (change, status) = match base {
+            None => ("-".to_string(), "new"),
+            Some(b) => {
+                let r = now / b - 1.0;
+                let status = if r > tolerance {
+                    regressions += 1;
+                    "REGRESSION"
+                } else if r < -tolerance {
+                    "improved: record with --update"
+                } else {
+                    "ok"
+                };
+                (format!("{:+.1} %", r * 100.0), status)
+            }
+        };
+        let base = base.map_or("-".into(), |b| format!("{b:.2}"));
+        println!("{name:<24} {base:>10} {now:>10.2} {change:>9}  {status}");
+    }
+    if args.iter().any(|a| a == "--update") {
+        let text = serde_json::to_string_pretty(&current).expect("serializable") + "\n";
+        if let Err(e) = std::fs::write(&baseline_path, text) {
+            eprintln!("raftline-ci: {}: {e}", baseline_path.display());
+            return 1;
+        }
+        println!("baseline written to {}", baseline_path.display());
+        return 0;
+    }
+    if regressions > 0 {
+        eprintln!(
+            "raftline-ci: {regressions} cost figure(s) worse by more than {:.0} %",
+            tolerance * 100.0
+        );
+        return 1;
+    }
+    println!("0 regressions (tolerance {:.0} %)", tolerance * 100.0);
+    0
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("instructions") => {}
         Some("latency") => std::process::exit(latency(&args)),
+        Some("cost") => std::process::exit(cost(&args)),
         _ => {
             eprintln!(
-                "usage: raftline-ci instructions [--bin PATH] [--baseline FILE] [--tolerance 0.02] [--update]\n       raftline-ci latency [--bench PATH] [--baseline FILE] [--tolerance 0.5] [--update]"
+                "usage: raftline-ci instructions [--bin PATH] [--baseline FILE] [--tolerance 0.02] [--update]\n       raftline-ci latency [--bench PATH] [--baseline FILE] [--tolerance 0.5] [--update]\n       raftline-ci cost [--bench PATH] [--baseline FILE] [--tolerance 0.15] [--update]"
             );
             std::process::exit(2);
         }
