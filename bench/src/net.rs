@@ -39,7 +39,16 @@ impl Network {
     pub fn namespaces(nodes: usize, tag: u32) -> Result<Self, String> {
         remove_stale();
         let prefix = format!("rlf{tag}n");
-        let subnet = 100 + (tag % 100) as u8;
+        // A subnet no other run on this host is using (two harnesses may run at once).
+        let in_use = Command::new("ip")
+            .args(["-o", "-4", "addr", "show"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let subnet = (0..100u32)
+            .map(|k| 100 + ((tag + k) % 100) as u8)
+            .find(|s| !in_use.contains(&format!("10.{s}.0.254/")))
+            .ok_or("every subnet 10.100-199.0.0/24 is in use")?;
         let net = Network::Namespaces {
             prefix: prefix.clone(),
             subnet,
