@@ -141,23 +141,47 @@ fn latency(args: &[String]) -> i32 {
     let baseline: Option<LatencyBaseline> = std::fs::read_to_string(&baseline_path)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
-    println!(
-        "{:<18} {:>10} {:>10} {:>9}  status",
-        "ratio", "baseline", "current", "change"
-    );
-    let mut regressions = 0;
-    for (name, now, base) in [
+    let rows = [
         (
             "p50 / UDP p50",
-            current.p50_over_udp_rtt,
             baseline.as_ref().map(|b| b.p50_over_udp_rtt),
+            current.p50_over_udp_rtt,
         ),
         (
             "p99 / UDP p99",
-            current.p99_over_udp_rtt,
             baseline.as_ref().map(|b| b.p99_over_udp_rtt),
+            current.p99_over_udp_rtt,
         ),
-    ] {
+    ];
+    compare_and_record(
+        args,
+        "ratio",
+        &rows,
+        tolerance,
+        "latency ratio",
+        &baseline_path,
+        &current,
+    )
+}
+
+/// Prints each row (name, baseline, current; higher is worse) against `tolerance`, and with
+/// `--update` writes `current` as the new baseline. Returns the exit status: 1 if any row is
+/// worse than the baseline by more than `tolerance`.
+fn compare_and_record<T: Serialize>(
+    args: &[String],
+    header: &str,
+    rows: &[(&str, Option<f64>, f64)],
+    tolerance: f64,
+    what: &str,
+    baseline_path: &std::path::Path,
+    current: &T,
+) -> i32 {
+    println!(
+        "{header:<24} {:>10} {:>10} {:>9}  status",
+        "baseline", "current", "change"
+    );
+    let mut regressions = 0;
+    for &(name, base, now) in rows {
         let (change, status) = match base {
             None => ("-".to_string(), "new"),
             Some(b) => {
@@ -165,18 +189,20 @@ fn latency(args: &[String]) -> i32 {
                 let status = if r > tolerance {
                     regressions += 1;
                     "REGRESSION"
+                } else if r < -tolerance {
+                    "improved: record with --update"
                 } else {
                     "ok"
                 };
                 (format!("{:+.1} %", r * 100.0), status)
             }
         };
-        let base = base.map_or("-".into(), |b| format!("{b:.1}"));
-        println!("{name:<18} {base:>10} {now:>10.1} {change:>9}  {status}");
+        let base = base.map_or("-".into(), |b| format!("{b:.2}"));
+        println!("{name:<24} {base:>10} {now:>10.2} {change:>9}  {status}");
     }
     if args.iter().any(|a| a == "--update") {
-        let text = serde_json::to_string_pretty(&current).expect("serializable") + "\n";
-        if let Err(e) = std::fs::write(&baseline_path, text) {
+        let text = serde_json::to_string_pretty(current).expect("serializable") + "\n";
+        if let Err(e) = std::fs::write(baseline_path, text) {
             eprintln!("raftline-ci: {}: {e}", baseline_path.display());
             return 1;
         }
@@ -185,7 +211,7 @@ fn latency(args: &[String]) -> i32 {
     }
     if regressions > 0 {
         eprintln!(
-            "raftline-ci: {regressions} latency ratio(s) worse by more than {:.0} %",
+            "raftline-ci: {regressions} {what}(s) worse by more than {:.0} %",
             tolerance * 100.0
         );
         return 1;
@@ -267,49 +293,22 @@ fn cost(args: &[String]) -> i32 {
     let baseline: Option<BTreeMap<String, f64>> = std::fs::read_to_string(&baseline_path)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
-    println!(
-        "{:<24} {:>10} {:>10} {:>9}  status",
-        "cluster, per message", "baseline", "current", "change"
-    );
-    let mut regressions = 0;
-    for (name, &now) in &current {
-        let base = baseline.as_ref().and_then(|b| b.get(name)).copied();
-        let (change, status) = match base {
-            None => ("-".to_string(), "new"),
-            Some(b) => {
-                let r = now / b - 1.0;
-                let status = if r > tolerance {
-                    regressions += 1;
-                    "REGRESSION"
-                } else if r < -tolerance {
-                    "improved: record with --update"
-                } else {
-                    "ok"
-                };
-                (format!("{:+.1} %", r * 100.0), status)
-            }
-        };
-        let base = base.map_or("-".into(), |b| format!("{b:.2}"));
-        println!("{name:<24} {base:>10} {now:>10.2} {change:>9}  {status}");
-    }
-    if args.iter().any(|a| a == "--update") {
-        let text = serde_json::to_string_pretty(&current).expect("serializable") + "\n";
-        if let Err(e) = std::fs::write(&baseline_path, text) {
-            eprintln!("raftline-ci: {}: {e}", baseline_path.display());
-            return 1;
-        }
-        println!("baseline written to {}", baseline_path.display());
-        return 0;
-    }
-    if regressions > 0 {
-        eprintln!(
-            "raftline-ci: {regressions} cost figure(s) worse by more than {:.0} %",
-            tolerance * 100.0
-        );
-        return 1;
-    }
-    println!("0 regressions (tolerance {:.0} %)", tolerance * 100.0);
-    0
+    let rows: Vec<(&str, Option<f64>, f64)> = current
+        .iter()
+        .map(|(name, &now)| {
+            let base = baseline.as_ref().and_then(|b| b.get(name)).copied();
+            (name.as_str(), base, now)
+        })
+        .collect();
+    compare_and_record(
+        args,
+        "cluster, per message",
+        &rows,
+        tolerance,
+        "cost figure",
+        &baseline_path,
+        &current,
+    )
 }
 
 fn main() {

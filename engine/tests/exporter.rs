@@ -4,7 +4,7 @@
 //! and stage histograms; `raftline stat --json` reads the same directories.
 
 mod common;
-use common::free_ports;
+use common::{free_ports, shared_config};
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
@@ -12,9 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use raftline::client::{ClientConfig, ClientEvent, ClusterClient};
-use raftline::config::{Config, ThreadingMode};
 use raftline::runtime::counters::{Counter, CountersReader};
-use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
+use raftline::runtime::{monotonic_ns, RunningNode};
 use raftline::service::echo::EchoService;
 
 /// One sample: metric name, labels, value.
@@ -205,23 +204,17 @@ impl Drop for Exporter {
     }
 }
 
-fn config(id: u32, members: &[String], dir: &std::path::Path) -> Config {
-    Config::builder(id, members.to_vec(), dir.join(format!("node-{id}")))
-        .cluster_id(9)
-        .threading(ThreadingMode::Shared)
-        .segment_mib(1)
-        .timeouts_ms(20, 400, 100)
-        .idle(IdleStrategy::parse("block").unwrap())
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn an_http_scrape_of_the_exporter_is_valid_prometheus_text_with_each_members_state() {
     let tmp = tempfile::tempdir().unwrap();
     let members = free_ports(3);
     let nodes: Vec<RunningNode<EchoService>> = (0..3)
-        .map(|id| RunningNode::start(&config(id, &members, tmp.path()), EchoService::default()))
+        .map(|id| {
+            RunningNode::start(
+                &shared_config(id, &members, tmp.path(), 9),
+                EchoService::default(),
+            )
+        })
         .collect::<Result<_, _>>()
         .unwrap();
     // Some committed traffic, so positions and stage histograms are not all zero.

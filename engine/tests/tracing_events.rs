@@ -3,7 +3,7 @@
 //! which member, in which term, from which state, why, and at what log positions.
 
 mod common;
-use common::free_ports;
+use common::{free_ports, shared_config};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,8 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use raftline::config::{Config, ThreadingMode};
-use raftline::runtime::{IdleStrategy, RunningNode};
+use raftline::runtime::RunningNode;
 use raftline::service::echo::EchoService;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -67,17 +66,6 @@ impl Subscriber for Capture {
     fn exit(&self, _: &Id) {}
 }
 
-fn config(id: u32, members: &[String], dir: &std::path::Path) -> Config {
-    Config::builder(id, members.to_vec(), dir.join(format!("node-{id}")))
-        .cluster_id(7)
-        .threading(ThreadingMode::Shared)
-        .segment_mib(1)
-        .timeouts_ms(20, 400, 100)
-        .idle(IdleStrategy::parse("block").unwrap())
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn an_embedding_application_sees_the_leader_elected_as_an_event_with_its_fields() {
     let capture = Capture::default();
@@ -87,7 +75,12 @@ fn an_embedding_application_sees_the_leader_elected_as_an_event_with_its_fields(
     let tmp = tempfile::tempdir().unwrap();
     let members = free_ports(3);
     let nodes: Vec<RunningNode<EchoService>> = (0..3)
-        .map(|id| RunningNode::start(&config(id, &members, tmp.path()), EchoService::default()))
+        .map(|id| {
+            RunningNode::start(
+                &shared_config(id, &members, tmp.path(), 7),
+                EchoService::default(),
+            )
+        })
         .collect::<Result<_, _>>()
         .unwrap();
 

@@ -3,14 +3,13 @@
 //! the log directory (writable, free space, O_DIRECT where the durability needs it) and
 //! io_uring. Each check is one line an operator can act on.
 
-use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::config::Config;
 use crate::log::Durability;
+use crate::sys::disk::{direct_write_works, is_tmpfs};
 
 /// One check's outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,8 +120,11 @@ pub fn check_node(config: &Config) -> Vec<Check> {
     if durability == Durability::Fdatasync {
         checks.push(Check::new(
             "O_DIRECT",
-            probe_direct(&config.node.log_dir)
-                .map(|()| "the log directory's filesystem takes O_DIRECT writes".into()),
+            direct_write_works(&config.node.log_dir)
+                .map(|()| "the log directory's filesystem takes O_DIRECT writes".into())
+                .map_err(|e| {
+                    format!("refused ({e}): the log would fall back to buffered writes + fdatasync")
+                }),
         ));
     }
     checks.push(Check::new(
@@ -169,26 +171,6 @@ fn check_log_dir(dir: &Path, segment_mib: u64, durability: Durability) -> Check 
     Check::new(what, outcome)
 }
 
-fn probe_direct(dir: &Path) -> Result<(), String> {
-    let path = dir.join(".check-config-direct.creating");
-    // An aligned block: O_DIRECT wants the buffer, offset and length aligned.
-    let mut buf = vec![0u8; 8192];
-    let at = buf.as_ptr().align_offset(4096);
-    let block = &mut buf[at..at + 4096];
-    block[0] = 1;
-    let result = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(&path)
-        .and_then(|f| f.write_all_at(block, 0));
-    let _ = std::fs::remove_file(&path);
-    result.map_err(|e| {
-        format!("refused ({e}): the log would fall back to buffered writes + fdatasync")
-    })
-}
-
 fn statfs(dir: &Path) -> std::io::Result<libc::statfs> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
@@ -205,13 +187,6 @@ fn statfs(dir: &Path) -> std::io::Result<libc::statfs> {
 fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     let s = statfs(dir)?;
     Ok(s.f_bavail as u64 * s.f_bsize as u64)
-}
-
-fn is_tmpfs(dir: &Path) -> bool {
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
-    // f_type's integer type differs between targets.
-    #[allow(clippy::unnecessary_cast)]
-    statfs(dir).is_ok_and(|s| s.f_type as i64 == TMPFS_MAGIC)
 }
 
 #[cfg(test)]

@@ -345,7 +345,8 @@ impl LinuxDisk {
     }
 }
 
-fn is_tmpfs(dir: &Path) -> bool {
+/// Whether `dir` is on tmpfs (fast, and gone at reboot: not durable).
+pub fn is_tmpfs(dir: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
         return false;
     };
@@ -356,8 +357,8 @@ fn is_tmpfs(dir: &Path) -> bool {
     rc == 0 && st.f_type as i64 == TMPFS_MAGIC
 }
 
-/// Tries an aligned O_DIRECT write in `dir`; false (with the reason recorded) if refused.
-fn probe_direct(dir: &Path, fallbacks: &mut Vec<String>) -> bool {
+/// Tries one aligned O_DIRECT write in `dir` (to a probe file, removed again).
+pub fn direct_write_works(dir: &Path) -> std::io::Result<()> {
     let path = dir.join(".direct-probe.creating");
     let result = OpenOptions::new()
         .create(true)
@@ -367,7 +368,12 @@ fn probe_direct(dir: &Path, fallbacks: &mut Vec<String>) -> bool {
         .open(&path)
         .and_then(|f| f.write_all_at(&AlignedBuf::new(BLOCK_LEN), 0));
     let _ = std::fs::remove_file(&path);
-    match result {
+    result
+}
+
+/// Whether O_DIRECT works in `dir`; if not, the reason joins `fallbacks`.
+fn probe_direct(dir: &Path, fallbacks: &mut Vec<String>) -> bool {
+    match direct_write_works(dir) {
         Ok(()) => true,
         Err(e) => {
             fallbacks.push(format!(
