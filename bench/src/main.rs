@@ -1,6 +1,7 @@
 //! raftline-bench: the benchmark harness. Every report states the machine and the settings
 //! it ran with, and measures the reference it compares against in the same run.
 
+mod catch_up;
 mod compare;
 mod cost;
 mod failover;
@@ -40,6 +41,8 @@ enum Command {
     Throughput(sweep::ThroughputArgs),
     /// raftline and a peer Raft implementation side by side, in one run.
     Compare(compare::Args),
+    /// How fast a follower that was down catches up with the leader's log.
+    CatchUp(catch_up::Args),
 }
 
 fn main() {
@@ -56,6 +59,7 @@ fn main() {
         Some(Command::Matrix(args)) => sweep::matrix(args),
         Some(Command::Throughput(args)) => sweep::throughput(args),
         Some(Command::Compare(args)) => compare::run(args),
+        Some(Command::CatchUp(args)) => catch_up::run(args),
         None => latency::run(latency::Args::default_main()),
     };
     match result {
