@@ -10,7 +10,7 @@
 //! [`StderrLines`] is the subscriber `raftline node` and the bench install: one line per event on
 //! stderr, `raftline: ` and the sentence, exactly what the engine printed before it used
 //! `tracing`. Its level comes from `RAFTLINE_LOG` (`off`, `error`, `warn`, `info` (the default),
-//! `debug`, `trace`).
+//! `debug`, `trace`); events of other crates are printed from `warn` up.
 
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
@@ -65,9 +65,14 @@ impl Visit for Message {
     }
 }
 
+/// Events from other crates in the process (a peer library the bench runs, the embedding
+/// application's dependencies) are printed from this level up only.
+const OTHERS_MAX: LevelFilter = LevelFilter::WARN;
+
 impl Subscriber for StderrLines {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        *metadata.level() <= self.max
+        let ours = metadata.target().starts_with("raftline");
+        *metadata.level() <= self.max && (ours || *metadata.level() <= OTHERS_MAX)
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {
@@ -116,6 +121,12 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             assert!(tracing::enabled!(tracing::Level::WARN));
             assert!(!tracing::enabled!(tracing::Level::INFO));
+        });
+        // Another crate's INFO is not ours to print; its WARN is.
+        tracing::subscriber::with_default(StderrLines::new(LevelFilter::INFO), || {
+            assert!(tracing::enabled!(tracing::Level::INFO));
+            assert!(!tracing::enabled!(target: "openraft::core", tracing::Level::INFO));
+            assert!(tracing::enabled!(target: "openraft::core", tracing::Level::WARN));
         });
     }
 }
