@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use raftline::client::{ClientConfig, ClientEvent, ClusterClient};
 use raftline::config::Config;
-use raftline::log::Durability;
 use raftline::runtime::counters::{Counter, CountersReader};
 use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
 use raftline::service::echo::EchoService;
@@ -53,11 +52,7 @@ fn applied(dir: &std::path::Path) -> u64 {
 }
 
 pub fn run(args: Args) -> Result<bool, String> {
-    let durability = match args.durability.as_str() {
-        "fdatasync" => Durability::Fdatasync,
-        "none" => Durability::None,
-        other => return Err(format!("--durability {other}: use fdatasync or none")),
-    };
+    let durability = crate::report::durability(&args.durability)?;
     let machine = Machine::detect();
     let _ = std::fs::remove_dir_all(&args.dir);
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;

@@ -22,7 +22,6 @@ use raftline::client::admin::AdminClient;
 use raftline::client::{ClientConfig, ClientEvent, ClusterClient};
 use raftline::codec::message::AdminCommand;
 use raftline::config::Config;
-use raftline::log::Durability;
 use raftline::runtime::counters::{Counter, CountersReader};
 use raftline::runtime::{monotonic_ns, IdleStrategy, RunningNode};
 use raftline::service::echo::EchoService;
@@ -101,13 +100,15 @@ struct Setting {
 
 /// The members under test: nodes in this process, or a cluster running elsewhere.
 enum Members {
-    Local(Cluster),
+    Local(Box<Cluster>),
     External(Box<External>),
 }
 
 struct Cluster {
     configs: Vec<Config>,
     nodes: Vec<Option<RunningNode<EchoService>>>,
+    /// For `--transfer`: the admin channel, as an operator's transfer would go.
+    admin: AdminClient,
 }
 
 struct External {
@@ -175,22 +176,16 @@ impl Members {
     }
 
     /// Kills member `i` (or, with `transfer`, asks it to hand over to the next member).
-    fn interrupt(
-        &mut self,
-        i: usize,
-        transfer: bool,
-        admin: &mut Option<AdminClient>,
-    ) -> Result<(), String> {
-        let n = self.len();
-        let to = ((i + 1) % n) as u32;
+    fn interrupt(&mut self, i: usize, transfer: bool) -> Result<(), String> {
+        let to = ((i + 1) % self.len()) as u32;
         match self {
+            Members::Local(c) if transfer => {
+                c.admin.send(i as u32, AdminCommand::TransferLeader, to);
+                Ok(())
+            }
             Members::Local(c) => {
-                if let Some(admin) = admin.as_mut() {
-                    admin.send(i as u32, AdminCommand::TransferLeader, to);
-                } else {
-                    let node = c.nodes[i].take().expect("running");
-                    drop(node.stop());
-                }
+                let node = c.nodes[i].take().expect("running");
+                drop(node.stop());
                 Ok(())
             }
             Members::External(e) if transfer => {
@@ -255,8 +250,10 @@ impl Cluster {
     }
 }
 
-/// Three nodes in this process on loopback, and the client's config for them.
-fn local(args: &Args, durability: Durability) -> Result<(Members, ClientConfig), String> {
+/// Three nodes in this process on loopback, the client's config for them, and what the
+/// report states.
+fn local(args: &Args) -> Result<(Members, ClientConfig, Setting), String> {
+    let durability = crate::report::durability(&args.durability)?;
     let _ = std::fs::remove_dir_all(&args.dir);
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
     let members = loopback_ports(3).map_err(|e| e.to_string())?;
@@ -277,28 +274,38 @@ fn local(args: &Args, durability: Durability) -> Result<(Members, ClientConfig),
         })
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
+    let addrs: Vec<std::net::SocketAddr> = members
+        .iter()
+        .map(|m| m.parse().expect("address"))
+        .collect();
     let mut cluster = Cluster {
         nodes: Vec::new(),
         configs,
+        admin: AdminClient::connect(addrs.clone(), 3).map_err(|e| e.to_string())?,
     };
     for c in &cluster.configs {
         cluster.nodes.push(Some(
             RunningNode::start(c, EchoService::default()).map_err(|e| e.to_string())?,
         ));
     }
-    let mut cc = ClientConfig::new(
-        members
-            .iter()
-            .map(|m| m.parse().expect("address"))
-            .collect(),
-        3,
-    );
+    let mut cc = ClientConfig::new(addrs, 3);
     cc.max_datagram_bytes = 65_000;
-    Ok((Members::Local(cluster), cc))
+    let setting = Setting {
+        durability: durability.to_string(),
+        threading: "shared".into(),
+        idle: "block".into(),
+        heartbeat_timeout_ms: args.heartbeat_timeout_ms,
+        election_timeout_ms: args.election_timeout_ms,
+    };
+    Ok((Members::Local(Box::new(cluster)), cc, setting))
 }
 
-/// The cluster `file` names, driven over its client and admin channels.
-fn external(args: &Args, file: &std::path::Path) -> Result<(Members, ClientConfig), String> {
+/// The cluster `file` names, driven over its client and admin channels, and what the report
+/// states (from its config).
+fn external(
+    args: &Args,
+    file: &std::path::Path,
+) -> Result<(Members, ClientConfig, Setting), String> {
     if !args.transfer && (args.kill_command.is_none() || args.restart_command.is_none()) {
         return Err(
             "--cluster: give --transfer, or both --kill-command and --restart-command (a member this harness did not start is killed and restarted by your commands)".into(),
@@ -312,9 +319,14 @@ fn external(args: &Args, file: &std::path::Path) -> Result<(Members, ClientConfi
     let admin = AdminClient::connect(external.members.clone(), external.cluster_id)
         .map_err(|e| e.to_string())?
         .with_credential(credential);
-    let mut cc = ClientConfig::new(external.members.clone(), external.cluster_id);
-    cc.credential = external.credential.clone();
-    cc.max_datagram_bytes = external.max_datagram_bytes;
+    let c = &external.config;
+    let setting = Setting {
+        durability: c.log.durability.clone(),
+        threading: c.runtime.threading.clone(),
+        idle: c.runtime.idle.clone(),
+        heartbeat_timeout_ms: c.consensus.leader_heartbeat_timeout_ms,
+        election_timeout_ms: c.consensus.election_timeout_ms,
+    };
     Ok((
         Members::External(Box::new(External {
             admin,
@@ -322,49 +334,19 @@ fn external(args: &Args, file: &std::path::Path) -> Result<(Members, ClientConfi
             restart_command: args.restart_command.clone(),
             down: None,
         })),
-        cc,
+        external.client_config(),
+        setting,
     ))
 }
 
 pub fn run(args: Args) -> Result<bool, String> {
-    let durability = match args.durability.as_str() {
-        "fdatasync" => Durability::Fdatasync,
-        "none" => Durability::None,
-        other => return Err(format!("--durability {other}: use fdatasync or none")),
-    };
     let machine = Machine::detect();
-    let (mut members, mut cc) = match &args.cluster {
+    let (mut members, mut cc, setting) = match &args.cluster {
         Some(file) => external(&args, file)?,
-        None => local(&args, durability)?,
+        None => local(&args)?,
     };
     cc.max_outstanding = 1 << 16;
     cc.resend_timeout_ns = args.client_resend_ms * 1_000_000;
-    let cluster_id = cc.cluster_id;
-    let member_addrs = cc.members.clone();
-    // What the report states: this harness's settings, or the external cluster's config.
-    let (admin_credential, setting) = match &args.cluster {
-        Some(file) => {
-            let c = Config::load(file).map_err(|e| e.to_string())?;
-            let setting = Setting {
-                durability: c.log.durability.clone(),
-                threading: c.runtime.threading.clone(),
-                idle: c.runtime.idle.clone(),
-                heartbeat_timeout_ms: c.consensus.leader_heartbeat_timeout_ms,
-                election_timeout_ms: c.consensus.election_timeout_ms,
-            };
-            (c.admin_credential().map_err(|e| e.to_string())?, setting)
-        }
-        None => (
-            Vec::new(),
-            Setting {
-                durability: args.durability.clone(),
-                threading: "shared".into(),
-                idle: "block".into(),
-                heartbeat_timeout_ms: args.heartbeat_timeout_ms,
-                election_timeout_ms: args.election_timeout_ms,
-            },
-        ),
-    };
     let mut client = ClusterClient::connect(cc, monotonic_ns).map_err(|e| e.to_string())?;
     eprintln!(
         "failover on {machine}: {} kills, heartbeat timeout {} ms, election timeout {} ms, {} msg/s, durability {}",
@@ -422,16 +404,6 @@ pub fn run(args: Args) -> Result<bool, String> {
         first_ack
     };
 
-    // A local cluster's transfers go over the admin channel as an operator's would.
-    let mut admin = if args.transfer && matches!(members, Members::Local(_)) {
-        Some(
-            AdminClient::connect(member_addrs.clone(), cluster_id)
-                .map_err(|e| e.to_string())?
-                .with_credential(admin_credential.clone()),
-        )
-    } else {
-        None
-    };
     let n = members.len();
     let mut kills_at = Vec::new();
     for kill in 0..args.kills {
@@ -458,7 +430,7 @@ pub fn run(args: Args) -> Result<bool, String> {
         // stopped may still sit in the client's socket).
         let killed_at = monotonic_ns();
         kills_at.push(killed_at - run_start);
-        members.interrupt(leader, args.transfer, &mut admin)?;
+        members.interrupt(leader, args.transfer)?;
         let ack_from = client.next_sequence();
         let first = drive(
             &mut client,

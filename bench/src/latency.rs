@@ -231,6 +231,14 @@ impl External {
             config,
         })
     }
+
+    /// A client of this cluster: its members, id, token and datagram size.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut cc = ClientConfig::new(self.members.clone(), self.cluster_id);
+        cc.credential = self.credential.clone();
+        cc.max_datagram_bytes = self.max_datagram_bytes;
+        cc
+    }
 }
 
 impl Plan {
@@ -241,11 +249,7 @@ impl Plan {
                 args.size
             ));
         }
-        let durability = match args.durability.as_str() {
-            "fdatasync" => Durability::Fdatasync,
-            "none" => Durability::None,
-            other => return Err(format!("--durability {other}: use fdatasync or none")),
-        };
+        let durability = crate::report::durability(&args.durability)?;
         let threading = match args.threading.as_str() {
             "shared" => ThreadingMode::Shared,
             "dedicated" => ThreadingMode::Dedicated,
@@ -351,9 +355,7 @@ impl Recorder {
 /// latency from its intended send time.
 pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunResult, String> {
     if let Some(external) = &plan.external {
-        let mut cc = ClientConfig::new(external.members.clone(), external.cluster_id);
-        cc.credential = external.credential.clone();
-        cc.max_datagram_bytes = external.max_datagram_bytes;
+        let cc = external.client_config();
         let writer = format!(
             "external cluster ({}; each node prints its writer)",
             external.file.display()

@@ -4,6 +4,16 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+/// `--durability`: fdatasync or none.
+pub fn durability(arg: &str) -> Result<raftline::log::Durability, String> {
+    use raftline::log::Durability;
+    match arg {
+        "fdatasync" => Ok(Durability::Fdatasync),
+        "none" => Ok(Durability::None),
+        other => Err(format!("--durability {other}: use fdatasync or none")),
+    }
+}
+
 /// Latencies are recorded in nanoseconds up to one hour, with 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")

@@ -32,6 +32,28 @@ fn node_binary() -> Option<PathBuf> {
     Some(bench.with_file_name("raftline")).filter(|p| p.is_file())
 }
 
+/// Runs `raftline-bench ARGS --cluster CONFIG --json <dir>/NAME.json`, prints its report, and
+/// returns the JSON summary; a failure shows the bench's output and the nodes' (`context`).
+fn bench(args: &[&str], config: &Path, dir: &Path, name: &str, context: &str) -> serde_json::Value {
+    let json = dir.join(format!("{name}.json"));
+    let out = Command::new(env!("CARGO_BIN_EXE_raftline-bench"))
+        .args(args)
+        .arg("--cluster")
+        .arg(config)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout}\n{}\n{context}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
 #[test]
 fn the_harness_measures_a_cluster_running_in_other_network_namespaces() {
     // SAFETY: geteuid has no preconditions.
@@ -103,9 +125,9 @@ fn the_harness_measures_a_cluster_running_in_other_network_namespaces() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    let json = tmp.path().join("latency.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_raftline-bench"))
-        .args([
+    let bench_dir = tmp.path().join("bench").display().to_string();
+    let summary = bench(
+        &[
             "latency",
             "--rate",
             "500",
@@ -113,24 +135,14 @@ fn the_harness_measures_a_cluster_running_in_other_network_namespaces() {
             "2",
             "--warmup",
             "0.5",
-        ])
-        .arg("--cluster")
-        .arg(&configs[0])
-        .arg("--json")
-        .arg(&json)
-        .arg("--dir")
-        .arg(tmp.path().join("bench"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+            "--dir",
+            &bench_dir,
+        ],
+        &configs[0],
+        tmp.path(),
+        "latency",
+        "",
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(summary["count"], 1000, "every measured message came back");
     assert_eq!(summary["missing_replies"], 0);
     assert_eq!(summary["ok"], true);
@@ -160,26 +172,15 @@ fn the_harness_measures_a_cluster_running_in_other_network_namespaces() {
         vec!["--transfer"],
         vec!["--kill-command", &kill, "--restart-command", &restart],
     ] {
-        let json = tmp.path().join("failover.json");
-        let out = Command::new(env!("CARGO_BIN_EXE_raftline-bench"))
-            .args(["failover", "--kills", "2", "--rate", "200"])
-            .arg("--cluster")
-            .arg(&configs[0])
-            .args(&how)
-            .arg("--json")
-            .arg(&json)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        println!("{stdout}");
-        assert!(
-            out.status.success(),
-            "failover {how:?}: {stdout}\n{}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            said(0) + &said(1) + &said(2)
+        let mut args = vec!["failover", "--kills", "2", "--rate", "200"];
+        args.extend(how.iter().copied());
+        let summary = bench(
+            &args,
+            &configs[0],
+            tmp.path(),
+            "failover",
+            &(said(0) + &said(1) + &said(2)),
         );
-        let summary: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!(summary["interruption"]["count"], 2, "{how:?}: {summary}");
         assert_eq!(
             summary["event"],

@@ -226,12 +226,18 @@ mod tests {
 
         // Two members on one address (two names for it: the config alone cannot tell).
         let port = own.rsplit_once(':').unwrap().1;
-        let twice = config(tmp.path(), vec![own.clone(), format!("localhost:{port}")]);
-        let dup = check_node(&twice)
-            .into_iter()
-            .find(|c| c.what == "member 1 address")
-            .unwrap();
-        assert!(dup.outcome.unwrap_err().contains("the address of member 0"));
+        let alias = format!("localhost:{port}");
+        let first = alias.to_socket_addrs().ok().and_then(|mut a| a.next());
+        if first.map(|a| a.to_string()) == Some(own.clone()) {
+            let twice = config(tmp.path(), vec![own.clone(), alias]);
+            let dup = check_node(&twice)
+                .into_iter()
+                .find(|c| c.what == "member 1 address")
+                .unwrap();
+            assert!(dup.outcome.unwrap_err().contains("the address of member 0"));
+        } else {
+            println!("skipped the alias case: localhost resolves first to {first:?}, not {own}");
+        }
 
         // A log directory that cannot be created (its parent is a file).
         std::fs::write(tmp.path().join("file"), b"x").unwrap();
