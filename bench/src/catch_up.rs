@@ -54,8 +54,7 @@ fn applied(dir: &std::path::Path) -> u64 {
 pub fn run(args: Args) -> Result<bool, String> {
     let durability = crate::report::durability(&args.durability)?;
     let machine = Machine::detect();
-    let _ = std::fs::remove_dir_all(&args.dir);
-    std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    crate::report::fresh_dir(&args.dir)?;
     let members = loopback_ports(3).map_err(|e| e.to_string())?;
     let configs: Vec<Config> = (0..3u32)
         .map(|id| {

@@ -254,8 +254,7 @@ impl Cluster {
 /// report states.
 fn local(args: &Args) -> Result<(Members, ClientConfig, Setting), String> {
     let durability = crate::report::durability(&args.durability)?;
-    let _ = std::fs::remove_dir_all(&args.dir);
-    std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    crate::report::fresh_dir(&args.dir)?;
     let members = loopback_ports(3).map_err(|e| e.to_string())?;
     let configs: Vec<Config> = (0..3u32)
         .map(|id| {

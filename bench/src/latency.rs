@@ -362,8 +362,7 @@ pub fn measure(args: &Args, plan: &Plan, rate: u64, size: usize) -> Result<RunRe
         );
         return offer_load(args, cc, rate, size, None, writer);
     }
-    let _ = std::fs::remove_dir_all(&args.dir);
-    std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    crate::report::fresh_dir(&args.dir)?;
     let members = loopback_ports(3).map_err(|e| e.to_string())?;
     let mut nodes = Vec::new();
     let mut processes = Vec::new();

@@ -4,6 +4,12 @@
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+/// Empties `dir` (what an earlier run left) and creates it.
+pub fn fresh_dir(dir: &std::path::Path) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
 /// `--durability`: fdatasync or none.
 pub fn durability(arg: &str) -> Result<raftline::log::Durability, String> {
     use raftline::log::Durability;

@@ -461,8 +461,7 @@ pub fn run(args: Args) -> Result<bool, String> {
         args.nodes, args.duration
     );
     let mut skipped = Vec::new();
-    let _ = std::fs::remove_dir_all(&args.dir);
-    std::fs::create_dir_all(&args.dir).map_err(|e| format!("{}: {e}", args.dir.display()))?;
+    crate::report::fresh_dir(&args.dir)?;
     let dir = std::fs::canonicalize(&args.dir).map_err(|e| e.to_string())?;
 
     let network = match Network::namespaces(args.nodes, std::process::id()) {
